@@ -1,0 +1,1 @@
+"""Compatibility with reference implementations: checkpoint converters and the parity tool."""
