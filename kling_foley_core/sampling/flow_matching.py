@@ -1,0 +1,62 @@
+"""Conditional flow matching (rectified flow) training objective, in the library's convention.
+
+x_t = t·x1 + (1 − t)·x0 with x0 ~ N(0, I) noise and x1 data; the network regresses v = x1 − x0.
+Training times follow a logit-normal distribution (Esser et al., 2024), as in Kling-Foley and MMAudio.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+
+def logit_normal_t(batch: int, *, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None,
+                   device: torch.device | str = "cpu") -> torch.Tensor:
+    """t = sigmoid(n), n ~ N(mean, std²): concentrates training on mid-trajectory times."""
+    n = torch.randn(batch, generator=generator, device=device) * std + mean
+    return torch.sigmoid(n)
+
+
+def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """x_t = t·x1 + (1 − t)·x0, with t of shape [B] broadcast over the remaining dims."""
+    t = t.reshape(-1, *([1] * (x1.ndim - 1)))
+    return t * x1 + (1.0 - t) * x0
+
+
+def target_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    return x1 - x0
+
+
+@dataclass
+class FlowMatchingBatch:
+    x0: torch.Tensor  # noise        (B, ...)
+    x1: torch.Tensor  # data         (B, ...)
+    t: torch.Tensor  # times         (B,)
+    xt: torch.Tensor  # interpolant  (B, ...)
+    target: torch.Tensor  # x1 − x0  (B, ...)
+
+
+def make_batch(x1: torch.Tensor, *, generator: torch.Generator | None = None, t: torch.Tensor | None = None,
+               mean: float = 0.0, std: float = 1.0) -> FlowMatchingBatch:
+    x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+    if t is None:
+        t = logit_normal_t(x1.shape[0], mean=mean, std=std, generator=generator, device=x1.device).to(x1.dtype)
+    return FlowMatchingBatch(x0=x0, x1=x1, t=t, xt=interpolate(x0, x1, t), target=target_velocity(x0, x1))
+
+
+def flow_matching_loss(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x1: torch.Tensor, *,
+                       generator: torch.Generator | None = None, mask: torch.Tensor | None = None,
+                       reduce: bool = True) -> torch.Tensor:
+    """MSE between ``predict(x_t, t)`` and ``x1 − x0``; per-sample when ``reduce=False``.
+
+    ``mask`` (B, N) marks valid sequence positions (variable-length batches): padded positions do not count.
+    """
+    batch = make_batch(x1, generator=generator)
+    err = (predict(batch.xt, batch.t) - batch.target).pow(2)
+    if mask is not None:
+        m = mask.to(err.dtype).reshape(*mask.shape, *([1] * (err.ndim - mask.ndim)))
+        per = (err * m).flatten(1).sum(1) / (m.expand_as(err).flatten(1).sum(1)).clamp_min(1.0)
+    else:
+        per = err.flatten(1).mean(1)
+    return per.mean() if reduce else per
