@@ -1,0 +1,242 @@
+"""Where nodes read models from and write results to, inside ComfyUI and headless.
+
+* Output directory: ComfyUI's ``folder_paths.get_output_directory()`` when ComfyUI is importable at call time,
+  else the directory the CLI set (``--output-dir``), else ``./output``.
+* ``filename_prefix`` works like ComfyUI's save nodes: it may name sub-folders (``"foley/take"``), it may use
+  ``%date%``-style variables, and it may never leave the output folder (``..``, absolute paths are refused).
+* ``next_output_path`` gives the next free ``<prefix>_00001.<ext>`` (counter one above the highest one present,
+  like ComfyUI's SaveAudio), and ``atomic_write`` writes through a temporary file that is renamed into place only
+  when the writer finished, so an error or an interrupt never leaves a half-written or overwritten file.
+* Model folders: ``models/kling_foley/<kind>/`` inside ComfyUI (plus any extra paths registered under the
+  ``kling_foley`` folder name), headless the ``KLING_FOLEY_MODELS`` environment variable (``os.pathsep``
+  separated) or an explicit directory, default ``./models/kling_foley``.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ModelNotFoundError, OutputPathError
+
+MODELS_ENV = "KLING_FOLEY_MODELS"
+MODEL_FOLDER_NAME = "kling_foley"
+DEFAULT_OUTPUT_DIR = "output"
+DEFAULT_MODELS_DIR = os.path.join("models", MODEL_FOLDER_NAME)
+
+_output_dir: str | None = None
+_models_dirs: list[str] | None = None
+
+
+def _comfy_folder_paths():
+    try:  # at call time: inside ComfyUI this module is already imported and cheap to get
+        import folder_paths  # type: ignore[import-not-found]
+
+        return folder_paths
+    except Exception:  # noqa: BLE001 - anything but a working ComfyUI means "headless"
+        return None
+
+
+# --------------------------------------------------------------------------------------------- output folder
+def set_output_directory(path: str | os.PathLike | None) -> None:
+    """Headless output folder (the CLI's ``--output-dir``); ``None`` restores the default ``./output``."""
+    global _output_dir
+    _output_dir = None if path is None else os.fspath(path)
+
+
+def get_output_directory() -> Path:
+    fp = _comfy_folder_paths()
+    if fp is not None and hasattr(fp, "get_output_directory"):
+        return Path(fp.get_output_directory())
+    return Path(_output_dir if _output_dir is not None else DEFAULT_OUTPUT_DIR)
+
+
+def _expand_variables(prefix: str) -> str:
+    now = time.localtime()
+    subs = {
+        "%year%": f"{now.tm_year}",
+        "%month%": f"{now.tm_mon:02d}",
+        "%day%": f"{now.tm_mday:02d}",
+        "%hour%": f"{now.tm_hour:02d}",
+        "%minute%": f"{now.tm_min:02d}",
+        "%second%": f"{now.tm_sec:02d}",
+        "%date%": time.strftime("%Y-%m-%d", now),
+    }
+    for key, value in subs.items():
+        prefix = prefix.replace(key, value)
+    return prefix
+
+
+def resolve_output_prefix(filename_prefix: str, output_dir: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """Split ``filename_prefix`` into (folder inside the output directory, file-name stem) and check it.
+
+    Raises ``OutputPathError`` naming the prefix when it is empty, absolute, or climbs out of the output folder.
+    """
+    if not isinstance(filename_prefix, str) or not filename_prefix.strip():
+        raise OutputPathError(f"filename_prefix must be a non-empty string, got {filename_prefix!r}")
+    prefix = _expand_variables(filename_prefix.strip()).replace("\\", "/")
+    if os.path.isabs(prefix) or prefix.startswith("/") or re.match(r"^[A-Za-z]:", prefix):
+        raise OutputPathError(
+            f"filename_prefix {filename_prefix!r} is an absolute path; use a path relative to the output folder "
+            f"(e.g. 'foley/take') and choose the folder itself with --output-dir"
+        )
+    root = Path(output_dir if output_dir is not None else get_output_directory()).resolve()
+    sub, _, stem = prefix.rpartition("/")
+    if not stem or stem in (".", ".."):
+        raise OutputPathError(f"filename_prefix {filename_prefix!r} has no file name part (e.g. 'foley/take')")
+    folder = (root / sub).resolve() if sub else root
+    if os.path.commonpath([str(root), str(folder)]) != str(root):
+        raise OutputPathError(
+            f"filename_prefix {filename_prefix!r} leaves the output folder {root}; remove '..' from it"
+        )
+    return folder, stem
+
+
+def _existing_counter(name: str, stem: str) -> int | None:
+    m = re.match(re.escape(stem) + r"_(\d+)_?(?:\.|$)", name)
+    return int(m.group(1)) if m else None
+
+
+def next_output_path(filename_prefix: str, ext: str, output_dir: str | os.PathLike | None = None,
+                     *, create: bool = True) -> Path:
+    """Next free ``<folder>/<stem>_<counter:05d>.<ext>``: one above the highest counter already used by the stem.
+
+    Counters of any extension count (``take_00003.wav`` makes the next ``.mp4`` ``take_00004``) so the files
+    of one run stay paired, as in ComfyUI.
+    """
+    folder, stem = resolve_output_prefix(filename_prefix, output_dir)
+    ext = ext.lstrip(".")
+    if not re.fullmatch(r"[A-Za-z0-9]+", ext):
+        raise OutputPathError(f"file extension {ext!r} must be letters and digits only (e.g. 'wav', 'mp4')")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    used = [c for c in (_existing_counter(p.name, stem) for p in folder.iterdir()) if c is not None] \
+        if folder.is_dir() else []
+    counter = max(used, default=0) + 1
+    path = folder / f"{stem}_{counter:05d}.{ext}"
+    while path.exists():  # another writer raced us; never overwrite
+        counter += 1
+        path = folder / f"{stem}_{counter:05d}.{ext}"
+    return path
+
+
+def output_ui_entry(path: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> dict:
+    """The ``{"filename", "subfolder", "type": "output"}`` record ComfyUI's UI expects for a saved file."""
+    root = Path(output_dir if output_dir is not None else get_output_directory()).resolve()
+    p = Path(path).resolve()
+    sub = p.parent.relative_to(root).as_posix() if p.parent != root else ""
+    return {"filename": p.name, "subfolder": sub, "type": "output"}
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it into place only if the block finishes without error.
+
+    On any exception (including an interrupt) the temporary file is removed and ``path`` is untouched. With
+    ``overwrite=False`` an existing ``path`` is an error, checked again at commit time.
+    """
+    final = Path(path)
+    if not overwrite and final.exists():
+        raise OutputPathError(f"output file {final} already exists; refusing to overwrite it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, final)
+        else:
+            try:
+                os.link(tmp, final)  # fails if final appeared meanwhile: never clobber
+            except FileExistsError:
+                raise OutputPathError(f"output file {final} already exists; refusing to overwrite it") from None
+            except OSError:  # filesystem without hard links
+                if final.exists():
+                    raise OutputPathError(f"output file {final} already exists; refusing to overwrite it") from None
+                os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+# --------------------------------------------------------------------------------------------- model folders
+def set_models_directory(paths: str | os.PathLike | list | None) -> None:
+    """Headless model root(s) (the CLI's ``--models-dir``); overrides ``KLING_FOLEY_MODELS``. ``None`` resets."""
+    global _models_dirs
+    if paths is None:
+        _models_dirs = None
+    elif isinstance(paths, (list, tuple)):
+        _models_dirs = [os.fspath(p) for p in paths]
+    else:
+        _models_dirs = [os.fspath(paths)]
+
+
+def model_roots() -> list[Path]:
+    """The ``kling_foley`` model roots searched, in priority order."""
+    fp = _comfy_folder_paths()
+    if fp is not None and hasattr(fp, "models_dir"):
+        roots = [Path(fp.models_dir) / MODEL_FOLDER_NAME]
+        names = getattr(fp, "folder_names_and_paths", {}) or {}
+        if MODEL_FOLDER_NAME in names:  # extra_model_paths.yaml entries or a registration by the node pack
+            roots += [Path(p) for p in fp.get_folder_paths(MODEL_FOLDER_NAME)]
+        return list(dict.fromkeys(roots))
+    if _models_dirs is not None:
+        return [Path(p) for p in _models_dirs]
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        return [Path(p) for p in env.split(os.pathsep) if p]
+    return [Path(DEFAULT_MODELS_DIR)]
+
+
+def model_folders(kind: str) -> list[Path]:
+    """``<root>/<kind>`` for every model root (``kind`` such as ``"mmdit"``, ``"vae"``, ``"vocoder"``)."""
+    if not kind or "/" in kind or "\\" in kind or kind in (".", ".."):
+        raise ValueError(f"model kind must be a plain folder name like 'vae', got {kind!r}")
+    return [root / kind for root in model_roots()]
+
+
+def list_models(kind: str, extensions: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")) -> list[str]:
+    """Model files (relative to their folder, ``/``-separated, sorted) for a loader's COMBO list."""
+    found: set[str] = set()
+    exts = tuple(e.lower() for e in extensions)
+    for folder in model_folders(kind):
+        if not folder.is_dir():
+            continue
+        for p in folder.rglob("*"):
+            if p.is_file() and p.name.lower().endswith(exts):
+                found.add(p.relative_to(folder).as_posix())
+    return sorted(found)
+
+
+def find_model(kind: str, name: str | os.PathLike) -> Path:
+    """Full path of model file (or directory) ``name`` of ``kind``; an absolute path is taken as it is.
+
+    Raises ``ModelNotFoundError`` naming the file and every folder searched.
+    """
+    name = os.fspath(name)
+    if not name:
+        raise ModelNotFoundError(f"no {kind} model file given; put one in {_folders_text(kind)}")
+    if os.path.isabs(name):
+        if os.path.exists(name):
+            return Path(name)
+        raise ModelNotFoundError(f"{kind} model file {name} does not exist")
+    if ".." in Path(name).parts:
+        raise ModelNotFoundError(f"{kind} model name {name!r} must not contain '..'")
+    for folder in model_folders(kind):
+        candidate = folder / name
+        if candidate.exists():
+            return candidate
+    raise ModelNotFoundError(
+        f"{kind} model file {name!r} not found; expected it in {_folders_text(kind)} "
+        f"(set {MODELS_ENV} or --models-dir to the folder holding '{kind}/')"
+    )
+
+
+def _folders_text(kind: str) -> str:
+    folders = [str(f) for f in model_folders(kind)]
+    return folders[0] if len(folders) == 1 else "one of " + ", ".join(folders)
