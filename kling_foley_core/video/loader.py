@@ -1,0 +1,220 @@
+"""Streaming PyAV video loader: one decode pass feeds every consumer (8 fps semantic, 25 fps sync, ...).
+
+Memory stays bounded by the *outputs*: frames are decoded one at a time, the decoder's full-size frame is only
+kept until the next one arrives (the timestamp rule needs the next frame's time to know how long the current one
+stays on screen), and a picked frame is immediately scaled by swscale (``frame.reformat``) straight from YUV to
+the consumer's small RGB size. A 10-minute 1080p file therefore never exists as one big tensor.
+
+Rotation: phones store portrait video as landscape pictures plus a display matrix; frames are turned upright
+(``frame.rotation``, counter-clockwise degrees) after the cheap downscale. Horizontal flips in the matrix are rare
+and not applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from fractions import Fraction
+
+import av
+import numpy as np
+import torch
+
+from .probe import VideoInputError, normalize_rotation, open_container, probe_video, select_video_stream
+from .resample import (
+    SEMANTIC,
+    SYNC,
+    FrameCollector,
+    FrameSpec,
+    SampledVideo,
+    TimestampPicker,
+    VideoParamError,
+    check_specs,
+    frame_counts,
+    resized_geometry,
+    to_fraction,
+)
+
+log = logging.getLogger(__name__)
+
+_INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA", "lanczos": "LANCZOS"}
+
+# Seek instead of decoding from the beginning when the trim starts this late (keyframe-accurate seek, then the
+# timestamp rule as usual). After a seek the absolute frame index is unknown, so source_indices become -1.
+AUTO_SEEK_AFTER = 10.0
+
+
+def _convert_av_frame(frame: av.VideoFrame, spec: FrameSpec, rotation: int, interpolation: str) -> torch.Tensor:
+    """One decoded frame -> (3, H, W) uint8 upright, resized and cropped for ``spec``."""
+    quarter = rotation // 90
+    dw, dh = (frame.height, frame.width) if quarter % 2 else (frame.width, frame.height)  # display size
+    rw, rh, left, top = resized_geometry(dw, dh, spec)
+    cw, ch = (rh, rw) if quarter % 2 else (rw, rh)  # size to ask swscale for, in coded orientation
+    small = frame.reformat(width=cw, height=ch, format="rgb24", interpolation=interpolation)
+    arr = small.to_ndarray()  # (ch, cw, 3) uint8
+    if quarter:
+        arr = np.rot90(arr, k=quarter)  # display matrix angle is counter-clockwise; np.rot90 turns CCW too
+    th, tw = spec.hw
+    arr = arr[top:top + th, left:left + tw]
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()  # (3, th, tw)
+
+
+def load_video(
+    path: str | os.PathLike,
+    *,
+    semantic: FrameSpec | None = SEMANTIC,
+    sync: FrameSpec | None = SYNC,
+    start: float = 0.0,
+    duration: float | None = None,
+    interpolation: str = "bicubic",
+    seek: bool | None = None,
+    max_corrupt: int = 64,
+) -> SampledVideo:
+    """Decode ``path`` once and return frames for each consumer, picked by timestamp (see ``resample``).
+
+    Args:
+        semantic / sync: what each encoder wants (:class:`FrameSpec`); None skips that stream.
+        start: trim start in seconds from the stream start. duration: seconds to cover (default: to the end;
+            clamped with a warning when the file is shorter). Frame counts are floor(duration * fps).
+        interpolation: swscale filter for resizing ("bicubic", "bilinear", "area", "lanczos").
+        seek: jump to the keyframe before ``start`` instead of decoding from 0 (default: when start >= 10 s).
+        max_corrupt: give up (VideoInputError) after this many corrupt packets; fewer are skipped with a warning.
+
+    Raises :class:`VideoInputError` (a ValueError) for unusable files or arguments, before any heavy work.
+    """
+    specs = {k: v for k, v in (("semantic", semantic), ("sync", sync)) if v is not None}
+    check_specs(specs)
+    if interpolation not in _INTERPOLATIONS:
+        raise VideoParamError(f"interpolation: {interpolation!r} is not one of {sorted(_INTERPOLATIONS)}")
+    interp = _INTERPOLATIONS[interpolation]
+    start_f = to_fraction(start, "start")
+    if start_f < 0:
+        raise VideoParamError(f"start: must be >= 0 seconds, got {start}")
+    dur_f = None
+    if duration is not None:
+        dur_f = to_fraction(duration, "duration")
+        if dur_f <= 0:
+            raise VideoParamError(f"duration: must be > 0 seconds, got {duration}")
+
+    info = probe_video(path)  # every file-level error surfaces here, before decoding
+    if info.duration is not None and start_f >= to_fraction(info.duration) + Fraction(1, 1000):
+        raise VideoParamError(f"start: {start}s is past the end of '{path}' ({info.duration:.3f}s); pass a "
+                              "smaller start")
+    do_seek = (start_f >= AUTO_SEEK_AFTER) if seek is None else bool(seek and start_f > 0)
+
+    counts = frame_counts(dur_f, specs) if dur_f is not None else {k: None for k in specs}
+    collectors = {name: FrameCollector(name, spec, TimestampPicker(spec.rate, start_f, counts[name]))
+                  for name, spec in specs.items()}
+    warnings: list[str] = []
+
+    def warn(msg: str) -> None:
+        log.warning("video '%s': %s", path, msg)
+        warnings.append(msg)
+
+    with open_container(path) as container:
+        stream = select_video_stream(container, path)
+        stream.thread_type = "AUTO"
+        tb = stream.time_base
+        origin = Fraction(stream.start_time) * tb if stream.start_time is not None else None
+        avg = stream.average_rate or stream.guessed_rate
+        default_step = Fraction(1) / Fraction(avg) if avg else Fraction(1, 25)
+        if do_seek:
+            target_pts = int(((origin or 0) + start_f) / tb)
+            container.seek(target_pts, stream=stream, backward=True, any_frame=False)
+
+        prev = None  # (frame, index, time) of the frame currently "on screen"
+        index = 0
+        skipped = 0
+        last_step = default_step
+        stopped_early = False
+
+        def emit(until: Fraction) -> None:
+            frame, idx, t = prev
+            rotation = normalize_rotation(frame.rotation)
+            key = idx
+
+            def convert(spec: FrameSpec, frame=frame, rotation=rotation) -> torch.Tensor:
+                return _convert_av_frame(frame, spec, rotation, interp)
+
+            for col in collectors.values():
+                col.add(col.picker.advance(until), key, -1 if do_seek else idx, t, convert)
+
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    skipped += 1
+                    warn(f"skipped a corrupt packet at t={_packet_time(packet, origin)}")
+                    if skipped > max_corrupt:
+                        raise VideoInputError(path, "corrupt", f"more than {max_corrupt} corrupt packets; the file is "
+                                                               "badly damaged: re-encode or re-download it.") from None
+                    continue
+                for frame in frames:
+                    if frame.is_corrupt:
+                        skipped += 1
+                        warn(f"skipped a frame the decoder flagged corrupt (pts {frame.pts})")
+                        continue
+                    if frame.pts is None:
+                        t_abs = (prev[2] + (origin or 0) + last_step) if prev is not None else (origin or Fraction(0))
+                    else:
+                        t_abs = Fraction(frame.pts) * tb
+                    if origin is None:
+                        origin = t_abs
+                    t = t_abs - origin
+                    if prev is not None:
+                        if t <= prev[2]:
+                            log.debug("video '%s': frame with non-increasing time %s dropped", path, float(t))
+                            continue
+                        last_step = t - prev[2]
+                        emit(t)
+                    if frame.duration:
+                        last_step = Fraction(frame.duration) * tb
+                    prev = (frame, index, t)
+                    index += 1
+                if all(c.picker.done for c in collectors.values()):
+                    stopped_early = True
+                    break
+        except av.error.FFmpegError as e:  # demuxer gave up mid-file (truncated download etc.)
+            warn(f"stopped reading at a damaged part of the file ({e.strerror or e}); using the frames decoded so far")
+
+        if prev is None:
+            raise VideoInputError(path, "no_frames", "no video frame could be decoded in the requested range; check "
+                                                     "start/duration or re-encode the file.")
+        end = prev[2] + last_step  # the last frame stays on screen for its own duration
+        if not stopped_early:
+            emit(end)
+            if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:
+                warn(f"decoded only {float(end):.3f}s of the declared {info.duration:.3f}s; the file may be truncated")
+
+    available = end - start_f
+    if available <= 0:
+        raise VideoParamError(f"start: {start}s is past the last frame of '{path}' ({float(end):.3f}s); pass a "
+                              "smaller start")
+    if dur_f is None:
+        dur_eff = available
+    elif dur_f > available and not stopped_early:
+        warn(f"requested {float(dur_f):.3f}s from {float(start_f):.3f}s but the video has only {float(available):.3f}s;"
+             " using that")
+        dur_eff = available
+    else:
+        dur_eff = dur_f
+    final = frame_counts(dur_eff, specs)
+    result_streams = {name: col.finish(final[name], start_f) for name, col in collectors.items()}
+    return SampledVideo(
+        streams=result_streams,
+        start=float(start_f),
+        duration=float(dur_eff),
+        source_duration=float(end) if not stopped_early else (info.duration or float(end)),
+        source_fps=info.fps,
+        info=info,
+        decoded_frames=index,
+        skipped=skipped,
+        warnings=warnings,
+    )
+
+
+def _packet_time(packet, origin) -> str:
+    if packet.pts is None or packet.time_base is None:
+        return "?"
+    return f"{float(Fraction(packet.pts) * packet.time_base - (origin or 0)):.3f}s"

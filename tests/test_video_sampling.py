@@ -1,0 +1,259 @@
+"""Frame sampling by timestamp: which source frame each 8 fps / 25 fps target picks, for many input rates.
+
+Every clip encodes its frame index in its colour, so the tests check both the reported ``source_indices`` and
+the pixels that actually came out. Reference: last frame with time <= k/fps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from fractions import Fraction
+
+import av
+import pytest
+import torch
+
+from kling_foley_core.video import (
+    SEMANTIC,
+    SYNC,
+    FrameSpec,
+    VideoParamError,
+    load_video,
+    sample_image_batch,
+)
+from kling_foley_core.video import loader as loader_mod
+from video_clips import decode_index, decoded_times, expected_indices, index_image, top_left_marked, write_clip
+
+SMALL_SEM = FrameSpec(fps=8, size=16, resize="crop", output="unit")
+SMALL_SYNC = FrameSpec(fps=25, size=16, resize="crop", output="symmetric", min_frames=16)
+
+
+def _pixel_indices(frames: torch.Tensor) -> list[int]:
+    return [decode_index(f) for f in frames]
+
+
+RATES = {
+    "23.976": Fraction(24000, 1001),
+    "29.97": Fraction(30000, 1001),
+    "12": Fraction(12),
+    "60": Fraction(60),
+    "25": Fraction(25),
+}
+
+
+@pytest.mark.parametrize("name", list(RATES))
+def test_constant_rates_pick_by_timestamp(tmp_path, name):
+    rate = RATES[name]
+    n_src = int(2 * rate) + 1  # a bit over 2 s
+    clip = write_clip(tmp_path / f"c{name}.mp4", n=n_src, rate=rate)
+    v = load_video(clip, semantic=SMALL_SEM, sync=SMALL_SYNC)
+
+    duration = Fraction(n_src) / rate  # last frame lasts 1/rate
+    assert v.duration == pytest.approx(float(duration), abs=1e-6)
+    for fs, fps in ((v.semantic, 8), (v.sync, 25)):
+        n = math.floor(duration * fps)
+        assert len(fs) == n
+        # analytic truth for a constant-rate source: frame floor(k/fps * rate)
+        want = [math.floor(Fraction(k, fps) * rate) for k in range(n)]
+        assert fs.source_indices.tolist() == want
+        assert _pixel_indices(fs.frames) == want
+        assert torch.allclose(fs.times, torch.arange(n, dtype=torch.float64) / fps)
+    if rate != 8 and rate != 25:
+        # the "first N frames" bug must be impossible
+        assert v.semantic.source_indices.tolist() != list(range(len(v.semantic)))
+
+
+def test_29_97_and_12_fps_exact_indices(tmp_path):
+    """Spelled out so a regression is obvious (29.97 -> 8 fps and 12 -> 25 fps)."""
+    c30 = write_clip(tmp_path / "a.mp4", n=30, rate=Fraction(30000, 1001))
+    v = load_video(c30, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    assert v.semantic.source_indices.tolist() == [0, 3, 7, 11, 14, 18, 22, 26]
+    assert _pixel_indices(v.semantic.frames) == [0, 3, 7, 11, 14, 18, 22, 26]
+    c12 = write_clip(tmp_path / "b.mp4", n=12, rate=12)
+    v = load_video(c12, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    want = [0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11]
+    assert v.sync.source_indices.tolist() == want
+    assert _pixel_indices(v.sync.frames) == want
+
+
+def test_variable_frame_rate(tmp_path):
+    times_ms = [0, 40, 50, 130, 300, 310, 320, 700, 710, 760, 1000, 1040, 1100, 1130, 1250]
+    clip = write_clip(tmp_path / "vfr.mp4", times_ms=times_ms)
+    truth = decoded_times(clip)
+    assert truth == [Fraction(t, 1000) for t in times_ms]  # the container kept the irregular pts
+    v = load_video(clip, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    for fs, fps in ((v.semantic, 8), (v.sync, 25)):
+        want = expected_indices(truth, fps, len(fs))
+        assert fs.source_indices.tolist() == want
+        assert _pixel_indices(fs.frames) == want
+        assert fs.source_times.tolist() == pytest.approx([float(truth[i]) for i in want])
+    # the end of the clip is the last frame's time plus its duration, so n = floor(duration * fps)
+    assert len(v.sync) == math.floor(Fraction(str(v.duration)) * 25)
+
+
+@pytest.mark.parametrize("rotation", [90, -90, 180])
+def test_rotation_comes_out_upright(tmp_path, rotation):
+    # a portrait 32x48 picture stored as landscape 48x32 plus a display matrix (as phones do)
+    clip = write_clip(tmp_path / "rot.mp4", n=10, rate=25, size=(32, 48) if rotation % 180 else (48, 32),
+                      rotation=rotation)
+    v = load_video(clip, semantic=FrameSpec(fps=8, size=(24, 16), resize="stretch"), sync=SMALL_SYNC)
+    assert v.info.rotation == rotation % 360
+    assert (v.info.width, v.info.height) == (48, 32)  # coded
+    assert v.info.display_size == ((32, 48) if rotation % 180 else (48, 32))
+    for f in list(v.semantic.frames) + list(v.sync.frames[:10]):
+        assert top_left_marked(f), "frame not upright"
+    assert _pixel_indices(v.sync.frames[:10]) == list(range(10))
+
+
+def test_odd_size_and_default_specs(tmp_path):
+    clip = write_clip(tmp_path / "odd.mp4", n=25, rate=25, size=(33, 25), pix_fmt="yuv444p")
+    v = load_video(clip)  # the real consumer settings: 224x224, [0,1] semantic and [-1,1] sync
+    assert v.semantic.frames.shape == (8, 3, 224, 224)
+    assert v.sync.frames.shape == (25, 3, 224, 224)
+    assert v.semantic.frames.dtype == torch.float32
+    assert 0.0 <= float(v.semantic.frames.min()) and float(v.semantic.frames.max()) <= 1.0
+    assert float(v.sync.frames.min()) >= -1.0 and float(v.sync.frames.max()) <= 1.0
+    assert float(v.sync.frames.min()) < 0.0  # really normalised to [-1, 1]
+    assert _pixel_indices(v.sync.frames) == list(range(25))
+    assert v.semantic.source_indices.tolist() == [0, 3, 6, 9, 12, 15, 18, 21]
+
+
+def test_semantic_uint8_output(tmp_path):
+    clip = write_clip(tmp_path / "u8.mp4", n=16, rate=25)
+    v = load_video(clip, semantic=FrameSpec(fps=8, size=16, output="uint8"), sync=None)
+    assert v.sync is None
+    assert v.semantic.frames.dtype == torch.uint8 and v.semantic.frames.shape == (5, 3, 16, 16)
+    assert _pixel_indices(v.semantic.frames) == [0, 3, 6, 9, 12]
+
+
+def test_short_clip_is_padded_to_one_sync_window(tmp_path):
+    clip = write_clip(tmp_path / "short.mp4", n=10, rate=25)
+    v = load_video(clip, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    assert len(v.sync) == 16 and v.sync.padded == 6
+    assert v.sync.source_indices.tolist() == list(range(10)) + [9] * 6
+    assert _pixel_indices(v.sync.frames) == list(range(10)) + [9] * 6
+    assert v.semantic.padded == 0 and v.semantic.source_indices.tolist() == [0, 3, 6]  # floor(0.4 * 8) = 3
+
+
+def test_trim_start_and_length(tmp_path):
+    rate = Fraction(30000, 1001)
+    clip = write_clip(tmp_path / "trim.mp4", n=90, rate=rate)
+    v = load_video(clip, start=0.5, duration=1.25, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    assert v.start == 0.5 and v.duration == 1.25
+    truth = decoded_times(clip)
+    for fs, fps in ((v.semantic, 8), (v.sync, 25)):
+        n = math.floor(Fraction(5, 4) * fps)
+        assert len(fs) == n
+        want = expected_indices(truth, fps, n, start=Fraction(1, 2))
+        assert fs.source_indices.tolist() == want
+        assert _pixel_indices(fs.frames) == want
+        assert float(fs.times[0]) == 0.0  # times are relative to the trim start
+
+
+def test_trim_with_seek_matches_full_decode(tmp_path):
+    clip = write_clip(tmp_path / "seek.mp4", n=75, rate=25, gop=10)
+    a = load_video(clip, start=1.3, duration=1.0, semantic=SMALL_SEM, sync=SMALL_SYNC, seek=False)
+    b = load_video(clip, start=1.3, duration=1.0, semantic=SMALL_SEM, sync=SMALL_SYNC, seek=True)
+    assert (b.sync.source_indices == -1).all()  # unknown after a seek, by design
+    assert _pixel_indices(b.sync.frames) == a.sync.source_indices.tolist()
+    assert torch.equal(a.sync.source_times, b.sync.source_times)
+
+
+def test_requested_duration_longer_than_clip_is_clamped(tmp_path, caplog):
+    clip = write_clip(tmp_path / "c.mp4", n=20, rate=25)
+    with caplog.at_level(logging.WARNING):
+        v = load_video(clip, duration=5.0, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    assert v.duration == pytest.approx(0.8)
+    assert len(v.semantic) == 6 and len(v.sync) == 20
+    assert any("only" in r.message for r in caplog.records)
+
+
+def test_corrupt_packet_in_the_middle_is_skipped(tmp_path, caplog):
+    good = write_clip(tmp_path / "g.mp4", n=25, rate=25, gop=5)
+    bad = tmp_path / "bad.mkv"
+    with av.open(str(good)) as src, av.open(str(bad), "w") as dst:
+        s_in = src.streams.video[0]
+        s_out = dst.add_stream_from_template(s_in)
+        for k, p in enumerate(src.demux(s_in)):
+            if p.dts is None:
+                continue
+            if k == 12:  # replace a mid-clip packet's payload with noise
+                raw = bytes(p)
+                q = av.Packet(raw[:4] + os.urandom(len(raw) - 4))
+                q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
+                p = q
+            p.stream = s_out
+            dst.mux(p)
+    with caplog.at_level(logging.WARNING):
+        v = load_video(bad, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    assert v.skipped >= 1
+    assert any("corrupt" in r.message for r in caplog.records)
+    assert len(v.sync) == 25 and len(v.semantic) == 8
+    assert _pixel_indices(v.sync.frames[:10]) == list(range(10))  # frames before the damage are intact
+
+
+def test_only_picked_frames_are_converted(tmp_path, monkeypatch):
+    clip = write_clip(tmp_path / "c60.mp4", n=120, rate=60)
+    calls = []
+    real = loader_mod._convert_av_frame
+    monkeypatch.setattr(loader_mod, "_convert_av_frame", lambda *a, **k: calls.append(1) or real(*a, **k))
+    v = load_video(clip, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    unique = len(set(v.semantic.source_indices.tolist())) + len(set(v.sync.source_indices.tolist()))
+    assert len(calls) == unique < 120
+
+
+def _image_batch(n: int, size=(32, 24)) -> torch.Tensor:
+    w, h = size
+    return torch.stack([torch.from_numpy(index_image(i, w, h)) for i in range(n)]).float() / 255.0  # (B, H, W, 3)
+
+
+@pytest.mark.parametrize("rate", [Fraction(30000, 1001), Fraction(12), Fraction(60)])
+def test_image_batch_matches_file(tmp_path, rate):
+    n_src = int(rate * 2)
+    clip = write_clip(tmp_path / "c.mp4", n=n_src, rate=rate)
+    from_file = load_video(clip, semantic=SMALL_SEM, sync=SMALL_SYNC)
+    from_batch = sample_image_batch(_image_batch(n_src), float(rate), semantic=SMALL_SEM, sync=SMALL_SYNC)
+    for name in ("semantic", "sync"):
+        a, b = from_file.streams[name], from_batch.streams[name]
+        assert b.source_indices.tolist() == a.source_indices.tolist()
+        assert _pixel_indices(b.frames) == b.source_indices.tolist()
+        assert b.frames.shape == a.frames.shape
+    assert from_batch.duration == pytest.approx(from_file.duration, abs=1e-4)
+
+
+def test_image_batch_with_timestamps_and_trim():
+    times = [0.0, 0.04, 0.05, 0.13, 0.3, 0.31, 0.32, 0.7, 0.71, 0.76]
+    v = sample_image_batch(_image_batch(len(times)), 25, timestamps=times, start=0.1, duration=0.6,
+                           semantic=SMALL_SEM, sync=SMALL_SYNC)
+    truth = [Fraction(str(t)) for t in times]
+    want = expected_indices(truth, 25, 15, start=Fraction(1, 10))  # floor(0.6 * 25) = 15 targets ...
+    want += want[-1:]  # ... padded to one 16-frame Synchformer window
+    assert v.sync.padded == 1
+    assert v.sync.source_indices.tolist() == want
+    assert _pixel_indices(v.sync.frames) == want
+    with pytest.raises(VideoParamError, match="timestamps"):
+        sample_image_batch(_image_batch(3), 25, timestamps=[0.0, 0.1])
+
+
+def test_image_batch_rejects_bad_shapes():
+    with pytest.raises(VideoParamError, match="images"):
+        sample_image_batch(torch.zeros(4, 3, 16, 16), 25)  # channels-first is not an IMAGE
+    with pytest.raises(VideoParamError, match="fps"):
+        sample_image_batch(torch.zeros(4, 16, 16, 3), 0)
+
+
+def test_bad_parameters_are_one_line_errors(tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=10, rate=25)
+    with pytest.raises(VideoParamError, match="start"):
+        load_video(clip, start=-1)
+    with pytest.raises(VideoParamError, match="duration"):
+        load_video(clip, duration=0)
+    with pytest.raises(VideoParamError, match="start"):
+        load_video(clip, start=30)
+    with pytest.raises(VideoParamError, match="resize"):
+        load_video(clip, semantic=FrameSpec(fps=8, resize="squash"))
+    with pytest.raises(VideoParamError, match="interpolation"):
+        load_video(clip, interpolation="nearest-ish")
+    assert SEMANTIC.fps == 8 and SYNC.fps == 25 and SYNC.min_frames == 16
