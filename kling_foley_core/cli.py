@@ -173,34 +173,40 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
                    help="the input that receives each file's path (e.g. 'Load Video.video')")
     p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS),
                    help="comma-separated file extensions to pick up (default: common video types)")
+    p.add_argument("--name-input", default=None, metavar="NODE.input",
+                   help="set this input to each file's name without extension (e.g. a save node's "
+                        "filename_prefix), so results are named after their video")
     p.add_argument("--stop-on-error", action="store_true", help="stop at the first failing file")
 
 
 def split_for_this_process(items: list) -> list:
-    """This process's share of ``items`` when launched as several processes, else all of them.
+    """This process's contiguous share of ``items`` when launched as several processes, else all of them.
 
-    Under ``accelerate launch`` (or torchrun) ``accelerate.PartialState().split_between_processes`` decides;
-    if accelerate cannot set up its state, the same contiguous split is computed from RANK/WORLD_SIZE.
+    Under ``accelerate launch`` (or torchrun; recognised by ``MASTER_ADDR``) the split is
+    ``accelerate.PartialState().split_between_processes``. Otherwise, or if accelerate cannot set up its state,
+    the same split is computed from RANK/WORLD_SIZE alone, so no distributed rendezvous is ever waited for.
     """
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     if world <= 1:
         return list(items)
-    try:
-        from accelerate import PartialState
+    if os.environ.get("MASTER_ADDR"):
+        try:
+            from accelerate import PartialState
 
-        state = PartialState()
-        with state.split_between_processes(list(items)) as mine:
-            return list(mine)
-    except Exception as e:  # noqa: BLE001 - fall back to plain env arithmetic
-        logger.debug("accelerate split unavailable (%s); using RANK/WORLD_SIZE", e)
+            with PartialState().split_between_processes(list(items)) as mine:
+                return list(mine)
+        except Exception as e:  # noqa: BLE001 - fall back to plain env arithmetic
+            logger.warning("accelerate could not split the inputs (%s); using RANK/WORLD_SIZE", e)
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
-    per, extra = divmod(len(items), world)
+    if not 0 <= rank < world:
+        raise SystemExitError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    per, extra = divmod(len(items), world)  # first `extra` ranks take one more, as accelerate does
     start = rank * per + min(rank, extra)
     return list(items[start:start + per + (1 if rank < extra else 0)])
 
 
 def cmd_batch(args: argparse.Namespace, node_classes: Mapping | None = None) -> int:
-    from .runner import WorkflowError, parse_override
+    from .runner import NodeExecutionError, WorkflowError, parse_override
 
     _setup(args)
     folder = Path(args.inputs)
@@ -211,21 +217,26 @@ def cmd_batch(args: argparse.Namespace, node_classes: Mapping | None = None) -> 
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in exts)
     if not files:
         raise SystemExitError(f"--inputs {args.inputs} holds no files with extensions {', '.join(exts)}")
-    target = parse_override(args.set_input + "=")  # validates the NODE.input shape
+    target = parse_override(args.set_input + "=")  # checks the NODE.input shape
+    namer = parse_override(args.name_input + "=") if args.name_input else None
+
+    def per_file(path: Path) -> list[str]:
+        sets = [f"{target.node}.{target.input}={json.dumps(str(path.resolve()))}"]
+        if namer is not None:
+            sets.append(f"{namer.node}.{namer.input}={json.dumps(path.stem)}")
+        return [*args.overrides, *sets]
+
     mine = split_for_this_process(files)
     runner = _make_runner(args, node_classes)
-    # Validate once up front with the first file: a broken workflow fails fast, not once per file.
-    runner.prepare(args.workflow, [*args.overrides, f"{target.node}.{target.input}={json.dumps(str(files[0].resolve()))}"],
-                   args.output_node)
+    # Validate once up front: a broken workflow fails fast instead of once per file.
+    runner.prepare(args.workflow, per_file(files[0]), args.output_node)
     on_event = _event_logger(args.verbose)
     failed = 0
     for k, path in enumerate(mine, 1):
-        set_file = f"{target.node}.{target.input}={json.dumps(str(path.resolve()))}"
         print(f"[{k}/{len(mine)}] {path.name}")
         try:
-            result = runner.run(args.workflow, overrides=[*args.overrides, set_file], outputs=args.output_node,
-                                on_event=on_event)
-        except (WorkflowError, _node_error()) as e:
+            result = runner.run(args.workflow, overrides=per_file(path), outputs=args.output_node, on_event=on_event)
+        except (WorkflowError, NodeExecutionError) as e:
             failed += 1
             print(f"  failed: {e}", file=sys.stderr)
             if args.stop_on_error:
@@ -234,12 +245,6 @@ def cmd_batch(args: argparse.Namespace, node_classes: Mapping | None = None) -> 
         _report(result)
     print(f"done: {len(mine) - failed} of {len(mine)} file(s) succeeded")
     return EXIT_OK if failed == 0 else EXIT_FAILED
-
-
-def _node_error():
-    from .runner import NodeExecutionError
-
-    return NodeExecutionError
 
 
 register_command("run", "run one workflow", _run_arguments, cmd_run)

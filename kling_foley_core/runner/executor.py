@@ -191,6 +191,7 @@ class WorkflowRunner:
         result = RunResult(prompt=prompt)
         keys: dict[str, Any] = {}
         used: set = set()
+        nid = None
         hook_token = set_progress_hook(progress)
         try:
             with _inference_mode():
@@ -229,8 +230,8 @@ class WorkflowRunner:
                         used.add(key)
                     _emit(on_event, "executed", nid, node)
         except ProcessingInterrupted as e:
-            if e.node_id is None:
-                e.node_id = nid
+            if e.node_id is None and nid is not None:  # say where it stopped
+                raise ProcessingInterrupted(node_id=nid) from e
             raise
         finally:
             reset_progress_hook(hook_token)

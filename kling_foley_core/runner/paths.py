@@ -6,7 +6,8 @@
   ``%date%``-style variables, and it may never leave the output folder (``..``, absolute paths are refused).
 * ``next_output_path`` gives the next free ``<prefix>_00001.<ext>`` (counter one above the highest one present,
   like ComfyUI's SaveAudio), and ``atomic_write`` writes through a temporary file that is renamed into place only
-  when the writer finished, so an error or an interrupt never leaves a half-written or overwritten file.
+  when the writer finished, so an error or an interrupt never leaves a half-written or overwritten file;
+  ``save_output(prefix, ext, write)`` combines both and is safe when several processes share the folder.
 * Model folders: ``models/kling_foley/<kind>/`` inside ComfyUI (plus any extra paths registered under the
   ``kling_foley`` folder name), headless the ``KLING_FOLEY_MODELS`` environment variable (``os.pathsep``
   separated) or an explicit directory, default ``./models/kling_foley``.
@@ -19,7 +20,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import ModelNotFoundError, OutputPathError
 
@@ -159,6 +160,41 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
                 if final.exists():
                     raise OutputPathError(f"output file {final} already exists; refusing to overwrite it") from None
                 os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def save_output(filename_prefix: str, ext: str, write: Callable[[Path], None],
+                output_dir: str | os.PathLike | None = None) -> Path:
+    """Write a new output file safely and return its path: the usual one-call helper for save nodes.
+
+    ``write(tmp_path)`` writes the whole file to a temporary path in the target folder; only then is it linked
+    under the next free ``<prefix>_<counter>.<ext>`` name. If another process took that name meanwhile (several
+    ``batch`` workers sharing an output folder) the next counter is tried, so nothing is ever overwritten, and
+    on any error or interrupt inside ``write`` no file is left behind.
+    """
+    folder, stem = resolve_output_prefix(filename_prefix, output_dir)
+    first = next_output_path(filename_prefix, ext, output_dir)  # checks ext, creates the folder
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial.{ext.lstrip('.')}", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        path = first
+        for _ in range(10_000):
+            try:
+                os.link(tmp, path)
+                return path
+            except FileExistsError:
+                path = next_output_path(filename_prefix, ext, output_dir)
+            except OSError:  # no hard links on this filesystem: best effort, still never clobbers knowingly
+                if path.exists():
+                    path = next_output_path(filename_prefix, ext, output_dir)
+                    continue
+                os.replace(tmp, path)
+                return path
+        raise OutputPathError(f"could not find a free file name for filename_prefix {filename_prefix!r}")
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

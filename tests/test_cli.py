@@ -1,0 +1,203 @@
+"""The kling-foley CLI: exit codes, one-line error messages, run / --validate-only / batch, process splitting."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kling_foley_core import cli
+from kling_foley_core.runner import paths
+from test_runner_nodes import CALLS, NODE_CLASS_MAPPINGS as NODES, api_workflow
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch):
+    CALLS.clear()
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+    paths.set_output_directory(None)
+    paths.set_models_directory(None)
+
+
+def _write(tmp_path, wf, name="wf.json") -> str:
+    p = tmp_path / name
+    p.write_text(json.dumps(wf))
+    return str(p)
+
+
+def test_run_writes_output_and_reports_it(tmp_path, capsys):
+    wf = _write(tmp_path, api_workflow("foley/take"))
+    out = tmp_path / "out"
+    code = cli.main(["run", wf, "--output-dir", str(out), "--set", "Sampler.seed=5"], node_classes=NODES)
+    assert code == 0
+    assert (out / "foley" / "take_00001.txt").read_text() == '[86.0, "euler"]\n'
+    text = capsys.readouterr().out
+    assert "ran 4 node(s), 0 cached" in text and f"saved {out / 'foley' / 'take_00001.txt'}" in text
+
+
+def test_validate_only_prints_api_prompt_and_runs_nothing(tmp_path, capsys):
+    from test_runner_workflow import ui_graph
+
+    wf = _write(tmp_path, ui_graph())
+    code = cli.main(["run", wf, "--validate-only", "--set", "3.steps=9", "--output-dir", str(tmp_path / "o")],
+                    node_classes=NODES)
+    assert code == 0 and not CALLS
+    cap = capsys.readouterr()
+    prompt = json.loads(cap.out)
+    assert prompt["3"]["inputs"]["steps"] == 9 and prompt["3"]["inputs"]["seed"] == 123
+    assert "workflow is valid (4 nodes)" in cap.err
+    assert not (tmp_path / "o").exists()
+
+
+def test_validation_errors_exit_2_with_one_message(tmp_path, capsys):
+    wf = api_workflow()
+    wf["3"]["inputs"]["sampler"] = "dpm"
+    del wf["2"]["inputs"]["text"]
+    code = cli.main(["run", _write(tmp_path, wf), "--output-dir", str(tmp_path)], node_classes=NODES)
+    assert code == 2 and not CALLS
+    err = capsys.readouterr().err
+    assert err.startswith("error: workflow failed validation (2 errors):")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("argv_tail,needle", [
+    (["--set", "3.sede=1"], "has no input 'sede'"),
+    (["--set", "seed"], "must look like NODE.input=value"),
+    (["--set", "3.steps=0"], "value 0 is smaller than the minimum 1"),
+])
+def test_bad_overrides_exit_2(tmp_path, capsys, argv_tail, needle):
+    code = cli.main(["run", _write(tmp_path, api_workflow()), *argv_tail], node_classes=NODES)
+    assert code == 2 and needle in capsys.readouterr().err
+
+
+def test_missing_workflow_file(capsys):
+    assert cli.main(["run", "no/such/workflow.json"], node_classes=NODES) == 2
+    assert capsys.readouterr().err.strip() == "error: workflow file no/such/workflow.json does not exist"
+
+
+def test_node_failures_exit_codes(tmp_path, capsys):
+    wf = api_workflow()
+    wf["5"] = {"class_type": "TFail", "inputs": {"x": ["2", 0], "how": "value"}}
+    path = _write(tmp_path, wf)
+    assert cli.main(["run", path, "--output-node", "5"], node_classes=NODES) == 2  # a node's ValueError: bad input
+    assert "node 5 (TFail) failed: ValueError" in capsys.readouterr().err
+    wf["5"]["inputs"]["how"] = "runtime"
+    path = _write(tmp_path, wf)
+    assert cli.main(["run", path, "--output-node", "5"], node_classes=NODES) == 1  # a real failure
+    assert "node 5 (TFail) failed: RuntimeError: boom" in capsys.readouterr().err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    wf = api_workflow()
+    wf["5"] = {"class_type": "TFail", "inputs": {"x": ["2", 0], "how": "runtime"}}
+    from kling_foley_core.runner import NodeExecutionError
+
+    with pytest.raises(NodeExecutionError):
+        cli.main(["--debug", "run", _write(tmp_path, wf), "--output-node", "5"], node_classes=NODES)
+
+
+def test_interrupt_exits_130(tmp_path, capsys, monkeypatch):
+    from kling_foley_core.runner import interrupt
+    from test_runner_nodes import TSampler
+
+    def sample(self, *a, **k):
+        interrupt()
+        from kling_foley_core.runner import check_interrupt
+        check_interrupt()
+
+    monkeypatch.setattr(TSampler, "sample", sample)
+    code = cli.main(["run", _write(tmp_path, api_workflow()), "--output-dir", str(tmp_path / "o")], node_classes=NODES)
+    assert code == 130 and "interrupted" in capsys.readouterr().err
+    assert CALLS["TSave"] == 0 and not (tmp_path / "o").exists()  # the save node never started
+
+
+def _videos(tmp_path, n=5) -> Path:
+    d = tmp_path / "videos"
+    d.mkdir()
+    for i in range(n):
+        (d / f"clip{i}.mp4").write_bytes(b"")
+    (d / "readme.txt").write_text("not a video")
+    return d
+
+
+def test_batch_runs_once_per_video_and_reuses_the_cache(tmp_path, capsys):
+    videos = _videos(tmp_path, 3)
+    out = tmp_path / "out"
+    code = cli.main(["batch", _write(tmp_path, api_workflow()), "--inputs", str(videos), "--set-input",
+                     "TEncode.text", "--name-input", "4.filename_prefix", "--output-dir", str(out)], node_classes=NODES)
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip0_00001.txt", "clip1_00001.txt", "clip2_00001.txt"]
+    assert CALLS["TLoader"] == 1 and CALLS["TEncode"] == 3  # the loader ran once for the whole batch
+    assert "done: 3 of 3 file(s) succeeded" in capsys.readouterr().out
+
+
+def test_batch_errors(tmp_path, capsys):
+    wf = _write(tmp_path, api_workflow())
+    assert cli.main(["batch", wf, "--inputs", str(tmp_path / "nope"), "--set-input", "2.text"], node_classes=NODES) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["batch", wf, "--inputs", str(empty), "--set-input", "2.text"], node_classes=NODES) == 2
+    assert "holds no files with extensions .mp4" in capsys.readouterr().err
+    videos = _videos(tmp_path, 1)
+    assert cli.main(["batch", wf, "--inputs", str(videos), "--set-input", "2.txt"], node_classes=NODES) == 2
+    assert "has no input 'txt'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("world,n", [(2, 5), (3, 7), (4, 2)])
+def test_split_between_processes_covers_every_file_once(monkeypatch, world, n):
+    items = list(range(n))
+    shares = []
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    for rank in range(world):
+        monkeypatch.setenv("RANK", str(rank))
+        shares.append(cli.split_for_this_process(items))
+    assert [x for s in shares for x in s] == items  # contiguous, in order, nothing twice or missing
+    assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    assert len(shares[0]) >= len(shares[-1])  # the first ranks take the extras, as accelerate does
+
+
+def test_batch_with_rank_env_runs_only_its_share(tmp_path, monkeypatch):
+    videos = _videos(tmp_path, 5)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    out = tmp_path / "out"
+    assert cli.main(["batch", _write(tmp_path, api_workflow()), "--inputs", str(videos), "--set-input", "2.text",
+                     "--name-input", "4.filename_prefix", "--output-dir", str(out)], node_classes=NODES) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["clip3_00001.txt", "clip4_00001.txt"]
+
+
+def test_subcommand_registry_is_extensible(capsys):
+    def add(p):
+        p.add_argument("--n", type=int, default=1)
+
+    def handler(args, node_classes=None):
+        print(f"hello {args.n}")
+        return 0
+
+    cli.register_command("hello", "test command", add, handler)
+    try:
+        assert cli.main(["hello", "--n", "3"]) == 0
+        assert capsys.readouterr().out == "hello 3\n"
+    finally:
+        del cli.COMMANDS["hello"]
+
+
+def test_console_script_error_has_no_traceback(tmp_path):
+    """Out of process: what a user sees, with the test nodes loaded through --node-module."""
+    wf = api_workflow()
+    wf["3"]["inputs"]["steps"] = 1000
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "kling_foley_core.cli", "run", _write(tmp_path, wf),
+                           "--node-module", "test_runner_nodes"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: workflow failed validation (1 error):")
+    assert "value 1000 is bigger than the maximum 100" in proc.stderr and "Traceback" not in proc.stderr
