@@ -182,3 +182,40 @@ def test_override_errors_name_the_problem():
         apply_overrides(api, ["Nope.scale=2"], NODES)
     with pytest.raises(OverrideError, match=r"has no input 'sede'; its inputs are: model, cond, seed"):
         apply_overrides(api, ["3.sede=2"], NODES)
+
+
+class KSamplerLike:
+    """Same widget layout as ComfyUI's KSampler (seed, control, steps, cfg, sampler_name, scheduler, denoise)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "seed": ("INT", {"default": 0, "min": 0, "max": 2**64 - 1}),
+                             "steps": ("INT", {"default": 20}), "cfg": ("FLOAT", {"default": 8.0}),
+                             "sampler_name": (["euler", "dpmpp_2m"],), "scheduler": (["normal", "karras"],),
+                             "positive": ("CONDITIONING",), "negative": ("CONDITIONING",),
+                             "latent_image": ("LATENT",), "denoise": ("FLOAT", {"default": 1.0})}}
+
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "f"
+
+
+class SaveLike:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "f"
+
+
+@pytest.mark.parametrize("control", [True, "randomize", "fixed"])
+def test_ksampler_layout_with_boolean_or_string_control_value_and_defaults_for_missing_widgets(control):
+    g = {"nodes": [_node(3, "KSamplerLike", [156680208700286, control, 20, 8, "euler", "normal", 1],
+                         [_in("model", "MODEL", None), _in("positive", "CONDITIONING", None)]),
+                   _node(9, "SaveLike", None, [_in("images", "IMAGE", None)])],  # saved without widgets_values
+         "links": []}
+    api = ui_to_api(g, {"KSamplerLike": KSamplerLike, "SaveLike": SaveLike})
+    assert api["3"]["inputs"] == {"seed": 156680208700286, "steps": 20, "cfg": 8, "sampler_name": "euler",
+                                  "scheduler": "normal", "denoise": 1}
+    assert api["9"]["inputs"] == {"filename_prefix": "ComfyUI"}

@@ -10,7 +10,8 @@ UI format, what *Save* writes (litegraph)::
       "link": 1}], "widgets_values": [5, "randomize", 20, ...]}], "links": [[1, 4, 0, 3, 0, "MODEL"]]}
 
 The UI→API conversion follows the frontend's ``graphToPrompt``: widget values are matched to inputs in the
-order ``INPUT_TYPES`` declares them (required, then optional), skipping socket-only inputs; an INT seed widget
+order ``INPUT_TYPES`` declares them (required, then optional), skipping socket-only inputs, and widgets the
+save holds no value for get their defaults, as in the frontend; an INT seed widget
 (``seed``/``noise_seed`` or ``control_after_generate``) is followed by one frontend-only control value, a COMBO
 with ``control_after_generate`` by two, an upload COMBO by its upload-button value; a link on an input wins
 over its widget value (widgets converted to inputs keep a slot in ``widgets_values``). Reroutes pass their
@@ -203,33 +204,56 @@ class _UIGraph:
         return None
 
 
+def _widget_default(spec) -> Any:
+    """The value a freshly created frontend widget holds (used when a save has no value for it)."""
+    if "default" in spec.options:
+        return copy.deepcopy(spec.options["default"])
+    if spec.type == "COMBO":
+        return spec.choices[0] if spec.choices else None
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec.type)
+
+
+def _looks_like_control(value: Any) -> bool:
+    # Current frontends save "fixed"/"randomize"/...; some older saves hold a boolean there.
+    return isinstance(value, bool) or (isinstance(value, str) and value in CONTROL_VALUES)
+
+
 def _widget_values_for(node: Mapping, specs: list, class_type: str) -> dict:
-    """Map ``widgets_values`` (list or dict form) onto widget inputs by declaration order."""
+    """Map ``widgets_values`` (list or dict form) onto widget inputs by declaration order.
+
+    Widgets without a saved value get their default, as the frontend would send for a freshly loaded node.
+    """
     raw = node.get("widgets_values")
     widgets = [s for s in specs if s.is_widget]
-    if raw is None:
-        return {}
-    if isinstance(raw, Mapping):  # some nodes serialize {name: value}
-        return {s.name: copy.deepcopy(raw[s.name]) for s in widgets if s.name in raw}
-    if not isinstance(raw, list):
-        raise WorkflowLoadError(f"node {node.get('id')} ({class_type}): widgets_values must be a list")
     values: dict = {}
-    i = 0
-    for k, spec in enumerate(widgets):
-        if i >= len(raw):
-            break
-        values[spec.name] = copy.deepcopy(raw[i])
-        i += 1
-        for c in range(spec.control_widgets):
-            # The control value is a known word; older saves may lack it, so only skip what is really there.
-            if c == 0 and not (isinstance(raw[i] if i < len(raw) else None, str) and raw[i] in CONTROL_VALUES):
+    if isinstance(raw, Mapping):  # some nodes serialize {name: value}
+        values = {s.name: copy.deepcopy(raw[s.name]) for s in widgets if s.name in raw}
+    elif isinstance(raw, list):
+        i = 0
+        for k, spec in enumerate(widgets):
+            if i >= len(raw):
                 break
-            if i < len(raw):
+            values[spec.name] = copy.deepcopy(raw[i])
+            i += 1
+            needed_after = sum(1 + s.control_widgets for s in widgets[k + 1:])
+            for c in range(spec.control_widgets):
+                if i >= len(raw):
+                    break
+                # Trust the declaration when the save has room for the extra values; otherwise (older saves
+                # without them) skip only what really looks like a control value.
+                room = len(raw) - i > needed_after + (spec.control_widgets - c - 1)
+                if c == 0 and not room and not _looks_like_control(raw[i]):
+                    break
                 i += 1
-        if spec.has_upload_widget:
-            still_needed = sum(1 + s.control_widgets for s in widgets[k + 1:])
-            if len(raw) - i > still_needed:
-                i += 1
+            if spec.has_upload_widget and len(raw) - i > needed_after:
+                i += 1  # the upload button's value ("image", "video", ...)
+    elif raw is not None:
+        raise WorkflowLoadError(f"node {node.get('id')} ({class_type}): widgets_values must be a list")
+    for spec in widgets:
+        if spec.name not in values:
+            default = _widget_default(spec)
+            if default is not None:
+                values[spec.name] = default
     return values
 
 
