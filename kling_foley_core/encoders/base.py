@@ -167,7 +167,8 @@ def build_model(cls, config: dict, state_dict: dict[str, torch.Tensor] | None, *
         random_init_(model, generator)
     else:
         load_state_dict_strict(model, state_dict, what=what)
-    return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    # nn.Module.to: diffusers' ModelMixin.to warns about fp32-kept modules on every dtype move (there are none)
+    return torch.nn.Module.to(model, device=device, dtype=dtype).eval().requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -270,17 +270,18 @@ def load_motionformer(path: str | Path | None = None, *, config: dict | None = N
 
 
 def num_sync_windows(num_frames: int, segment: int = SEGMENT_FRAMES, stride: int = SEGMENT_STRIDE) -> int:
-    """Windows for a clip of ``num_frames`` frames; a clip shorter than one window still gives one (padded)."""
+    """Windows for a clip of ``num_frames`` frames: ``(T - 16) // 8 + 1`` (DESIGN's ``sync_seq_len / 8``);
+    a clip shorter than one window still gives one (padded with its last frame)."""
     if num_frames <= 0:
         return 0
     return max(1, (num_frames - segment) // stride + 1)
 
 
 def encode_sync_frames(model: MotionFormer, frames: torch.Tensor, *, batch_size: int = 4,
-                       stride: int = SEGMENT_STRIDE) -> torch.Tensor:
+                       stride: int | None = None) -> torch.Tensor:
     """Preprocessed 25 fps frames ``[T, C, H, W]`` or ``[B, T, C, H, W]`` -> sync tokens ``[B, S*t, D]``.
 
-    Windows of ``model.config.num_frames`` (16) frames every ``stride`` (8) frames; trailing frames that do not
+    Windows of ``model.config.num_frames`` (16) frames every ``stride`` (default half a window: 8); trailing frames that do not
     fill a window are dropped, as in the reference. A clip shorter than one window is padded by repeating its
     last frame (logged). ``batch_size`` windows (over batch and time) run per forward, bounding memory.
     """
@@ -291,6 +292,7 @@ def encode_sync_frames(model: MotionFormer, frames: torch.Tensor, *, batch_size:
     if frames.ndim != 5:
         raise EncoderError(f"sync encoder: expected frames [T, C, H, W] or [B, T, C, H, W], got {tuple(frames.shape)}")
     seg = model.config.num_frames
+    stride = stride or seg // 2
     b, t = frames.shape[:2]
     if t == 0:
         raise EncoderError("sync encoder: got 0 frames; the clip is empty (at least 1 frame at 25 fps is needed)")
