@@ -453,7 +453,7 @@ def load_mmaudio_mel_vae(path: str | Path, *, dtype: torch.dtype = torch.float32
     ``mode`` ("16k"/"44k"), when given, must agree with what the checkpoint holds. ``weight_norm="auto"``
     skips the removal when the weights are already in inference form (unit-norm rows).
     """
-    from kling_foley_core.compat.checkpoints import init_empty, load_state_dict_strict, read_state_dict
+    from kling_foley_core.compat.checkpoints import load_state_dict_strict, read_state_dict
     from kling_foley_core.compat.convert_mmaudio_vae import convert_mmaudio_vae_state_dict, describe_state_dict
 
     path = Path(path)
@@ -465,7 +465,10 @@ def load_mmaudio_mel_vae(path: str | Path, *, dtype: torch.dtype = torch.float32
     if mode is not None and converted.mode != mode:
         raise ValueError(f"load_mmaudio_mel_vae: '{path.name}' is a {converted.mode or 'non-standard'} VAE "
                          f"(data_dim={converted.config['data_dim']}), but mode={mode!r} was asked for")
-    model = init_empty(MMAudioMelVAE, **converted.config)
+    # Built straight on the meta device (no 300 M random draws for the 44k model); every parameter and buffer,
+    # data statistics included, is then assigned from the converted checkpoint.
+    with torch.device("meta"):
+        model = MMAudioMelVAE(**converted.config)
     load_state_dict_strict(model, converted.state_dict, what=f"MMAudio mel VAE from '{path.name}'",
                            looks_like=describe_state_dict(raw))
     return model.to(device=device, dtype=dtype).eval()

@@ -1,0 +1,1 @@
+"""Training-side building blocks (losses, schedules); trainers import them by module path."""
