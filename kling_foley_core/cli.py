@@ -193,8 +193,14 @@ def split_for_this_process(items: list) -> list:
         try:
             from accelerate import PartialState
 
-            with PartialState().split_between_processes(list(items)) as mine:
-                return list(mine)
+            state = PartialState()
+            # On CPU without MPI accelerate may see one process although WORLD_SIZE says more; then its split
+            # would hand every file to every rank, so it is only trusted when it agrees with the launcher.
+            if state.num_processes == world:
+                with state.split_between_processes(list(items)) as mine:
+                    return list(mine)
+            logger.info("accelerate sees %d process(es) but WORLD_SIZE=%d; splitting by RANK/WORLD_SIZE",
+                        state.num_processes, world)
         except Exception as e:  # noqa: BLE001 - fall back to plain env arithmetic
             logger.warning("accelerate could not split the inputs (%s); using RANK/WORLD_SIZE", e)
     rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)

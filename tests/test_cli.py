@@ -201,3 +201,30 @@ def test_console_script_error_has_no_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: workflow failed validation (1 error):")
     assert "value 1000 is bigger than the maximum 100" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("accel_procs", [2, 1])
+def test_split_uses_accelerate_only_when_it_agrees_with_the_launcher(monkeypatch, accel_procs):
+    import contextlib
+
+    import accelerate
+
+    used = []
+
+    class FakeState:
+        num_processes = accel_procs
+
+        @contextlib.contextmanager
+        def split_between_processes(self, items):
+            used.append(True)
+            yield items[:1]  # recognisably different from the env arithmetic
+
+    monkeypatch.setattr(accelerate, "PartialState", FakeState)
+    monkeypatch.setenv("MASTER_ADDR", "localhost")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    share = cli.split_for_this_process(list(range(5)))
+    if accel_procs == 2:
+        assert used and share == [0]
+    else:  # CPU torchrun without MPI: accelerate sees 1 process, so RANK/WORLD_SIZE decide
+        assert not used and share == [3, 4]
