@@ -113,7 +113,6 @@ def test_interrupt_inside_a_save_leaves_no_partial_file(tmp_path, monkeypatch):
     import test_runner_nodes as T
 
     real = T.check_interrupt
-    calls = {"n": 0}
 
     def interrupt_in_save():
         if T.CALLS["TSave"]:  # only once the save node is writing

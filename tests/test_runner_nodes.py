@@ -147,7 +147,7 @@ class TValidated:
     @classmethod
     def VALIDATE_INPUTS(cls, word, level):
         if word == "bad":
-            return f"word must not be 'bad'"
+            return "word must not be 'bad'"
         return True
 
     def f(self, latent, word, level):
