@@ -195,7 +195,9 @@ def load_mmaudio_mmdit(src: str | Path | dict[str, torch.Tensor], *, dtype: torc
     variant.config.update(config_overrides)
     body = convert_mmaudio_state_dict(sd, variant, source=source)
     model = init_empty(KlingFoleyMMDiT, **variant.config)
-    load_state_dict_strict(model, body, what=f"{source} as {variant.description}", looks_like=looks_like(body),
+    # the variant was recognised, so a misfit is a damaged/modified checkpoint of it: the message names the
+    # detected variant and the keys, not a guess at another model
+    load_state_dict_strict(model, body, what=f"{source} (detected {variant.description})",
                            dtype=dtype_from_name(dtype))
     log.info("loaded %s from %s", variant.description, source)
     model.eval().requires_grad_(False)
