@@ -31,6 +31,7 @@ def test_load_reference_checkpoint_file(tmp_path, fixtures_dir, name, mode, fmt)
     model = load_mmaudio_mel_vae(path, mode=mode)
     assert not model.training
     assert model.config.data_dim == {"16k": 80, "44k": 128}[mode]
+    assert model.mel_mode == mode
     with torch.inference_mode():
         post = model.encode(io["mel"])
         dec = model.decode(io["z"])
@@ -177,6 +178,9 @@ def test_posterior_sampling_uses_generator():
     b = post.sample(torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b)
     assert not torch.equal(a, post.sample(torch.Generator().manual_seed(4)))
+    # same draws as the reference's empty_like(mean).normal_(generator) for the same generator state
+    ref = post.mean + post.std * torch.empty_like(post.mean).normal_(generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, ref, rtol=0, atol=0)
     # KL of N(0, 0.25) against N(0, 1) per element: ½(0.25 − 1 − ln 0.25)
     torch.testing.assert_close(post.kl(), torch.full_like(mean, 0.5 * (0.25 - 1 - math.log(0.25))))
     # logvar is clamped like the reference
@@ -190,3 +194,28 @@ def test_bad_shapes_raise(fixtures_dir):
         model.encode(torch.zeros(1, 128, 10))
     with pytest.raises(ValueError, match=r"\(B, 20, T\)"):
         model.decode(torch.zeros(1, 40, 10))
+
+
+def test_removed_form_equals_on_the_fly_weight_norm(fixtures_dir):
+    # EDM2's training-time forward normalises each weight on the fly; removing the norm once must give the same
+    # function. Emulate the on-the-fly form with a parametrisation over the raw weights.
+    from torch.nn.utils import parametrize
+
+    from kling_foley_core.models.mel_vae_mmaudio import normalized_mp_weight
+
+    class OnTheFly(torch.nn.Module):
+        def forward(self, w):
+            return normalized_mp_weight(w)
+
+    sd, io = _load(fixtures_dir, "mel_vae_tiny_44k")
+    conv = convert_mmaudio_vae_state_dict(sd)
+    live = MMAudioMelVAE(**conv.config).eval()
+    live.load_state_dict(sd)  # raw weights
+    for m in live.modules():
+        if isinstance(m, MPConv1d):
+            parametrize.register_parametrization(m, "weight", OnTheFly())
+    removed = MMAudioMelVAE(**conv.config).eval()
+    removed.load_state_dict(conv.state_dict)
+    with torch.no_grad():
+        torch.testing.assert_close(live.decode(io["z"]), removed.decode(io["z"]), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(live.encode(io["mel"]).mean, removed.encode(io["mel"]).mean, rtol=1e-6, atol=1e-6)

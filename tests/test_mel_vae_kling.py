@@ -25,6 +25,7 @@ def test_base_config_has_32_encoder_convs_and_latent_contract():
         vae = KlingMelVAE(**kling_mel_vae_config("44k", "base"))
     assert vae.num_conv_layers() == (32, 32)
     assert vae.config.latent_dim == 40 and vae.config.n_mels == 128 and vae.time_downsample == 2
+    assert vae.mel_mode == "44k" and vae.latent_channels == 40
     assert sum(isinstance(m, nn.ConvTranspose1d) for m in vae.decoder.modules()) == 1
 
 

@@ -55,3 +55,11 @@ def test_wrong_weights_fail_parity(fixtures_dir):
     with torch.no_grad():
         decoded = model.decode(fx.io["z"])
     assert parity.relative_error(decoded, fx.io["decoded"]) > 1e-2
+
+
+@pytest.mark.xfail(reason="parity.load_fixture refuses a fixture without weights or weight_rule; the mel "
+                          "front-end fixture has no weights (fix belongs in compat/parity.py)", strict=False)
+def test_parity_cli_mel_converter(fixtures_dir, capsys):
+    rc = parity.main([str(fixtures_dir / "mmaudio" / "mel_converter")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "mel_44k" in out and "PASS" in out

@@ -32,7 +32,7 @@ _LOOKS_LIKE = [
     (("vfeat_extractor", "afeat_extractor", "transformer.resblocks"), "a Synchformer / CLIP encoder checkpoint"),
     (("quantizer", "encoder.block.", "decoder.model."), "a DAC codec checkpoint"),
     (("triple_blocks", "single_blocks"), "a HunyuanVideo-Foley DiT checkpoint"),
-    (("encoder.blocks.", "decoder.blocks.", "posterior"), "a Kling-Foley Mel-VAE (library format: load it with "
+    (("encoder.blocks.", "decoder.blocks.", "encoder.norm_out"), "a Kling-Foley Mel-VAE (library format: load it with "
                                                            "KlingMelVAE.from_pretrained)"),
 ]
 

@@ -164,6 +164,15 @@ class KlingMelVAE(ModelMixin, ConfigMixin):
     def time_downsample(self) -> int:
         return self.config.time_downsample
 
+    @property
+    def mel_mode(self) -> str | None:
+        """The mel front-end preset this VAE reads ("16k"/"44k"), or None for a non-standard size."""
+        return {(80, 20): "16k", (128, 40): "44k"}.get((self.config.n_mels, self.config.latent_dim))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.latent_dim
+
     def latent_length(self, mel_frames: int) -> int:
         return -(-mel_frames // self.time_downsample)  # ceil
 

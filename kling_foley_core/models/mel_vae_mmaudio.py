@@ -397,6 +397,15 @@ class MMAudioMelVAE(ModelMixin, ConfigMixin):
     def time_downsample(self) -> int:
         return 2 ** len(self.config.down_layers)
 
+    @property
+    def mel_mode(self) -> str | None:
+        """The mel front-end preset this VAE reads ("16k"/"44k"), or None for a non-standard size."""
+        return {(80, 20): "16k", (128, 40): "44k"}.get((self.config.data_dim, self.config.embed_dim))
+
+    @property
+    def latent_channels(self) -> int:
+        return self.config.embed_dim
+
     def latent_length(self, mel_frames: int) -> int:
         return mel_frames // self.time_downsample
 
