@@ -205,7 +205,7 @@ class ClipTextTower(ModelMixin, ConfigMixin):
         heads: int = 8,
         layers: int = 12,
         mlp_width: int | None = None,
-        output_dim: int = 512,
+        output_dim: int | None = 512,
         quick_gelu: bool = False,
         layer_norm_eps: float = 1e-5,
     ):
@@ -215,7 +215,8 @@ class ClipTextTower(ModelMixin, ConfigMixin):
         nn.init.normal_(self.positional_embedding, std=0.01)
         self.transformer = ClipTransformer(width, layers, heads, mlp_width or 4 * width, quick_gelu, layer_norm_eps)
         self.ln_final = nn.LayerNorm(width, eps=layer_norm_eps)
-        self.text_projection = nn.Parameter(torch.randn(width, output_dim) * width**-0.5)
+        # Unused by the per-token features; kept (when the checkpoint has it) so open_clip files load strictly.
+        self.text_projection = nn.Parameter(torch.randn(width, output_dim) * width**-0.5) if output_dim else None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids ``[B, L]`` (L <= context_length) -> hidden states after ``ln_final`` ``[B, L, width]``."""
@@ -256,8 +257,12 @@ def convert_hf_clip_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.T
     """transformers ``CLIPModel`` / ``CLIPVisionModelWithProjection`` / ``CLIPTextModel`` keys -> open_clip keys."""
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    # transformers 5 saves CLIPTextModel / CLIPVisionModel keys without the "text_model."/"vision_model." prefix
+    bare = "visual." if "embeddings.patch_embedding.weight" in sd else ""
     for key, value in sd.items():
-        if key.startswith("vision_model."):
+        if key.startswith(("embeddings.", "encoder.", "final_layer_norm.", "pre_layrnorm.", "post_layernorm.")):
+            prefix, rest = bare, key
+        elif key.startswith("vision_model."):
             prefix, rest = "visual.", key[len("vision_model."):]
         elif key.startswith("text_model."):
             prefix, rest = "", key[len("text_model."):]
@@ -320,25 +325,43 @@ def read_clip_checkpoint(path: str | Path) -> ClipCheckpoint:
             raise EncoderError(f"CLIP checkpoint: folder '{p}' holds none of {', '.join(_WEIGHT_FILES)}")
         p = weights
     sd = read_state_dict(p)
-    if any(k.startswith(("vision_model.", "text_model.")) for k in sd):
+    if any(k.startswith(("vision_model.", "text_model.", "embeddings.")) for k in sd):
         sd = convert_hf_clip_state_dict(sd)
         if hf_cfg is not None and model_cfg is None:
-            vcfg = hf_cfg.get("vision_config", hf_cfg if "patch_size" in hf_cfg else None)
-            if vcfg is not None:
-                model_cfg = {"vision_cfg": _hf_vision_cfg_to_open_clip(vcfg),
-                             "embed_dim": hf_cfg.get("projection_dim", vcfg.get("projection_dim"))}
+            model_cfg = _hf_cfg_to_open_clip(hf_cfg)
     return ClipCheckpoint(sd, model_cfg, preprocess_cfg)
+
+
+def _hf_cfg_to_open_clip(hf_cfg: dict) -> dict:
+    """transformers CLIPConfig / CLIPVisionConfig / CLIPTextConfig -> an open_clip-style ``model_cfg``."""
+    kind = hf_cfg.get("model_type", "")
+    vcfg = hf_cfg.get("vision_config") or (hf_cfg if kind == "clip_vision_model" else None)
+    tcfg = hf_cfg.get("text_config") or (hf_cfg if kind == "clip_text_model" else None)
+    out: dict = {"embed_dim": hf_cfg.get("projection_dim") or (vcfg or tcfg or {}).get("projection_dim", 512)}
+    if vcfg:
+        out["vision_cfg"] = _hf_vision_cfg_to_open_clip(vcfg)
+    if tcfg:
+        out["text_cfg"] = dict(context_length=tcfg.get("max_position_embeddings", 77),
+                               vocab_size=tcfg.get("vocab_size", 49408), width=tcfg["hidden_size"],
+                               heads=tcfg["num_attention_heads"], layers=tcfg["num_hidden_layers"],
+                               mlp_width=tcfg.get("intermediate_size"),
+                               quick_gelu=tcfg.get("hidden_act", "quick_gelu") == "quick_gelu",
+                               layer_norm_eps=tcfg.get("layer_norm_eps", 1e-5))
+    out["quick_gelu"] = bool((vcfg or tcfg or {}).get("hidden_act", "quick_gelu") == "quick_gelu")
+    return out
 
 
 def vision_config_from_open_clip(model_cfg: dict) -> dict:
     """open_clip ``model_cfg`` (``embed_dim``, ``quick_gelu``, ``vision_cfg``) -> :class:`ClipVisionTower` kwargs."""
+    if "vision_cfg" not in model_cfg:
+        raise EncoderError("CLIP checkpoint: its config describes no vision tower (a text-only CLIP model?)")
     v = model_cfg["vision_cfg"]
     width = v["width"]
     mlp_width = v.get("mlp_width") or int(width * v.get("mlp_ratio", 4.0))
     return dict(image_size=v["image_size"], patch_size=v["patch_size"], width=width, layers=v["layers"],
                 head_width=v.get("head_width", 64), mlp_width=mlp_width,
                 output_dim=model_cfg.get("embed_dim") or v.get("output_dim"),
-                quick_gelu=bool(model_cfg.get("quick_gelu", v.get("quick_gelu", False))),
+                quick_gelu=bool(v.get("quick_gelu", model_cfg.get("quick_gelu", False))),
                 layer_norm_eps=v.get("layer_norm_eps", 1e-5))
 
 
@@ -353,3 +376,15 @@ def text_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The text tower's half of a full open_clip state dict (everything but ``visual.*`` and the logit scale)."""
     drop = ("visual.", "logit_scale", "logit_bias", "attn_mask")
     return {k: v for k, v in sd.items() if not k.startswith(drop)}
+
+
+def text_config_from_open_clip(model_cfg: dict, default: dict) -> dict:
+    """open_clip ``model_cfg`` (``text_cfg``) -> :class:`ClipTextTower` kwargs (``default`` where it is silent)."""
+    t = model_cfg.get("text_cfg")
+    if not t:
+        return dict(default)
+    return dict(context_length=t.get("context_length", 77), vocab_size=t.get("vocab_size", 49408), width=t["width"],
+                heads=t["heads"], layers=t["layers"], mlp_width=t.get("mlp_width") or int(t["width"] * t.get("mlp_ratio", 4.0)),
+                output_dim=model_cfg.get("embed_dim", default.get("output_dim")),
+                quick_gelu=bool(t.get("quick_gelu", model_cfg.get("quick_gelu", False))),
+                layer_norm_eps=t.get("layer_norm_eps", 1e-5))

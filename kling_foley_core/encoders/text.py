@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import EncoderError, TextEncoder, TextFeatures, build_model
-from .clip_vit import CLIP_PRESETS, ClipTextTower, read_clip_checkpoint, text_state_dict
+from .clip_vit import CLIP_PRESETS, ClipTextTower, read_clip_checkpoint, text_config_from_open_clip, text_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -224,24 +224,23 @@ def load_clip_text(name: str = "dfn5b-clip-vit-h-14-384", path: str | Path | Non
         raise EncoderError(f"CLIP text encoder: unknown preset {name!r}; choose one of {', '.join(CLIP_PRESETS)}")
     preset = CLIP_PRESETS[name]
     config = dict(preset.text)
-    folder = None
     if path is None:
         if not name.startswith("tiny"):
             raise EncoderError(f"CLIP text encoder {name!r}: pass path= the open_clip checkpoint file or folder")
+        tok = tokenizer or byte_level_clip_tokenizer(config["context_length"])
         tower = build_model(ClipTextTower, config, None, what=name, dtype=dtype, device=device, generator=generator)
-    else:
-        ckpt = read_clip_checkpoint(path)
-        if ckpt.model_cfg and "text_cfg" in ckpt.model_cfg:
-            t = ckpt.model_cfg["text_cfg"]
-            config.update(context_length=t.get("context_length", 77), vocab_size=t.get("vocab_size", 49408),
-                          width=t["width"], heads=t["heads"], layers=t["layers"],
-                          output_dim=ckpt.model_cfg.get("embed_dim", config["output_dim"]),
-                          quick_gelu=bool(ckpt.model_cfg.get("quick_gelu", False)))
-        tower = build_model(ClipTextTower, config, text_state_dict(ckpt.state_dict),
-                            what=f"CLIP text tower {name!r} from '{path}'", dtype=dtype, device=device)
-        p = Path(str(path).removeprefix("local-dir:")).expanduser()
-        folder = p if p.is_dir() else p.parent
-    if tokenizer is None and name.startswith("tiny") and folder is None:
-        tokenizer = byte_level_clip_tokenizer(config["context_length"])
-    tok = tokenizer or _clip_tokenizer(folder, config["context_length"])
+        return ClipTextEncoder(tower, tok, name=name, normalize=normalize)
+    p = Path(str(path).removeprefix("local-dir:")).expanduser()
+    if not p.exists():
+        raise EncoderError(f"CLIP text encoder {name!r}: '{p}' does not exist; pass an open_clip checkpoint file or folder")
+    # the tokenizer first: a missing vocabulary should fail before a multi-GB checkpoint is read
+    tok = tokenizer or _clip_tokenizer(p if p.is_dir() else p.parent, config["context_length"])
+    ckpt = read_clip_checkpoint(p)
+    if ckpt.model_cfg:
+        config = text_config_from_open_clip(ckpt.model_cfg, config)
+    sd = text_state_dict(ckpt.state_dict)
+    if "text_projection" not in sd:  # e.g. a transformers CLIPTextModel: no projection, none needed
+        config["output_dim"] = None
+    tower = build_model(ClipTextTower, config, sd,
+                        what=f"CLIP text tower {name!r} from '{path}'", dtype=dtype, device=device)
     return ClipTextEncoder(tower, tok, name=name, normalize=normalize)
