@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from fractions import Fraction
 
 import av
@@ -55,8 +57,9 @@ def _convert_av_frame(frame: av.VideoFrame, spec: FrameSpec, rotation: int, inte
     if quarter:
         arr = np.rot90(arr, k=quarter)  # display matrix angle is counter-clockwise; np.rot90 turns CCW too
     th, tw = spec.hw
-    arr = arr[top:top + th, left:left + tw]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()  # (3, th, tw)
+    arr = arr[top:top + th, left:left + tw].transpose(2, 0, 1)  # (3, th, tw) view
+    # numpy's strided copy is ~50x faster than torch's permute().contiguous() for uint8 on CPU
+    return torch.from_numpy(np.ascontiguousarray(arr))  # (3, th, tw) uint8
 
 
 def load_video(
@@ -69,6 +72,7 @@ def load_video(
     interpolation: str = "bicubic",
     seek: bool | None = None,
     max_corrupt: int = 64,
+    workers: int = 1,
 ) -> SampledVideo:
     """Decode ``path`` once and return frames for each consumer, picked by timestamp (see ``resample``).
 
@@ -79,6 +83,7 @@ def load_video(
         interpolation: swscale filter for resizing ("bicubic", "bilinear", "area", "lanczos").
         seek: jump to the keyframe before ``start`` instead of decoding from 0 (default: when start >= 10 s).
         max_corrupt: give up (VideoInputError) after this many corrupt packets; fewer are skipped with a warning.
+        workers: threads that resize picked frames while the next ones decode (0 = resize inline).
 
     Raises :class:`VideoInputError` (a ValueError) for unusable files or arguments, before any heavy work.
     """
@@ -122,6 +127,21 @@ def load_video(
             target_pts = int(((origin or 0) + start_f) / tb)
             container.seek(target_pts, stream=stream, backward=True, any_frame=False)
 
+        # swscale releases the GIL, so resizing picked frames on a worker thread overlaps with decoding; at most
+        # `max_pending` full-size frames wait for it, which keeps memory bounded
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kf-video") if workers > 0 else None
+        pending: deque[Future] = deque()
+        max_pending = 8
+
+        def submit(fn, *args):
+            if pool is None:
+                return fn(*args)
+            fut = pool.submit(fn, *args)
+            pending.append(fut)
+            while len(pending) > max_pending:
+                pending.popleft().result()
+            return fut
+
         prev = None  # (frame, index, time) of the frame currently "on screen"
         index = 0
         skipped = 0
@@ -133,8 +153,15 @@ def load_video(
             rotation = normalize_rotation(frame.rotation)
             key = idx
 
-            def convert(spec: FrameSpec, frame=frame, rotation=rotation) -> torch.Tensor:
-                return _convert_av_frame(frame, spec, rotation, interp)
+            memo: dict = {}
+
+            def convert(spec: FrameSpec, frame=frame, rotation=rotation):
+                # consumers with the same geometry (semantic and sync are both 224 crops by default) share one
+                # resize of this frame; the tensor is only read afterwards, so sharing is safe
+                geo = (spec.hw, spec.resize)
+                if geo not in memo:
+                    memo[geo] = submit(_convert_av_frame, frame, spec, rotation, interp)
+                return memo[geo]
 
             for col in collectors.values():
                 col.add(col.picker.advance(until), key, -1 if do_seek else idx, t, convert)
@@ -179,6 +206,8 @@ def load_video(
             warn(f"stopped reading at a damaged part of the file ({e.strerror or e}); using the frames decoded so far")
 
         if prev is None:
+            if pool is not None:
+                pool.shutdown(wait=True)
             raise VideoInputError(path, "no_frames", "no video frame could be decoded in the requested range; check "
                                                      "start/duration or re-encode the file.")
         end = prev[2] + last_step  # the last frame stays on screen for its own duration
@@ -186,6 +215,9 @@ def load_video(
             emit(end)
             if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:
                 warn(f"decoded only {float(end):.3f}s of the declared {info.duration:.3f}s; the file may be truncated")
+
+        if pool is not None:
+            pool.shutdown(wait=True)  # all conversions done; futures now hold small tensors only
 
     available = end - start_f
     if available <= 0:
