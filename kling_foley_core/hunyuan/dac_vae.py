@@ -194,20 +194,19 @@ def fold_weight_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in sd.items():
-        m = re.match(r"^(.*)\.(weight_g|weight_v|parametrizations\.weight\.original0|parametrizations\.weight\.original1)$",
-                     key)
+        m = re.match(r"^(?:(.*)\.)?(weight_g|weight_v|parametrizations\.weight\.original[01])$", key)
         if m is None:
             out[key] = t
             continue
         role = "g" if m.group(2) in ("weight_g", "parametrizations.weight.original0") else "v"
-        pairs.setdefault(m.group(1), {})[role] = t
+        pairs.setdefault(m.group(1) or "", {})[role] = t
     for stem, pv in pairs.items():
         if set(pv) != {"g", "v"}:
             missing = "weight_v" if "g" in pv else "weight_g"
-            raise ValueError(f"weight-norm layer '{stem}' is missing its {missing} tensor (truncated checkpoint?)")
+            raise ValueError(f"weight-norm layer '{stem or '(top level)'}' is missing its {missing} tensor (truncated checkpoint?)")
         g, v = pv["g"].float(), pv["v"].float()
         norm = v.reshape(v.shape[0], -1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
-        out[f"{stem}.weight"] = (v * (g / norm)).to(pv["v"].dtype)
+        out[f"{stem}.weight" if stem else "weight"] = (v * (g / norm)).to(pv["v"].dtype)
     return out
 
 

@@ -90,7 +90,7 @@ class HunyuanFoleyConditions:
             else:
                 if a.shape[1:] != b.shape[1:]:
                     raise ValueError(f"cannot batch conditions: '{f.name}' shapes {tuple(a.shape)} vs {tuple(b.shape)}"
-                                     f" (use the same duration and text length for cond and uncond)")
+                                     f" (cond and uncond need the same duration and text length; otherwise run CFG unbatched)")
                 parts[f.name] = torch.cat([a, b], 0)
         return HunyuanFoleyConditions(**parts)
 

@@ -128,17 +128,19 @@ def dit_size_name(config: dict) -> str:
 
 
 def load_hunyuan_dit(path_or_sd, *, precision: str = "bf16", device: str | torch.device = "cpu",
-                     fp8_per: str = "row", config: dict | None = None) -> HunyuanFoleyDiT:
+                     fp8_per: str = "row", fp8_compute: str = "bf16", config: dict | None = None) -> HunyuanFoleyDiT:
     """Load ``hunyuanvideo_foley.pth`` (XXL), ``hunyuanvideo_foley_xl.pth`` (XL) or a safetensors conversion.
 
     ``precision``: "fp32" | "fp16" | "bf16" (weights cast at load) or "fp8" (block matrices stored as
-    float8_e4m3fn with per-row (``fp8_per="row"``) or per-tensor scales, everything else bf16). A file that already
-    holds fp8 weights (community fp8 safetensors) needs ``precision="fp8"``.
+    float8_e4m3fn with per-row (``fp8_per="row"``) or per-tensor scales; activations and the remaining weights use
+    ``fp8_compute``, bf16 by default — "fp32" is faster on CPUs without bf16 units). A file that already holds fp8
+    weights (community fp8 safetensors) needs ``precision="fp8"``. ``config`` overrides what the shapes cannot
+    tell (e.g. ``interleaved_audio_visual_rope``); the released models need none.
     """
     fp8 = precision == "fp8"
     if fp8:
         require_fp8()
-    compute_dtype = torch.bfloat16 if fp8 else dtype_from_name(precision)
+    compute_dtype = dtype_from_name(fp8_compute) if fp8 else dtype_from_name(precision)
     sd, source = _read(path_or_sd, "HunyuanVideo-Foley DiT")
     _ensure_family(sd, "hunyuan-dit", source)
     cfg = {**dit_config_from_state_dict(sd), **(config or {})}

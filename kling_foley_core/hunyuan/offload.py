@@ -61,7 +61,8 @@ class BlockSwap:
         owner_name, _, leaf = name.rpartition(".")
         owner = block.get_submodule(owner_name) if owner_name else block
         if leaf in owner._parameters:
-            owner._parameters[leaf].data = t
+            # a new Parameter object rather than ``.data =``: set_data refuses some device pairs (e.g. cpu ↔ meta)
+            owner._parameters[leaf] = nn.Parameter(t, requires_grad=False)
         else:
             owner._buffers[leaf] = t
 
