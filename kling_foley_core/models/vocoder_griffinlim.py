@@ -1,0 +1,163 @@
+"""Weight-free fallback vocoder: log-mel → linear magnitude (non-negative least squares) → fast Griffin-Lim.
+
+It has the interface of :class:`~kling_foley_core.models.vocoder_bigvgan.BigVGANVocoder` (``vocoder(mel (B,
+n_mels, F)) -> waveform (B, F · hop)``, ``.sample_rate``, ``.hop_length``, ``.n_mels``), so a graph runs end to end
+before any vocoder checkpoint is downloaded, and a test can listen to a pipeline without 122 M parameters. It
+sounds like Griffin-Lim (phasey, smeared transients); it is a fallback, not a substitute for BigVGAN.
+
+1. **Undo the log**: ``10**mel`` (16 kHz mode, log10) or ``exp(mel)`` (44.1 kHz mode, natural log); values at the
+   front-end's floor (1e-5) come back as 1e-5, i.e. silence.
+2. **Mel → linear magnitude**: the mel filters ``M`` (Slaney, the same matrix the library's front-end uses) map
+   ``n_fft/2+1`` bins onto far fewer bands, so the inverse is under-determined. Start from the pseudo-inverse
+   (clamped at 0) and refine it with multiplicative NNLS updates ``S ← S · (Mᵀ m) / (Mᵀ M S)``, which keep
+   ``S ≥ 0`` and decrease ``‖M S − m‖²`` monotonically (Lee & Seung); ``mel_inverse="pinv"`` skips the
+   refinement.
+3. **Phase**: fast Griffin-Lim (Perraudin, Balazs & Søndergaard 2013): alternate the magnitude constraint and
+   STFT consistency, with the momentum step ``t_n = c_n + α (c_n − c_{n−1})`` (α = ``momentum``; 0 gives the
+   classic algorithm). The initial phase is random from a ``torch.Generator`` (seeded, so results repeat).
+
+Framing. The library's front-end pads ``(n_fft − hop)/2`` on each side and runs an uncentred STFT, so mel frame
+``k`` is centred on sample ``k·hop + hop/2``. Griffin-Lim here runs a centred STFT on the signal shifted by
+``hop/2``, which puts its frames at exactly those centres; the first ``hop/2`` samples of the output are silent.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import torch
+from torch import nn
+
+from kling_foley_core.audio.mel import MelConfig, mel_preset, slaney_mel_filters
+from kling_foley_core.models.vocoder_bigvgan import VocoderInputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GriffinLimVocoder", "mel_to_magnitude", "griffin_lim"]
+
+
+def mel_to_magnitude(mel_power: torch.Tensor, filters: torch.Tensor, *, method: Literal["nnls", "pinv"] = "nnls",
+                     n_iter: int = 30, pinv: torch.Tensor | None = None) -> torch.Tensor:
+    """Linear mel energies ``(N, M, F)`` → non-negative STFT magnitudes ``(N, n_fft//2+1, F)``.
+
+    ``filters`` is the ``(M, n_fft//2+1)`` mel matrix the mel was made with; ``pinv`` its pseudo-inverse when
+    already computed.
+    """
+    if method not in ("nnls", "pinv"):
+        raise VocoderInputError(f"mel_inverse={method!r} is unknown: use 'nnls' or 'pinv'")
+    pinv = torch.linalg.pinv(filters) if pinv is None else pinv  # (K, M)
+    mag = torch.matmul(pinv, mel_power).clamp(min=0.0)  # (N, K, F)
+    if method == "pinv":
+        return mag
+    # Multiplicative updates stay positive only from a positive start: lift exact zeros slightly.
+    mag = mag + 1e-3 * mel_power.amax(dim=1, keepdim=True).clamp(min=1e-8)
+    numer = torch.matmul(filters.T, mel_power)  # (N, K, F)  Mᵀ m, constant across iterations
+    for _ in range(n_iter):
+        # Mᵀ(M S) rather than (MᵀM) S: M has far fewer rows than columns, so this is the cheaper order
+        mag = mag * numer / (torch.matmul(filters.T, torch.matmul(filters, mag)) + 1e-12)
+    return mag
+
+
+def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop_length: int, win_length: int, length: int,
+                n_iter: int = 32, momentum: float = 0.99, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fast Griffin-Lim: a waveform ``(N, length)`` whose centred STFT magnitude approximates ``magnitude``.
+
+    ``magnitude`` is ``(N, n_fft//2+1, frames)`` for a centred STFT of ``length`` samples
+    (``frames = 1 + length // hop_length``).
+    """
+    if not 0.0 <= momentum < 1.0:
+        raise VocoderInputError(f"griffin_lim: momentum={momentum} must be in [0, 1) (0.99 is the usual choice)")
+    if n_iter < 0:
+        raise VocoderInputError(f"griffin_lim: n_iter={n_iter} must be >= 0")
+    window = torch.hann_window(win_length, device=magnitude.device, dtype=magnitude.dtype)
+    stft_args = dict(n_fft=n_fft, hop_length=hop_length, win_length=win_length, window=window, center=True)
+
+    def to_wave(spec: torch.Tensor) -> torch.Tensor:
+        return torch.istft(spec, length=length, **stft_args)  # (N, length)
+
+    def to_spec(wave: torch.Tensor) -> torch.Tensor:
+        return torch.stft(wave, pad_mode="reflect", return_complex=True, **stft_args)  # (N, K, frames)
+
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    phase = torch.rand(magnitude.shape, generator=gen, device=gen.device, dtype=torch.float32)
+    angles = torch.polar(torch.ones_like(phase), 2 * torch.pi * phase).to(magnitude.device)  # (N, K, frames)
+    previous = torch.zeros_like(angles)
+    for _ in range(n_iter):
+        rebuilt = to_spec(to_wave(magnitude * angles))  # consistency projection c_n
+        accelerated = rebuilt + momentum * (rebuilt - previous)  # t_n = c_n + α (c_n − c_{n−1})
+        previous = rebuilt
+        angles = accelerated / accelerated.abs().clamp(min=1e-16)  # keep the phase, drop the magnitude
+    return to_wave(magnitude * angles)
+
+
+class GriffinLimVocoder(nn.Module):
+    """Log-mel ``(B, n_mels, F)`` → waveform ``(B, F · hop)``, no weights. See the module docstring.
+
+    ``mel``: the front-end the log-mels came from, a :class:`~kling_foley_core.audio.mel.MelConfig` or a preset
+    name (``"44k"``: natural log, ``"16k"``: log10). ``n_iter``/``momentum``: Griffin-Lim iterations and the
+    fast-GLA momentum. ``mel_inverse``: ``"nnls"`` (default) or ``"pinv"``. ``seed``: initial random phase when
+    no generator is passed to :meth:`forward`.
+    """
+
+    def __init__(self, mel: MelConfig | str = "44k", *, n_iter: int = 32, momentum: float = 0.99,
+                 mel_inverse: Literal["nnls", "pinv"] = "nnls", nnls_iter: int = 30, seed: int = 0):
+        super().__init__()
+        self.mel = mel_preset(mel) if isinstance(mel, str) else mel
+        if not isinstance(self.mel, MelConfig):
+            raise VocoderInputError(f"GriffinLimVocoder: mel must be a MelConfig or a preset name, got {mel!r}")
+        if mel_inverse not in ("nnls", "pinv"):
+            raise VocoderInputError(f"GriffinLimVocoder: mel_inverse={mel_inverse!r} is unknown: use 'nnls' or 'pinv'")
+        if not 0.0 <= momentum < 1.0 or n_iter < 0:
+            raise VocoderInputError(f"GriffinLimVocoder: need n_iter >= 0 and 0 <= momentum < 1, got "
+                                    f"n_iter={n_iter}, momentum={momentum}")
+        self.n_iter, self.momentum, self.mel_inverse, self.nnls_iter, self.seed = (
+            n_iter, momentum, mel_inverse, nnls_iter, seed)
+        c = self.mel
+        filters = torch.from_numpy(slaney_mel_filters(c.sampling_rate, c.n_fft, c.n_mels, c.f_min, c.f_max))
+        self.register_buffer("filters", filters, persistent=False)  # (M, K)
+        self.register_buffer("filters_pinv", torch.linalg.pinv(filters.double()).float(), persistent=False)  # (K, M)
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.mel.sampling_rate)
+
+    @property
+    def hop_length(self) -> int:
+        return int(self.mel.hop_length)
+
+    @property
+    def n_mels(self) -> int:
+        return int(self.mel.n_mels)
+
+    def mel_config(self) -> MelConfig:
+        return self.mel
+
+    def magnitude(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``(B, M, F)`` → estimated linear STFT magnitude ``(B, n_fft//2+1, F)``."""
+        c = self.mel
+        mel = mel.to(device=self.filters.device, dtype=torch.float32)
+        power = torch.pow(10.0, mel) if c.log_base == "10" else torch.exp(mel)  # (B, M, F)
+        return mel_to_magnitude(power, self.filters, method=self.mel_inverse, n_iter=self.nnls_iter,
+                                pinv=self.filters_pinv)
+
+    def forward(self, mel: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        c = self.mel
+        if not torch.is_tensor(mel) or mel.ndim != 3 or mel.shape[1] != c.n_mels or mel.shape[-1] < 1:
+            shape = tuple(mel.shape) if torch.is_tensor(mel) else type(mel).__name__
+            raise VocoderInputError(f"GriffinLimVocoder: mel must be (B, {c.n_mels}, frames) log-mel of the "
+                                    f"{c.sampling_rate} Hz front-end, got {shape}")
+        frames = mel.shape[-1]
+        mag = self.magnitude(mel)  # (B, K, F)
+        # A centred STFT of F·hop samples has F + 1 frames: repeat the last one (it only shapes the final hop).
+        mag = torch.cat([mag, mag[..., -1:]], dim=-1)  # (B, K, F + 1)
+        gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        shifted = griffin_lim(mag, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+                              length=frames * c.hop_length, n_iter=self.n_iter, momentum=self.momentum,
+                              generator=gen)  # (B, F·hop), sample n ↔ output sample n + hop/2
+        half = c.hop_length // 2
+        wave = torch.nn.functional.pad(shifted, (half, 0))[..., :frames * c.hop_length]  # (B, F·hop)
+        return wave.clamp(-1.0, 1.0).to(mel.dtype if mel.is_floating_point() else torch.float32)
+
+    def extra_repr(self) -> str:
+        return (f"sr={self.sample_rate}, hop={self.hop_length}, n_mels={self.n_mels}, n_iter={self.n_iter}, "
+                f"momentum={self.momentum}, mel_inverse={self.mel_inverse}")
