@@ -1,0 +1,165 @@
+"""The generation stages as plain functions: features → latents → mono mel → stereo mel → waveform.
+
+Each function is one box of Kling-Foley's Fig. 2, so a ComfyUI node (or the pipeline) calls exactly one of them.
+Conventions: latents are channels-last ``(B, N, C)`` in the transformer's normalised space while sampling, and
+``(B, C, N)`` in the VAE's space afterwards (the VAE is a 1-D conv net over time); mels are ``(B, M, F)`` mono
+or ``(B, 2, M, F)`` stereo; waveforms are ``(B, C, T)`` float32.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from .sampling import CFGDenoiser, make_schedule, sample
+
+log = logging.getLogger(__name__)
+
+
+class GenerationError(ValueError):
+    """A generation argument that cannot work (named, with the value and the fix)."""
+
+
+@dataclass
+class FoleyConditions:
+    """Everything the MM-DiT is conditioned on, before projection (what the encoder nodes produce).
+
+    A missing modality is None: the model's learned placeholder stands in for it.
+    """
+
+    duration: float
+    clip_f: Optional[torch.Tensor] = None  # (B, Nc, clip_dim) semantic video features at 8 fps
+    sync_f: Optional[torch.Tensor] = None  # (B, Ns, sync_dim) Synchformer tokens at 24 per second
+    text_f: Optional[torch.Tensor] = None  # (B, Nt, text_dim)
+    text_mask: Optional[torch.Tensor] = None  # (B, Nt) bool
+    negative_text_f: Optional[torch.Tensor] = None  # (1|B, Nt', text_dim): replaces the empty text in CFG
+    negative_text_mask: Optional[torch.Tensor] = None
+    seconds_start: float = 0.0
+
+    @property
+    def batch_size(self) -> int:
+        given = [x for x in (self.clip_f, self.sync_f, self.text_f) if x is not None]
+        return given[0].shape[0] if given else 1
+
+
+@dataclass
+class SamplerSettings:
+    """How to integrate the flow: sampler name, step grid, guidance."""
+
+    sampler: str = "euler"
+    steps: int = 25
+    schedule: str = "uniform"
+    shift: float = 1.0
+    cfg: float = 4.5
+    batched_cfg: bool = True
+
+
+def frame_specs(visual_encoder, sync_encoder):
+    """What the video loader must deliver for these encoders (None where the encoder is absent).
+
+    Frames are resized once, at load time, to the encoder's input size, so the encoder's own preprocessing is a
+    no-op resize; sync frames arrive normalised to [-1, 1] as Synchformer takes them.
+    """
+    from .video.resample import SYNC, FrameSpec
+
+    semantic = sync = None
+    if visual_encoder is not None:
+        resize = "stretch" if getattr(visual_encoder, "resize_mode", "shortest") == "squash" else "crop"
+        semantic = FrameSpec(fps=visual_encoder.fps, size=visual_encoder.image_size, resize=resize, output="unit")
+    if sync_encoder is not None:
+        sync = FrameSpec(fps=sync_encoder.fps, size=sync_encoder.image_size, resize="crop", output="symmetric",
+                         min_frames=SYNC.min_frames)
+    return semantic, sync
+
+
+def check_duration(duration: float, transformer) -> float:
+    """A duration the model can generate, or a clear error."""
+    try:
+        duration = float(duration)
+    except (TypeError, ValueError):
+        raise GenerationError(f"duration={duration!r} must be a number of seconds") from None
+    limit = float(transformer.config.max_duration)
+    if not 0 < duration <= limit:
+        raise GenerationError(f"duration={duration:g} s is outside this model's range (0, {limit:g}] s; "
+                              f"trim the video or generate it in parts")
+    return duration
+
+
+def initial_noise(shape: tuple[int, ...], *, seed: int | None = None, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Gaussian noise from an explicit generator (drawn on the CPU so a seed gives the same audio everywhere)."""
+    if generator is None:
+        generator = torch.Generator("cpu").manual_seed(int(seed or 0) & 0xFFFF_FFFF_FFFF_FFFF)
+    return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,
+                     seed: int | None = 0, generator: torch.Generator | None = None,
+                     callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+    """Sample audio latents for ``cond``; returns VAE-space latents ``(B, C, N)``.
+
+    Conditions are projected once (``prepare_conditions``) and reused at every step; cond and uncond run in one
+    batched forward unless ``settings.batched_cfg`` is off.
+    """
+    duration = check_duration(cond.duration, transformer)
+    timesteps = make_schedule(settings.schedule, settings.steps, settings.shift)
+    b = cond.batch_size
+    prepared = transformer.prepare_conditions(cond.clip_f, cond.sync_f, cond.text_f, duration=duration,
+                                              text_mask=cond.text_mask, seconds_start=cond.seconds_start,
+                                              batch_size=b)
+    uncond = None
+    if settings.cfg > 1.0:
+        uncond = transformer.get_empty_conditions(b, like=prepared, negative_text_f=cond.negative_text_f,
+                                                  negative_text_mask=cond.negative_text_mask)
+    denoiser = CFGDenoiser(transformer, prepared, uncond, settings.cfg, batched=settings.batched_cfg)
+    shape = (b, prepared.latent_seq_len, transformer.config.latent_dim)
+    x0 = initial_noise(shape, seed=seed, generator=generator, device=transformer.device)
+    with torch.inference_mode():
+        x1 = sample(settings.sampler, denoiser, x0, timesteps, callback=callback)
+        latents = transformer.unnormalize(x1)  # (B, N, C)
+    return latents.transpose(1, 2).contiguous().float()  # (B, C, N)
+
+
+def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
+    """VAE latents ``(B, C, N)`` → mono log-mel ``(B, M, 2N)``."""
+    channels = getattr(vae, "latent_channels", None) or vae.config.get("embed_dim") or vae.config.get("latent_dim")
+    if latents.ndim != 3 or latents.shape[1] != channels:
+        raise GenerationError(f"latents of shape {tuple(latents.shape)} do not fit this Mel-VAE, which decodes "
+                              f"(batch, {channels}, frames); use the VAE the model was trained with")
+    with torch.inference_mode():
+        return vae.decode(latents.to(vae.device, vae.dtype)).float()
+
+
+def mel_to_stereo(mono2stereo, mel: torch.Tensor, video_f: torch.Tensor | None = None) -> torch.Tensor:
+    """Mono log-mel ``(B, M, F)`` → stereo ``(B, 2, M, F)``; without a module both channels are the mono mel."""
+    if mel.ndim == 4:
+        return mel  # already stereo
+    if mono2stereo is None:
+        return torch.stack([mel, mel], dim=1)
+    with torch.inference_mode():
+        return mono2stereo(mel, video_f).float()
+
+
+def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None) -> torch.Tensor:
+    """Log-mel ``(B, M, F)`` or ``(B, C, M, F)`` → waveform ``(B, C, T)``, each channel vocoded on its own.
+
+    ``num_samples`` trims (or zero-pads) to an exact length, e.g. the video's duration × sample rate.
+    """
+    if mel.ndim == 3:
+        mel = mel[:, None]
+    if mel.ndim != 4 or mel.shape[2] != vocoder.n_mels:
+        raise GenerationError(f"mel of shape {tuple(mel.shape)} does not fit this vocoder ({vocoder.n_mels} mel "
+                              f"bands); pick the vocoder of the VAE's sample rate")
+    b, c = mel.shape[:2]
+    dev = next(vocoder.parameters()).device if any(True for _ in vocoder.parameters()) else torch.device("cpu")
+    with torch.inference_mode():
+        wave = vocoder(mel.reshape(b * c, *mel.shape[2:]).to(dev)).float()  # (B*C, T)
+    wave = wave.reshape(b, c, -1).cpu()
+    if num_samples is not None:
+        if wave.shape[-1] >= num_samples:
+            wave = wave[..., :num_samples]
+        else:
+            wave = torch.nn.functional.pad(wave, (0, num_samples - wave.shape[-1]))
+    return wave.clamp(-1.0, 1.0)

@@ -1,0 +1,51 @@
+"""End-to-end wiring of the tiny stack: video file or IMAGE batch → stereo waveform of the video's length."""
+from fractions import Fraction
+
+import pytest
+import torch
+
+from kling_foley_core.generation import GenerationError
+from kling_foley_core.presets import tiny_pipeline
+from video_clips import write_clip
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return tiny_pipeline()
+
+
+def test_video_file_to_stereo_audio_of_the_video_length(pipe, tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=45, rate=Fraction(30000, 1001), size=(40, 32))
+    out = pipe(clip, prompt="a knock", num_inference_steps=2, seed=3)
+    assert out.waveform.shape[:2] == (1, 2)
+    assert out.sample_rate == 16000
+    assert abs(out.duration - 45 * 1001 / 30000) < 1e-3
+    assert out.waveform.shape[-1] == int(out.duration * 16000)
+    assert torch.isfinite(out.waveform).all() and float(out.waveform.abs().max()) > 0
+    again = pipe(clip, prompt="a knock", num_inference_steps=2, seed=3)
+    assert torch.equal(out.latents, again.latents)
+    other = pipe(clip, prompt="a knock", num_inference_steps=2, seed=4)
+    assert not torch.equal(out.latents, other.latents)
+
+
+def test_image_batch_and_text_only(pipe):
+    frames = torch.rand(20, 24, 32, 3)
+    out = pipe(frames=frames, fps=12, num_inference_steps=1, guidance_scale=1.0)
+    assert out.waveform.shape[-1] == int(20 / 12 * 16000)
+    text_only = type(pipe)(transformer=pipe.transformer, vae=pipe.vae, vocoder=pipe.vocoder,
+                           text_encoder=pipe.text_encoder)
+    out = text_only(prompt="rain", duration=1.5, num_inference_steps=1)
+    assert out.waveform.shape == (1, 2, 24000)
+
+
+def test_bad_inputs_are_named(pipe, tmp_path):
+    with pytest.raises(GenerationError, match="does not exist"):
+        pipe(tmp_path / "missing.mp4")
+    with pytest.raises(GenerationError, match="duration=0"):
+        pipe(prompt="x", duration=0)
+    with pytest.raises(GenerationError, match="outside this model's range"):
+        pipe(prompt="x", duration=999)
+    with pytest.raises(GenerationError, match="either video= .* or frames="):
+        pipe(tmp_path / "a.mp4", frames=torch.zeros(1, 8, 8, 3), fps=8)
+    with pytest.raises(ValueError, match="available samplers"):
+        pipe(prompt="x", duration=1.0, num_inference_steps=1, sampler="nope")
