@@ -141,6 +141,14 @@ def test_discriminator_loss_composition():
     assert out.r1.item() > 0
     out.total.backward()
     assert fake.grad is None  # the fake branch is detached: L_d never reaches the VAE
+    # the generator side refuses to silently drop a weighted adversarial term
+    with pytest.raises(ValueError, match="fake_logits"):
+        generator_loss(real, real, torch.zeros(2, 4, 8), torch.zeros(2, 4, 8), w)
+    g = generator_loss(fake, real, torch.zeros(2, 4, 8), torch.zeros(2, 4, 8), w, kl_margin=0.0,
+                       fake_logits=disc(fake).logits)
+    assert g.total.item() == pytest.approx(g.mse.item() + 0.1 * g.kl_margin.item() + 0.5 * g.adversarial.item(),
+                                           rel=1e-5)
+    assert g.kl.item() == 0.0  # posterior equal to the prior
 
 
 # ----- schedule ---------------------------------------------------------------------------------------------

@@ -124,6 +124,9 @@ def generator_loss(reconstruction: torch.Tensor, target: torch.Tensor, mean: tor
     rec = reconstruction_losses(reconstruction, target)
     kl = kl_divergence(mean, logvar)
     klm = margin_kl(kl, kl_margin)
+    if weights.gan > 0 and fake_logits is None:
+        raise ValueError(f"generator_loss: stage {weights.stage} (step {weights.step}) weights the adversarial loss "
+                         f"by {weights.gan:g}; pass fake_logits=discriminator(reconstruction).logits")
     zero = reconstruction.new_zeros(())
     adv = generator_adversarial_loss(fake_logits) if (fake_logits is not None and weights.gan > 0) else zero
     total = weights.mse * rec.mse + l1_weight * rec.l1
