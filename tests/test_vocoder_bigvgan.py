@@ -20,6 +20,15 @@ NAMES = ["bigvgan_v2_tiny", "bigvgan_v1_tiny"]
 TOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny models run fastest on one thread, and much slower with several when the cores are shared.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).abs().max() / (b.double().abs().max() + 1e-8))
 

@@ -13,6 +13,15 @@ from kling_foley_core.models.vocoder_griffinlim import GriffinLimVocoder, mel_to
 ONSETS = (0.31, 0.87, 1.42)  # seconds
 
 
+@pytest.fixture(autouse=True, scope="module")
+def single_thread():
+    # Tiny models run fastest on one thread, and much slower with several when the cores are shared.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tones_and_bursts(sr: int, duration: float = 1.8, seed: int = 0) -> torch.Tensor:
     """Three steady partials plus exponentially decaying noise bursts starting at ONSETS: (1, T)."""
     gen = torch.Generator().manual_seed(seed)
