@@ -142,82 +142,84 @@ def load_video(
                 pending.popleft().result()
             return fut
 
-        prev = None  # (frame, index, time) of the frame currently "on screen"
-        index = 0
-        skipped = 0
-        last_step = default_step
-        stopped_early = False
-
-        def emit(until: Fraction) -> None:
-            frame, idx, t = prev
-            rotation = normalize_rotation(frame.rotation)
-            key = idx
-
-            memo: dict = {}
-
-            def convert(spec: FrameSpec, frame=frame, rotation=rotation):
-                # consumers with the same geometry (semantic and sync are both 224 crops by default) share one
-                # resize of this frame; the tensor is only read afterwards, so sharing is safe
-                geo = (spec.hw, spec.resize)
-                if geo not in memo:
-                    memo[geo] = submit(_convert_av_frame, frame, spec, rotation, interp)
-                return memo[geo]
-
-            for col in collectors.values():
-                col.add(col.picker.advance(until), key, -1 if do_seek else idx, t, convert)
-
         try:
-            for packet in container.demux(stream):
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    skipped += 1
-                    warn(f"skipped a corrupt packet at t={_packet_time(packet, origin)}")
-                    if skipped > max_corrupt:
-                        raise VideoInputError(path, "corrupt", f"more than {max_corrupt} corrupt packets; the file is "
-                                                               "badly damaged: re-encode or re-download it.") from None
-                    continue
-                for frame in frames:
-                    if frame.is_corrupt:
+            prev = None  # (frame, index, time) of the frame currently "on screen"
+            index = 0
+            skipped = 0
+            last_step = default_step
+            stopped_early = False
+
+            def emit(until: Fraction) -> None:
+                frame, idx, t = prev
+                rotation = normalize_rotation(frame.rotation)
+                key = idx
+
+                memo: dict = {}
+
+                def convert(spec: FrameSpec, frame=frame, rotation=rotation):
+                    # consumers with the same geometry (semantic and sync are both 224 crops by default) share one
+                    # resize of this frame; the tensor is only read afterwards, so sharing is safe
+                    geo = (spec.hw, spec.resize)
+                    if geo not in memo:
+                        memo[geo] = submit(_convert_av_frame, frame, spec, rotation, interp)
+                    return memo[geo]
+
+                for col in collectors.values():
+                    col.add(col.picker.advance(until), key, -1 if do_seek else idx, t, convert)
+
+            try:
+                for packet in container.demux(stream):
+                    try:
+                        frames = packet.decode()
+                    except av.error.InvalidDataError:
                         skipped += 1
-                        warn(f"skipped a frame the decoder flagged corrupt (pts {frame.pts})")
+                        warn(f"skipped a corrupt packet at t={_packet_time(packet, origin)}")
+                        if skipped > max_corrupt:
+                            raise VideoInputError(path, "corrupt", f"more than {max_corrupt} corrupt packets; the "
+                                                  "file is badly damaged: re-encode or re-download it.") from None
                         continue
-                    if frame.pts is None:
-                        t_abs = (prev[2] + (origin or 0) + last_step) if prev is not None else (origin or Fraction(0))
-                    else:
-                        t_abs = Fraction(frame.pts) * tb
-                    if origin is None:
-                        origin = t_abs
-                    t = t_abs - origin
-                    if prev is not None:
-                        if t <= prev[2]:
-                            log.debug("video '%s': frame with non-increasing time %s dropped", path, float(t))
+                    for frame in frames:
+                        if frame.is_corrupt:
+                            skipped += 1
+                            warn(f"skipped a frame the decoder flagged corrupt (pts {frame.pts})")
                             continue
-                        last_step = t - prev[2]
-                        emit(t)
-                    if frame.duration:
-                        last_step = Fraction(frame.duration) * tb
-                    prev = (frame, index, t)
-                    index += 1
-                if all(c.picker.done for c in collectors.values()):
-                    stopped_early = True
-                    break
-        except av.error.FFmpegError as e:  # demuxer gave up mid-file (truncated download etc.)
-            warn(f"stopped reading at a damaged part of the file ({e.strerror or e}); using the frames decoded so far")
+                        if frame.pts is None:
+                            base = origin or Fraction(0)
+                            t_abs = (prev[2] + base + last_step) if prev is not None else base
+                        else:
+                            t_abs = Fraction(frame.pts) * tb
+                        if origin is None:
+                            origin = t_abs
+                        t = t_abs - origin
+                        if prev is not None:
+                            if t <= prev[2]:
+                                log.debug("video '%s': frame with non-increasing time %s dropped", path, float(t))
+                                continue
+                            last_step = t - prev[2]
+                            emit(t)
+                        if frame.duration:
+                            last_step = Fraction(frame.duration) * tb
+                        prev = (frame, index, t)
+                        index += 1
+                    if all(c.picker.done for c in collectors.values()):
+                        stopped_early = True
+                        break
+            except av.error.FFmpegError as e:  # demuxer gave up mid-file (truncated download etc.)
+                warn(f"stopped reading at a damaged part of the file ({e.strerror or e}); using the frames decoded "
+                     "so far")
 
-        if prev is None:
+            if prev is None:
+                raise VideoInputError(path, "no_frames", "no video frame could be decoded in the requested range; "
+                                      "check start/duration or re-encode the file.")
+            end = prev[2] + last_step  # the last frame stays on screen for its own duration
+            if not stopped_early:
+                emit(end)
+                if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:
+                    warn(f"decoded only {float(end):.3f}s of the declared {info.duration:.3f}s; the file may be "
+                         "truncated")
+        finally:
             if pool is not None:
-                pool.shutdown(wait=True)
-            raise VideoInputError(path, "no_frames", "no video frame could be decoded in the requested range; check "
-                                                     "start/duration or re-encode the file.")
-        end = prev[2] + last_step  # the last frame stays on screen for its own duration
-        if not stopped_early:
-            emit(end)
-            if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:
-                warn(f"decoded only {float(end):.3f}s of the declared {info.duration:.3f}s; the file may be truncated")
-
-        if pool is not None:
-            pool.shutdown(wait=True)  # all conversions done; futures now hold small tensors only
+                pool.shutdown(wait=True)  # all conversions finished: the futures now hold small tensors only
 
     available = end - start_f
     if available <= 0:

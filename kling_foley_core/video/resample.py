@@ -99,9 +99,11 @@ class FrameSpec:
         if self.resize not in ("crop", "stretch"):
             raise VideoParamError(f"FrameSpec '{name}': resize must be 'crop' or 'stretch', got {self.resize!r}")
         if self.output not in ("unit", "symmetric", "uint8"):
-            raise VideoParamError(f"FrameSpec '{name}': output must be 'unit', 'symmetric' or 'uint8', got {self.output!r}")
+            raise VideoParamError(f"FrameSpec '{name}': output must be 'unit', 'symmetric' or 'uint8', "
+                                  f"got {self.output!r}")
         if self.output != "uint8" and not self.dtype.is_floating_point:
-            raise VideoParamError(f"FrameSpec '{name}': dtype must be floating for output {self.output!r}, got {self.dtype}")
+            raise VideoParamError(f"FrameSpec '{name}': dtype must be floating for output {self.output!r}, "
+                                  f"got {self.dtype}")
         if self.min_frames < 1:
             raise VideoParamError(f"FrameSpec '{name}': min_frames must be >= 1, got {self.min_frames}")
 
