@@ -2,8 +2,9 @@
 
     python bench/bench_mel.py [--seconds 8] [--repeats 3] [--threads N] [--no-real]
 
-Prints one line per case: the median wall time of ``--repeats`` runs (after one warm-up) and the throughput in
-seconds of audio processed per wall-clock second (×real time). Cases:
+Prints one line per case: the median wall time of ``--repeats`` runs (after one warm-up) with the throughput in
+seconds of audio per wall-clock second (× real time), and the median CPU time of the process (summed over threads,
+robust to other load on a shared machine) with seconds of audio per CPU-second. Cases:
 
 * mel front-end "16k" and "44k" on a mono clip of ``--seconds``;
 * MMAudio mel VAE encode / decode: the tiny 44k fixture size and the released 44k size (hidden 512, ~305 M
@@ -24,18 +25,24 @@ from kling_foley_core.models.mel_vae_kling import KlingMelVAE, kling_mel_vae_con
 from kling_foley_core.models.mel_vae_mmaudio import MMAudioMelVAE, mmaudio_vae_config
 
 
-def _time(fn, repeats: int) -> float:
+def _time(fn, repeats: int) -> tuple[float, float]:
+    """Median wall time and median CPU time (all threads of this process) of ``repeats`` calls."""
     fn()  # warm-up (allocator, one-off kernel choice)
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def _report(name: str, seconds_audio: float, wall: float) -> None:
-    print(f"{name:44s} {wall * 1e3:10.1f} ms   {seconds_audio / wall:10.1f} s audio / s")
+def _report(name: str, seconds_audio: float, timing: tuple[float, float]) -> None:
+    # CPU time is the load-robust number on a shared machine: wall time grows with other processes, CPU time
+    # (summed over threads) does not.
+    wall, cpu = timing
+    print(f"{name:48s} wall {wall * 1e3:9.1f} ms ({seconds_audio / wall:8.1f}× real time)   "
+          f"cpu {cpu * 1e3:9.1f} ms ({seconds_audio / max(cpu, 1e-9):8.1f}× per core-second)")
 
 
 def main(argv: list[str] | None = None) -> int:
