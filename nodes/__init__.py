@@ -1,4 +1,34 @@
-"""ComfyUI V1 node classes for Kling-Foley. No ComfyUI module is imported at import time."""
+"""ComfyUI V1 node classes for Kling-Foley. No ComfyUI module is imported at import time.
 
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+Node ids are prefixed ``KlingFoley`` and never renamed; new widgets are appended as optional inputs.
+"""
+from . import audio, encode, loaders, preview, sampling, video
+
+_DISPLAY = {
+    "KlingFoleyLoadVideo": "Kling-Foley Load Video",
+    "KlingFoleyVideoFromImages": "Kling-Foley Video From Images",
+    "KlingFoleyModelLoader": "Kling-Foley Model Loader (MM-DiT)",
+    "KlingFoleyVAELoader": "Kling-Foley VAE Loader",
+    "KlingFoleyVocoderLoader": "Kling-Foley Vocoder Loader",
+    "KlingFoleyMono2StereoLoader": "Kling-Foley Mono2Stereo Loader",
+    "KlingFoleyVisualEncoderLoader": "Kling-Foley Visual Encoder Loader",
+    "KlingFoleySyncEncoderLoader": "Kling-Foley Sync Encoder Loader",
+    "KlingFoleyTextEncoderLoader": "Kling-Foley Text Encoder Loader",
+    "KlingFoleyVisualEncode": "Kling-Foley Visual Encode",
+    "KlingFoleySyncEncode": "Kling-Foley Sync Encode",
+    "KlingFoleyTextEncode": "Kling-Foley Text Encode",
+    "KlingFoleyConditioning": "Kling-Foley Conditioning",
+    "KlingFoleySamplerSelect": "Kling-Foley Sampler Select",
+    "KlingFoleySchedule": "Kling-Foley Schedule",
+    "KlingFoleySampler": "Kling-Foley Sampler",
+    "KlingFoleyVAEDecode": "Kling-Foley VAE Decode",
+    "KlingFoleyMono2Stereo": "Kling-Foley Mono2Stereo",
+    "KlingFoleyVocode": "Kling-Foley Vocode",
+    "KlingFoleySaveAudio": "Kling-Foley Save Audio",
+    "KlingFoleyMuxVideo": "Kling-Foley Mux Video",
+    "KlingFoleySyncPreview": "Kling-Foley Sync Preview",
+}
+
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, loaders, encode, sampling, audio, preview)
+                       for cls in mod.NODES}
+NODE_DISPLAY_NAME_MAPPINGS = {k: _DISPLAY.get(k, k) for k in NODE_CLASS_MAPPINGS}

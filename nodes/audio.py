@@ -1,0 +1,144 @@
+"""Audio nodes: latents → mono mel → stereo mel → waveform (native AUDIO), save, mux into the video."""
+from __future__ import annotations
+
+from . import common as C
+from .common import node_error
+
+
+class KlingFoleyVAEDecode:
+    DESCRIPTION = "Decodes audio latents into a mono mel spectrogram with the Mel-VAE."
+    CATEGORY = C.CATEGORY + "/audio"
+    RETURN_TYPES = (C.MEL,)
+    RETURN_NAMES = ("mel",)
+    FUNCTION = "decode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae": (C.VAE, {"tooltip": "From Kling-Foley VAE Loader (the one the model was trained with)."}),
+            "latent": (C.LATENT, {"tooltip": "From Kling-Foley Sampler."}),
+        }}
+
+    def decode(self, vae, latent):
+        from kling_foley_core.generation import decode_latents
+
+        return ({**latent, "mel": decode_latents(vae, latent["latents"])},)
+
+
+class KlingFoleyMono2Stereo:
+    DESCRIPTION = ("Turns the mono mel into left/right mels by predicted ratio masks (Kling-Foley §4.6). Without "
+                   "a module both channels stay the mono mel.")
+    CATEGORY = C.CATEGORY + "/audio"
+    RETURN_TYPES = (C.MEL,)
+    RETURN_NAMES = ("mel",)
+    FUNCTION = "stereo"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"mel": (C.MEL, {"tooltip": "From Kling-Foley VAE Decode."})},
+                "optional": {"mono2stereo": (C.MONO2STEREO, {
+                    "tooltip": "From Kling-Foley Mono2Stereo Loader; leave empty for centred (dual-mono) sound."})}}
+
+    def stereo(self, mel, mono2stereo=None):
+        from kling_foley_core.generation import mel_to_stereo
+
+        return ({**mel, "mel": mel_to_stereo(mono2stereo, mel["mel"], mel.get("clip_features"))},)
+
+
+class KlingFoleyVocode:
+    DESCRIPTION = "Vocodes each mel channel into a waveform (native AUDIO), trimmed to the generated duration."
+    CATEGORY = C.CATEGORY + "/audio"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    FUNCTION = "vocode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vocoder": (C.VOCODER, {"tooltip": "From Kling-Foley Vocoder Loader (same sample rate as the VAE)."}),
+            "mel": (C.MEL, {"tooltip": "From Kling-Foley VAE Decode or Mono2Stereo."}),
+        }}
+
+    def vocode(self, vocoder, mel):
+        from kling_foley_core.generation import vocode
+
+        sr = int(vocoder.sample_rate)
+        wave = vocode(vocoder, mel["mel"], num_samples=int(mel["duration"] * sr))
+        return ({"waveform": wave.float().cpu(), "sample_rate": sr},)
+
+
+def _check_audio(node: str, audio):
+    if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
+        raise node_error(node, "audio must be a ComfyUI AUDIO ({'waveform': [B, C, T], 'sample_rate': int})")
+    if audio["waveform"].ndim != 3 or audio["waveform"].shape[-1] == 0:
+        raise node_error(node, f"audio waveform must be [B, C, T] with T > 0, got {tuple(audio['waveform'].shape)}")
+
+
+class KlingFoleySaveAudio:
+    DESCRIPTION = "Saves the audio as FLAC or WAV in the output folder; never overwrites (counter suffix)."
+    CATEGORY = C.CATEGORY + "/audio"
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": ("AUDIO", {"tooltip": "The audio to save."}),
+            "filename_prefix": ("STRING", {"default": "kling_foley/audio",
+                                           "tooltip": "Name (and sub-folder) inside the output folder."}),
+            "format": (["flac", "wav"], {"default": "flac", "tooltip": "FLAC (lossless, small) or WAV (24-bit)."}),
+        }}
+
+    def save(self, audio, filename_prefix="kling_foley/audio", format="flac"):
+        from kling_foley_core.mux import save_audio
+        from kling_foley_core.runner.paths import output_ui_entry, save_output
+
+        _check_audio("Kling-Foley Save Audio", audio)
+        results = []
+        for wave in audio["waveform"]:
+            path = save_output(filename_prefix, format,
+                               lambda tmp: save_audio(tmp, wave, audio["sample_rate"], overwrite=True))
+            results.append(output_ui_entry(path))
+        return {"ui": {"audio": results}}
+
+
+class KlingFoleyMuxVideo:
+    DESCRIPTION = ("Puts the generated audio into the original video without re-encoding the picture (stream copy). "
+                   "Writes a new file; never overwrites (counter suffix).")
+    CATEGORY = C.CATEGORY
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_NODE = True
+    FUNCTION = "mux"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "video": (C.VIDEO, {"tooltip": "From Kling-Foley Load Video (a file: IMAGE batches have no stream to copy)."}),
+            "audio": ("AUDIO", {"tooltip": "The generated soundtrack."}),
+            "filename_prefix": ("STRING", {"default": "kling_foley/video",
+                                           "tooltip": "Name (and sub-folder) inside the output folder."}),
+            "container": (["mp4", "mov", "mkv"], {"default": "mp4",
+                                                  "tooltip": "mp4/mov: AAC audio; mkv: FLAC audio (lossless)."}),
+            "keep_original_audio": ("BOOLEAN", {"default": False,
+                                                "tooltip": "Also keep the video's own soundtrack as a second track."}),
+        }}
+
+    def mux(self, video, audio, filename_prefix="kling_foley/video", container="mp4", keep_original_audio=False):
+        from kling_foley_core.mux import mux_audio
+        from kling_foley_core.runner.paths import output_ui_entry, save_output
+
+        node = "Kling-Foley Mux Video"
+        _check_audio(node, audio)
+        if video.path is None:
+            raise node_error(node, "the video came from an IMAGE batch, which has no stream to copy; use Save "
+                             "Audio, or load the file with Kling-Foley Load Video")
+        wave = audio["waveform"][0]
+        path = save_output(filename_prefix, container, lambda tmp: mux_audio(
+            video.path, wave, audio["sample_rate"], tmp, keep_original_audio=keep_original_audio,
+            audio_offset=video.start, overwrite=True))
+        return {"ui": {"videos": [output_ui_entry(path)]}, "result": (str(path),)}
+
+
+NODES = [KlingFoleyVAEDecode, KlingFoleyMono2Stereo, KlingFoleyVocode, KlingFoleySaveAudio, KlingFoleyMuxVideo]

@@ -1,0 +1,74 @@
+"""Shared bits of the node layer: custom type names, the category, and error wording.
+
+Nodes are plain ComfyUI V1 classes. Nothing from ComfyUI is imported here or at import time of any node
+module: progress, interrupts, folders and outputs go through ``kling_foley_core.runner``, which finds ComfyUI at
+call time when it is running inside it.
+"""
+from __future__ import annotations
+
+import functools
+
+CATEGORY = "audio/Kling-Foley"
+
+MODEL = "KLING_FOLEY_MODEL"  # MM-DiT
+VAE = "KLING_FOLEY_VAE"  # Mel-VAE
+VOCODER = "KLING_FOLEY_VOCODER"
+MONO2STEREO = "KLING_FOLEY_MONO2STEREO"
+VISUAL_ENCODER = "KLING_FOLEY_VISUAL_ENCODER"
+SYNC_ENCODER = "KLING_FOLEY_SYNC_ENCODER"
+TEXT_ENCODER = "KLING_FOLEY_TEXT_ENCODER"
+VIDEO = "KLING_FOLEY_VIDEO"  # timestamp-resampled frames + the source path
+FEATURES = "KLING_FOLEY_FEATURES"  # encoder features (B, N, D)
+TEXT = "KLING_FOLEY_TEXT"  # text features + mask
+CONDITIONING = "KLING_FOLEY_CONDITIONING"
+SAMPLER = "KLING_FOLEY_SAMPLER"
+SCHEDULE = "KLING_FOLEY_SCHEDULE"
+LATENT = "KLING_FOLEY_LATENT"
+MEL = "KLING_FOLEY_MEL"
+
+TINY = "tiny (random weights, for testing)"
+PRECISIONS = ["fp32", "fp16", "bf16"]
+
+
+class NodeInputError(ValueError):
+    """A bad node input; the message starts with the node's display name."""
+
+
+def node_error(node: str, message: str) -> NodeInputError:
+    return NodeInputError(f"{node}: {message}")
+
+
+@functools.lru_cache(maxsize=2)
+def tiny_components(seed: int = 0) -> dict:
+    """The tiny random stack, built once per process so every tiny loader hands out matching parts."""
+    from kling_foley_core.presets import tiny_components as build
+
+    return build(seed)
+
+
+def device_and_dtype(precision: str):
+    """Execution device (CUDA/MPS when present) and the chosen dtype (fp16/bf16 fall back to fp32 on CPU)."""
+    import torch
+
+    from kling_foley_core.compat.checkpoints import dtype_from_name
+
+    if torch.cuda.is_available():
+        device = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = torch.device("mps")
+    else:
+        device = torch.device("cpu")
+    dtype = dtype_from_name(precision)
+    if device.type == "cpu" and dtype != torch.float32:
+        dtype = torch.float32  # half precision is slower than fp32 on CPUs without AMX
+    return device, dtype
+
+
+def model_choices(kind: str, extra: list[str], extensions=(".safetensors", ".pth", ".pt", ".ckpt", ".bin")) -> list[str]:
+    """Files of ``models/kling_foley/<kind>/`` (folders with config.json count too) after the built-in entries."""
+    from kling_foley_core.runner.paths import list_models, model_folders
+
+    files = list_models(kind, extensions)
+    folders = sorted({p.name for root in model_folders(kind) if root.is_dir()
+                      for p in root.iterdir() if (p / "config.json").is_file()})
+    return extra + [f for f in files + folders if f not in extra]

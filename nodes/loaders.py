@@ -1,0 +1,214 @@
+"""Model loader nodes: one per component, files from ``models/kling_foley/<kind>/`` (a path headless)."""
+from __future__ import annotations
+
+from . import common as C
+from .common import TINY, node_error
+
+def _precision():
+    return (C.PRECISIONS, {"default": "fp32",
+                           "tooltip": "Weight precision. fp16/bf16 halve memory on GPUs; CPUs always run fp32."})
+
+
+def _resolve(kind: str, name: str):
+    from kling_foley_core.runner.paths import find_model
+
+    return find_model(kind, name)
+
+
+class KlingFoleyModelLoader:
+    """MM-DiT: MMAudio checkpoints (mmaudio_*.pth / .safetensors) or a library folder (config.json + safetensors)."""
+
+    DESCRIPTION = ("Loads the MM-DiT flow-matching transformer from models/kling_foley/transformer/: MMAudio "
+                   "checkpoints (variant detected from the weights) or a Kling-Foley model folder.")
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.MODEL,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (C.model_choices("transformer", [TINY]), {
+                "tooltip": "MM-DiT weights in models/kling_foley/transformer/ (e.g. mmaudio_large_44k_v2.pth)."}),
+            "precision": _precision(),
+        }}
+
+    def load(self, checkpoint, precision="fp32"):
+        if checkpoint == TINY:
+            return (C.tiny_components()["transformer"],)
+        from kling_foley_core.compat.convert_mmaudio import load_mmdit
+
+        device, dtype = C.device_and_dtype(precision)
+        return (load_mmdit(_resolve("transformer", checkpoint), dtype=dtype, device=device).eval(),)
+
+
+class KlingFoleyVAELoader:
+    DESCRIPTION = ("Loads the Mel-VAE that turns latents into a mel spectrogram: MMAudio's v1-16.pth / v1-44.pth "
+                   "(weight norm removed at load) or a library folder.")
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.VAE,)
+    RETURN_NAMES = ("vae",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (C.model_choices("vae", [TINY]), {
+                "tooltip": "Mel-VAE weights in models/kling_foley/vae/ (v1-44.pth for 44.1 kHz models, "
+                           "v1-16.pth for 16 kHz)."}),
+            "precision": _precision(),
+        }}
+
+    def load(self, checkpoint, precision="fp32"):
+        if checkpoint == TINY:
+            return (C.tiny_components()["vae"],)
+        from kling_foley_core.models.mel_vae_mmaudio import MMAudioMelVAE, load_mmaudio_mel_vae
+
+        device, dtype = C.device_and_dtype(precision)
+        path = _resolve("vae", checkpoint)
+        vae = (MMAudioMelVAE.from_pretrained(path, torch_dtype=dtype) if path.is_dir()
+               else load_mmaudio_mel_vae(path, dtype=dtype, device=device))
+        return (vae.to(device).eval(),)
+
+
+class KlingFoleyVocoderLoader:
+    DESCRIPTION = ("Loads the vocoder (mel → waveform): BigVGAN checkpoints (NVIDIA v2 folders or MMAudio's 16 kHz "
+                   "file), or the weight-free Griffin-Lim fallback.")
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.VOCODER,)
+    RETURN_NAMES = ("vocoder",)
+    FUNCTION = "load"
+    BUILTIN = ["griffin-lim 16k (no weights)", "griffin-lim 44k (no weights)"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vocoder": (C.model_choices("vocoder", list(cls.BUILTIN), (".pt", ".pth", ".safetensors")), {
+                "tooltip": "BigVGAN weights in models/kling_foley/vocoder/ (a folder with config.json and "
+                           "bigvgan_generator.pt), or Griffin-Lim: no weights, lower quality."}),
+            "griffin_lim_iters": ("INT", {"default": 32, "min": 1, "max": 512,
+                                          "tooltip": "Griffin-Lim iterations (more = cleaner phase, slower)."}),
+        }}
+
+    def load(self, vocoder, griffin_lim_iters=32):
+        from kling_foley_core.models.vocoder_griffinlim import GriffinLimVocoder
+
+        if vocoder in self.BUILTIN:
+            return (GriffinLimVocoder("16k" if "16k" in vocoder else "44k", n_iter=griffin_lim_iters).eval(),)
+        from kling_foley_core.models.vocoder_bigvgan import load_bigvgan
+
+        device, _ = C.device_and_dtype("fp32")
+        return (load_bigvgan(_resolve("vocoder", vocoder), device=device).eval(),)
+
+
+class KlingFoleyMono2StereoLoader:
+    DESCRIPTION = "Loads the Mono2Stereo module (left/right ratio masks over the mono mel, Kling-Foley §4.6)."
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.MONO2STEREO,)
+    RETURN_NAMES = ("mono2stereo",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (C.model_choices("mono2stereo", []), {
+                "tooltip": "A Mono2Stereo model folder in models/kling_foley/mono2stereo/."}),
+        }}
+
+    def load(self, checkpoint):
+        from kling_foley_core.models.mono2stereo import Mono2Stereo
+
+        return (Mono2Stereo.from_pretrained(_resolve("mono2stereo", checkpoint)).eval(),)
+
+
+class KlingFoleyVisualEncoderLoader:
+    DESCRIPTION = ("Loads a semantic visual encoder (frames at 8 fps → features): MetaCLIP ViT-bigG-14 "
+                   "(Kling-Foley), DFN5B CLIP ViT-H-14-384 (MMAudio) or SigLIP2 (HunyuanVideo-Foley).")
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.VISUAL_ENCODER,)
+    RETURN_NAMES = ("visual_encoder",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from kling_foley_core.encoders import VISUAL_ENCODERS
+
+        return {"required": {
+            "encoder": ([TINY] + [n for n in VISUAL_ENCODERS if not n.startswith("tiny")], {
+                "tooltip": "Which encoder family the weights belong to."}),
+            "weights": (C.model_choices("clip", ["(none: tiny only)"]), {
+                "tooltip": "Weights in models/kling_foley/clip/: an open_clip checkpoint file or a folder."}),
+            "precision": _precision(),
+        }}
+
+    def load(self, encoder, weights, precision="fp32"):
+        if encoder == TINY:
+            return (C.tiny_components()["visual_encoder"],)
+        if weights.startswith("(none"):
+            raise node_error("Kling-Foley Visual Encoder Loader", f"encoder '{encoder}' needs weights: put its "
+                             "checkpoint in models/kling_foley/clip/ and pick it in 'weights'")
+        from kling_foley_core.encoders import get_visual_encoder
+
+        device, dtype = C.device_and_dtype(precision)
+        return (get_visual_encoder(encoder, _resolve("clip", weights), dtype=dtype, device=device),)
+
+
+class KlingFoleySyncEncoderLoader:
+    DESCRIPTION = ("Loads the Synchformer visual branch (frames at 25 fps → 24 sync tokens per second) from "
+                   "synchformer_state_dict.pth (the audio branch is dropped).")
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.SYNC_ENCODER,)
+    RETURN_NAMES = ("sync_encoder",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (C.model_choices("synchformer", [TINY]), {
+                "tooltip": "synchformer_state_dict.pth in models/kling_foley/synchformer/."}),
+            "precision": _precision(),
+        }}
+
+    def load(self, checkpoint, precision="fp32"):
+        if checkpoint == TINY:
+            return (C.tiny_components()["sync_encoder"],)
+        from kling_foley_core.encoders import get_sync_encoder
+
+        device, dtype = C.device_and_dtype(precision)
+        return (get_sync_encoder("synchformer", _resolve("synchformer", checkpoint), dtype=dtype, device=device),)
+
+
+class KlingFoleyTextEncoderLoader:
+    DESCRIPTION = ("Loads a text encoder: T5-base (Kling-Foley), CLIP text (MMAudio) or CLAP (HunyuanVideo-Foley), "
+                   "from a folder in models/kling_foley/text_encoders/.")
+    CATEGORY = C.CATEGORY + "/loaders"
+    RETURN_TYPES = (C.TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from kling_foley_core.encoders import TEXT_ENCODERS
+
+        return {"required": {
+            "encoder": ([TINY] + [n for n in TEXT_ENCODERS if not n.startswith("tiny")], {
+                "tooltip": "Which text encoder family the weights belong to."}),
+            "weights": (C.model_choices("text_encoders", ["(none: tiny only)"]), {
+                "tooltip": "A folder (config.json + weights + tokenizer) or file in models/kling_foley/text_encoders/."}),
+            "precision": _precision(),
+        }}
+
+    def load(self, encoder, weights, precision="fp32"):
+        if encoder == TINY:
+            return (C.tiny_components()["text_encoder"],)
+        if weights.startswith("(none"):
+            raise node_error("Kling-Foley Text Encoder Loader", f"encoder '{encoder}' needs weights: put them in "
+                             "models/kling_foley/text_encoders/ and pick them in 'weights'")
+        from kling_foley_core.encoders import get_text_encoder
+
+        device, dtype = C.device_and_dtype(precision)
+        return (get_text_encoder(encoder, _resolve("text_encoders", weights), dtype=dtype, device=device),)
+
+
+NODES = [KlingFoleyModelLoader, KlingFoleyVAELoader, KlingFoleyVocoderLoader, KlingFoleyMono2StereoLoader,
+         KlingFoleyVisualEncoderLoader, KlingFoleySyncEncoderLoader, KlingFoleyTextEncoderLoader]

@@ -1,0 +1,95 @@
+"""Sampler nodes: pick a sampler by name, a step schedule, and run the flow-matching ODE with CFG."""
+from __future__ import annotations
+
+from . import common as C
+from .common import node_error
+
+
+class KlingFoleySamplerSelect:
+    DESCRIPTION = "Chooses the ODE sampler from the registry (Euler is the papers' default)."
+    CATEGORY = C.CATEGORY + "/sampling"
+    RETURN_TYPES = (C.SAMPLER,)
+    RETURN_NAMES = ("sampler",)
+    FUNCTION = "select"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from kling_foley_core.sampling import SAMPLERS
+
+        return {"required": {"sampler_name": (sorted(SAMPLERS), {
+            "default": "euler", "tooltip": "euler (1 eval/step), heun/midpoint (2), rk4 (4), dpm_multistep (1, "
+                                           "2nd order), adaptive (error-controlled, ignores steps)."})}}
+
+    def select(self, sampler_name):
+        from kling_foley_core.sampling import get_sampler
+
+        get_sampler(sampler_name)  # unknown names list the available ones
+        return (sampler_name,)
+
+
+class KlingFoleySchedule:
+    DESCRIPTION = "The time grid from noise (t=0) to data (t=1): number of steps and spacing."
+    CATEGORY = C.CATEGORY + "/sampling"
+    RETURN_TYPES = (C.SCHEDULE,)
+    RETURN_NAMES = ("schedule",)
+    FUNCTION = "make"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from kling_foley_core.sampling import SCHEDULES
+
+        return {"required": {
+            "steps": ("INT", {"default": 25, "min": 1, "max": 1000, "tooltip": "Number of steps (papers: 25)."}),
+            "schedule": (sorted(SCHEDULES), {"default": "uniform",
+                                             "tooltip": "uniform (papers), shifted (more steps near noise), cosine."}),
+            "shift": ("FLOAT", {"default": 3.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                                "tooltip": "Strength of the 'shifted' schedule (1 = uniform)."}),
+        }}
+
+    def make(self, steps, schedule="uniform", shift=3.0):
+        from kling_foley_core.sampling import make_schedule
+
+        make_schedule(schedule, steps, shift)  # validate now, not at sampling time
+        return ({"steps": int(steps), "schedule": schedule, "shift": float(shift)},)
+
+
+class KlingFoleySampler:
+    DESCRIPTION = ("Generates audio latents by flow matching with classifier-free guidance "
+                   "(cfg·v(cond) + (1−cfg)·v(uncond), batched in one forward). Interruptible between steps.")
+    CATEGORY = C.CATEGORY + "/sampling"
+    RETURN_TYPES = (C.LATENT,)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (C.MODEL, {"tooltip": "From Kling-Foley Model Loader."}),
+            "conditioning": (C.CONDITIONING, {"tooltip": "From Kling-Foley Conditioning."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                             "tooltip": "Noise seed: the same seed and inputs give the same audio."}),
+            "cfg": ("FLOAT", {"default": 4.5, "min": 0.0, "max": 30.0, "step": 0.1,
+                              "tooltip": "Guidance strength (papers: 4.5). ≤ 1 turns guidance off."}),
+        }, "optional": {
+            "sampler": (C.SAMPLER, {"tooltip": "From Kling-Foley Sampler Select (default: euler)."}),
+            "schedule": (C.SCHEDULE, {"tooltip": "From Kling-Foley Schedule (default: 25 uniform steps)."}),
+        }}
+
+    def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None):
+        from kling_foley_core.generation import SamplerSettings, generate_latents
+        from kling_foley_core.runner.progress import ProgressBar
+
+        schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
+        settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), **schedule)
+        if conditioning.duration > model.config.max_duration:
+            raise node_error("Kling-Foley Sampler", f"duration {conditioning.duration:.2f} s exceeds this model's "
+                             f"limit of {model.config.max_duration:g} s; trim the video (Load Video: length)")
+        total = settings.steps if settings.sampler != "adaptive" else 1
+        with ProgressBar(total, desc="Kling-Foley sampling") as bar:
+            latents = generate_latents(model, conditioning, settings, seed=seed,
+                                       callback=lambda d: bar.update_absolute(d["step"], d["total"]))
+        return ({"latents": latents, "duration": conditioning.duration,
+                 "clip_features": conditioning.clip_f},)
+
+
+NODES = [KlingFoleySamplerSelect, KlingFoleySchedule, KlingFoleySampler]

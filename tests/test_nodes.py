@@ -1,0 +1,90 @@
+"""The node pack: metadata every ComfyUI user relies on, the shipped workflows, and a headless run."""
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+import kling_foley_nodes as pack
+from kling_foley_core.runner.executor import WorkflowRunner
+from kling_foley_core.runner.workflow import load_workflow
+from kling_foley_core.runner.validation import validate_prompt
+from video_clips import write_clip
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+
+
+def test_every_node_is_prefixed_described_and_every_input_has_a_tooltip():
+    assert len(pack.NODE_CLASS_MAPPINGS) >= 20
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert name.startswith("KlingFoley"), name
+        assert cls.DESCRIPTION and cls.CATEGORY.startswith("audio/Kling-Foley"), name
+        assert name in pack.NODE_DISPLAY_NAME_MAPPINGS
+        assert callable(getattr(cls, cls.FUNCTION)), name
+        for section in cls.INPUT_TYPES().values():
+            for input_name, spec in section.items():
+                assert isinstance(spec[1], dict) and spec[1].get("tooltip"), f"{name}.{input_name}"
+
+
+def test_the_pack_imports_no_comfyui_module():
+    import sys
+
+    assert "comfy" not in sys.modules and "folder_paths" not in sys.modules
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.name for p in WORKFLOWS])
+def test_shipped_workflows_validate(path):
+    prompt = load_workflow(path, pack.NODE_CLASS_MAPPINGS)
+    validate_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
+
+
+def test_tiny_workflow_runs_headless_to_a_video_with_stereo_audio_of_its_length(tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", n=30, rate=Fraction(30000, 1001), size=(48, 32))
+    prompt = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "video_to_audio_tiny.json").read_text())
+    prompt["1"]["inputs"]["video_path"] = str(clip)
+    prompt["11"]["inputs"]["steps"] = 2
+    from kling_foley_core.runner import paths
+
+    paths.set_output_directory(tmp_path / "out")
+    try:
+        runner = WorkflowRunner(pack.NODE_CLASS_MAPPINGS)
+        result = runner.run(prompt)
+        out = Path(result.output("18"))
+        assert out.is_file() and out.parent.parent == tmp_path / "out"
+        with av.open(str(out)) as c:
+            a = c.streams.audio[0]
+            assert a.codec_context.channels == 2
+            assert abs(float(a.duration * a.time_base) - 30 * 1001 / 30000) < 0.05
+        # only the seed changes: encoders and loaders come from the cache
+        prompt["12"]["inputs"]["seed"] = 1
+        again = runner.run(prompt)
+        assert "5" in again.cached and "6" in again.cached and "12" in again.executed
+        assert Path(again.output("18")) != out and out.is_file()  # a new file, never an overwrite
+    finally:
+        paths.set_output_directory(None)
+
+
+def test_preview_renders_frames_over_the_spectrogram(tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", n=25, rate=25, size=(48, 32))
+    video, _ = pack.NODE_CLASS_MAPPINGS["KlingFoleyLoadVideo"]().load(str(clip))
+    audio = {"waveform": torch.randn(1, 2, 16000) * 0.1, "sample_rate": 16000}
+    (img,) = pack.NODE_CLASS_MAPPINGS["KlingFoleySyncPreview"]().render(audio, 256, video)
+    assert img.shape[0] == 1 and img.shape[2] == 256 and img.shape[3] == 3
+    assert img.shape[1] > 256  # strip + spectrogram
+    assert 0 <= float(img.min()) and float(img.max()) <= 1
+
+
+def test_bad_inputs_name_the_node(tmp_path):
+    load = pack.NODE_CLASS_MAPPINGS["KlingFoleyLoadVideo"]()
+    with pytest.raises(ValueError, match="video_path is empty"):
+        load.load("")
+    with pytest.raises(ValueError, match="missing.mp4"):
+        load.load(str(tmp_path / "missing.mp4"))
+    mux = pack.NODE_CLASS_MAPPINGS["KlingFoleyMuxVideo"]()
+    video, _ = pack.NODE_CLASS_MAPPINGS["KlingFoleyVideoFromImages"]().wrap(torch.rand(4, 8, 8, 3), 8.0)
+    with pytest.raises(ValueError, match="Kling-Foley Mux Video: the video came from an IMAGE batch"):
+        mux.mux(video, {"waveform": torch.zeros(1, 2, 100), "sample_rate": 16000})
+    with pytest.raises(ValueError, match="available samplers"):
+        pack.NODE_CLASS_MAPPINGS["KlingFoleySamplerSelect"]().select("nope")
