@@ -327,3 +327,7 @@ def _is_main_thread() -> bool:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# Further subcommands register themselves on import.
+from . import cli_generate  # noqa: E402,F401
