@@ -18,3 +18,10 @@ def test_nodes_import_under_their_installed_name():
     import kling_foley_nodes
 
     assert isinstance(kling_foley_nodes.NODE_CLASS_MAPPINGS, dict)
+
+
+def test_requirements_txt_matches_pyproject_without_torch():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    reqs = [ln.strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()
+            if ln.strip() and not ln.startswith("#")]
+    assert sorted(reqs) == sorted(d for d in deps if not d.startswith("torch"))
