@@ -109,6 +109,22 @@ def test_a_few_optimiser_steps_learn_the_panning_from_video():
     assert float((predicted - pan).abs().mean()) < 0.6 * float((0.5 - pan).abs().mean())
 
 
+def test_vocode_gives_a_stereo_waveform_with_the_panning():
+    from kling_foley_core.audio.mel import MelSpectrogram
+    from kling_foley_core.models.vocoder_griffinlim import GriffinLimVocoder
+
+    front = MelSpectrogram("16k")
+    t = torch.arange(8192) / 16000
+    mono = front((0.3 * torch.sin(2 * math.pi * 500 * t)).unsqueeze(0))  # (1, 80, 32) log10
+    model = Mono2Stereo(n_mels=80, hidden_dim=8, num_layers=1, kernel_size=3, log_base="10")
+    stereo = model.apply_pan(mono, torch.full_like(mono, 0.2))  # towards the left
+    wave = stereo.vocode(GriffinLimVocoder("16k", n_iter=4))
+    assert wave.shape == (1, 2, 32 * 256)
+    rms = wave.pow(2).mean(dim=-1).sqrt()[0]  # (2,)
+    gl, gr = pan_gains(torch.tensor(0.2))
+    assert abs(float(rms[0] / rms[1]) - float(gl / gr)) < 0.1 * float(gl / gr)
+
+
 def test_resample_frames():
     feats = torch.arange(4, dtype=torch.float32).view(1, 4, 1).repeat(2, 1, 3)  # (2, 4, 3)
     out = resample_frames(feats, 8)

@@ -62,6 +62,15 @@ class StereoMel:
         """``(B, 2, M, F)``: channel 0 left, channel 1 right (ComfyUI's AUDIO channel order)."""
         return torch.stack([self.left, self.right], dim=1)
 
+    def vocode(self, vocoder) -> torch.Tensor:
+        """Both channels through one vocoder in a single batch → stereo waveform ``(B, 2, F·hop)`` (0 = left).
+
+        ``vocoder`` is any library vocoder (``mel (N, M, F) -> (N, T)``: BigVGAN, Griffin-Lim).
+        """
+        batch = self.left.shape[0]
+        wave = vocoder(torch.cat([self.left, self.right], dim=0))  # (2B, T)
+        return torch.stack([wave[:batch], wave[batch:]], dim=1)  # (B, 2, T)
+
 
 MONO2STEREO_PRESETS: dict[str, dict] = {
     "44k": dict(n_mels=128, log_base="e"),
