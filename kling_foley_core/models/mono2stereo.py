@@ -21,8 +21,8 @@ Output
 Masks. The network predicts the pan ``p``; the pan law turns it into two gains that multiply the mono mel in the
 *linear* domain (a gain ``g`` is ``+log g`` in the log domain; the result is clamped to the front-end's floor):
 
-* ``"constant_power"`` (default): ``g_L = √2·cos(πp/2)``, ``g_R = √2·sin(πp/2)``. ``g_L² + g_R² = 2`` for every
-  ``p``, and a centred source keeps its mono loudness in each channel (``g = 1``).
+* ``"constant_power"`` (default): ``g_L = √2·cos(πp/2)``, ``g_R = √2·sin(πp/2)``. ``g_L² + g_R² = 2`` for
+  every ``p``, and a centred source keeps its mono loudness in each channel (``g = 1``).
 * ``"linear"``: ``g_L = 2(1 − p)``, ``g_R = 2p``; ``(L + R)/2 = mono`` exactly, the inverse of the usual mean
   downmix — use it when the mono training input is the mean of the two channels.
 

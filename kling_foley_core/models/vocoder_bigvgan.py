@@ -8,8 +8,8 @@ halved, time multiplied by the rate) followed by the average of several AMP bloc
 activation, a 7-tap convolution to one channel and ``tanh`` (v1) or a hard clamp (v2 44 kHz models).
 
 An AMP block is a stack of residual dilated convolutions whose activations are periodic, ``Snake``
-(``x + sin²(αx)/α``) or ``SnakeBeta`` (``x + sin²(αx)/β``), with α and β learned per channel (stored as logs when
-``snake_logscale``). A periodic activation on a discrete signal creates harmonics above Nyquist that alias back;
+(``x + sin²(αx)/α``) or ``SnakeBeta`` (``x + sin²(αx)/β``), with α and β learned per channel (stored as logs
+when ``snake_logscale``). A periodic activation on a discrete signal creates harmonics above Nyquist that alias back;
 BigVGAN therefore evaluates it at twice the sample rate: upsample ×2 with a Kaiser-windowed sinc low-pass,
 apply the activation, low-pass and decimate ×2. This module is that plain-torch path (NVIDIA's optional fused
 CUDA kernel computes the same thing).
@@ -409,7 +409,7 @@ class BigVGANVocoder(ModelMixin, ConfigMixin):
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoint helpers
 
-_WN_KEY = re.compile(r"^(.*)\.(weight_g|weight_v|parametrizations\.weight\.original0|parametrizations\.weight\.original1)$")
+_WN_KEY = re.compile(r"^(.*)\.(weight_g|weight_v|parametrizations\.weight\.original[01])$")
 
 
 def fold_weight_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -462,7 +462,7 @@ def _find_weights(path: Path) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        for name in ("bigvgan_generator.pt", "bigvgan_generator.safetensors", "best_netG.pt", "g_05000000",
+        for name in ("bigvgan_generator.pt", "bigvgan_generator.safetensors", "best_netG.pt",
                      "diffusion_pytorch_model.safetensors"):
             if (path / name).is_file():
                 return path / name

@@ -7,7 +7,8 @@ sounds like Griffin-Lim (phasey, smeared transients); it is a fallback, not a su
 
 1. **Undo the log**: ``10**mel`` (16 kHz mode, log10) or ``exp(mel)`` (44.1 kHz mode, natural log); values at the
    front-end's floor (1e-5) come back as 1e-5, i.e. silence.
-2. **Mel → linear magnitude**: the mel filters ``M`` (Slaney, the same matrix the library's front-end uses) map
+2. **Mel → linear magnitude**: the mel filters ``M`` (Slaney scale and norm, the same matrix the library's front-end
+   uses; equal to ``transformers.audio_utils.mel_filter_bank(..., norm="slaney", mel_scale="slaney")`` within 1e-9) map
    ``n_fft/2+1`` bins onto far fewer bands, so the inverse is under-determined. Start from the pseudo-inverse
    (clamped at 0) and refine it with multiplicative NNLS updates ``S ← S · (Mᵀ m) / (Mᵀ M S)``, which keep
    ``S ≥ 0`` and decrease ``‖M S − m‖²`` monotonically (Lee & Seung); ``mel_inverse="pinv"`` skips the
