@@ -197,6 +197,8 @@ def test_registry_errors_name_the_choices(tmp_path):
     except Exception:
         with pytest.raises(EncoderError, match="path="):
             get_visual_encoder("metaclip-vit-bigg-14-quickgelu")
+        with pytest.raises(EncoderError, match="open_clip"):
+            get_visual_encoder("dfn5b", path="hf-hub:apple/DFN5B-CLIP-ViT-H-14-384")
 
 
 def test_cross_check_against_open_clip(tmp_path):

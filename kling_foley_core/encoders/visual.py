@@ -89,6 +89,15 @@ def load_clip_visual(name: str, path: str | Path | None = None, *, dtype: torch.
         hint = (f"or install the 'openclip' extra to fetch {preset.open_clip_name}" if preset.open_clip_name else "")
         raise EncoderError(f"visual encoder {name!r}: no checkpoint given; pass path= an open_clip checkpoint file "
                            f"or folder (open_clip_config.json + weights) {hint}".rstrip())
+    if str(path).startswith("hf-hub:"):
+        if not open_clip_available():
+            raise EncoderError(f"visual encoder {name!r}: path={str(path)!r} is a hub id, which needs open_clip; "
+                               "install the 'openclip' extra or download the checkpoint and pass its folder")
+        preset = CLIP_PRESETS[name]
+        from dataclasses import replace
+
+        return _load_open_clip(name, replace(preset, open_clip_name=str(path), open_clip_pretrained=None),
+                               dtype=dtype, device=device, normalize=normalize)
     ckpt = read_clip_checkpoint(path)
     config = vision_config_from_open_clip(ckpt.model_cfg) if ckpt.model_cfg else dict(preset.vision)
     mean, std = preset.mean, preset.std
