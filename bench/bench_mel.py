@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         wav = torch.rand(1, int(args.seconds * cfg.sampling_rate), generator=gen) * 2 - 1
         mel = MelSpectrogram(cfg)
         with torch.inference_mode():
-            _report(f"mel front-end {mode} (1×{wav.shape[-1]} samples)", args.seconds, _time(lambda: mel(wav), args.repeats))
+            timing = _time(lambda: mel(wav), args.repeats)
+        _report(f"mel front-end {mode} (1×{wav.shape[-1]} samples)", args.seconds, timing)
 
     cfg44 = mel_preset("44k")
     frames = cfg44.num_frames(int(args.seconds * cfg44.sampling_rate))

@@ -15,7 +15,8 @@ from kling_foley_core.models.mel_vae_mmaudio import (DiagonalGaussian, MMAudioMe
 
 def _load(fixtures_dir, name):
     base = fixtures_dir / "mmaudio" / name
-    return load_file(str(base.with_name(name + ".safetensors"))), load_file(str(base.with_name(name + ".io.safetensors")))
+    weights = load_file(str(base.with_name(name + ".safetensors")))
+    return weights, load_file(str(base.with_name(name + ".io.safetensors")))
 
 
 def _rel(a, b):

@@ -88,7 +88,8 @@ def infer_mmaudio_vae_config(sd: dict[str, torch.Tensor], source: str = "state d
     embed_dim = sd["decoder.conv_in.weight"].shape[1]
     blocks = _levels(sd, r"encoder\.down\.(\d+)\.block\.(\d+)\.conv1\.weight")
     if not blocks:
-        raise MelVAECheckpointError(f"{source}: MMAudio mel-VAE keys without encoder.down.*.block.* ({describe_state_dict(sd)})")
+        raise MelVAECheckpointError(f"{source}: MMAudio mel-VAE keys without encoder.down.*.block.* "
+                                    f"({describe_state_dict(sd)})")
     n_levels = max(blocks) + 1
     num_res_blocks = max(blocks[0]) + 1
     ch_mult = []
@@ -161,7 +162,8 @@ def convert_mmaudio_vae_state_dict(sd: dict[str, torch.Tensor], *, source: str =
             log.info("%s: no %s in the checkpoint; using the built-in %d-bin table", source, key, data_dim)
             out[key] = torch.tensor(MEL_STATS[data_dim][idx], dtype=torch.float32).view(1, -1, 1)
         else:
-            raise MelVAECheckpointError(f"{source}: no {key} in the checkpoint and no built-in table for {data_dim} bins")
+            raise MelVAECheckpointError(f"{source}: no {key} in the checkpoint and no built-in table for "
+                                        f"{data_dim} bins")
 
     mode = {(80, 20): "16k", (128, 40): "44k"}.get((config["data_dim"], config["embed_dim"]))
     return ConvertedMelVAE(state_dict=out, config=config, mode=mode)

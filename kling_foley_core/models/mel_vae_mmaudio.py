@@ -7,7 +7,7 @@ A 1-D convolutional VAE over a log-mel spectrogram ``(B, n_mels, T)`` built from
   code keeps them at norm sqrt(fan_in) by *forced weight normalisation*; checkpoints store those raw weights, and
   the reference inference path normalises them once: see ``remove_weight_norm`` and
   ``kling_foley_core.compat.convert_mmaudio_vae``),
-* residual blocks with pixel norm → mp-SiLU → conv → mp-SiLU → conv, merged by a magnitude-preserving lerp (t=0.3),
+* residual blocks: pixel norm → mp-SiLU → conv → mp-SiLU → conv, merged by a magnitude-preserving lerp (t=0.3),
 * single-head attention whose q, k, v are pixel-normalised per head,
 * activations clamped to ±256 after every block.
 
@@ -133,7 +133,8 @@ class MPConv1d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
         super().__init__()
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size) / math.sqrt(in_channels * kernel_size))
+        fan_in = in_channels * kernel_size
+        self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size) / math.sqrt(fan_in))
 
     def forward(self, x: torch.Tensor, gain: torch.Tensor | float = 1.0) -> torch.Tensor:
         w = self.weight * gain  # (O, I, K)
@@ -163,7 +164,7 @@ def normalized_mp_weight(weight: torch.Tensor) -> torch.Tensor:
 
 
 class MPResBlock1d(nn.Module):
-    """Pixel norm → mp-SiLU → conv → mp-SiLU → conv, plus a (1×1-projected when widths differ) skip, mp_sum t=0.3."""
+    """Pixel norm → mp-SiLU → conv → mp-SiLU → conv, plus a skip (1×1-projected when widths differ); mp_sum t=0.3."""
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 3):
         super().__init__()
@@ -419,7 +420,8 @@ class MMAudioMelVAE(ModelMixin, ConfigMixin):
         if x.ndim != 3 or x.shape[1] != channels:
             raise ValueError(f"MMAudioMelVAE.{what}: expected shape (B, {channels}, T), got {tuple(x.shape)}")
         if what == "encode" and x.shape[-1] < self.time_downsample:
-            raise ValueError(f"MMAudioMelVAE.encode: need at least {self.time_downsample} mel frames, got {x.shape[-1]}")
+            raise ValueError(f"MMAudioMelVAE.encode: need at least {self.time_downsample} mel frames, "
+                             f"got {x.shape[-1]}")
 
     def encode(self, mel: torch.Tensor, normalize: bool = True) -> DiagonalGaussian:
         """Log-mel ``(B, M, T)`` → posterior over latents ``(B, E, T // 2)``."""

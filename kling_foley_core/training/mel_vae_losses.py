@@ -9,8 +9,8 @@
   (eq. 6); and the R1 gradient penalty on real inputs ``R1 = E_x ||∇_x Σ D(x)||²`` (eq. 7 as printed names the
   decoder's gradient; the standard R1 of Mescheder et al. 2018, used here, penalises the discriminator's gradient
   at real data, which is what stabilises hinge training).
-* ``L_d = γ_step·L_adv + λ_R1·R1`` (eq. 5) and the generator total ``L_mse + γ·L_kl + λ·L_g`` with the weights of
-  :mod:`kling_foley_core.training.mel_vae_schedule`.
+* ``L_d = γ_step·L_adv + λ_R1·R1`` (eq. 5) and the generator total ``L_mse + γ·L_kl + λ·L_g`` with the weights
+  of :mod:`kling_foley_core.training.mel_vae_schedule`.
 """
 from __future__ import annotations
 
