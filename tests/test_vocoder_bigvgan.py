@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,24 @@ def test_against_the_nvidia_package_itself():
     with torch.no_grad():
         expected = ref(mel).squeeze(1)
         assert rel_err(ours(mel), expected) <= TOL
+
+
+@pytest.mark.realweights
+@pytest.mark.skipif(os.environ.get("KLING_FOLEY_REAL_WEIGHTS") != "1" or not os.environ.get("KLING_FOLEY_BIGVGAN_44K"),
+                    reason="opt-in: KLING_FOLEY_REAL_WEIGHTS=1 and KLING_FOLEY_BIGVGAN_44K=<NVIDIA release folder>")
+def test_real_44k_checkpoint_resynthesises_a_signal():
+    from kling_foley_core.audio.mel import MelSpectrogram
+
+    model = vb.load_bigvgan(os.environ["KLING_FOLEY_BIGVGAN_44K"])
+    front = MelSpectrogram(model.mel_config())
+    t = torch.arange(44100) / 44100
+    gen = torch.Generator().manual_seed(0)
+    decay = torch.where(t > 0.5, torch.exp(-(t - 0.5) / 0.05), torch.zeros_like(t))
+    burst = decay * torch.randn(t.shape, generator=gen)
+    wave = (0.2 * torch.sin(2 * math.pi * 440 * t) + 0.3 * burst).unsqueeze(0)
+    mel = front(wave)
+    with torch.no_grad():
+        out = model(mel)
+    err = float((front(out) - mel).abs().mean())
+    # A trained vocoder reproduces the mel closely (a random-weight one gives errors of several ln units).
+    assert err < 0.5, err

@@ -397,7 +397,8 @@ class BigVGANVocoder(ModelMixin, ConfigMixin):
         sd = _complete_filters(model, fold_weight_norm(sd))
         what = f"BigVGAN vocoder from '{weights.name}'"
         load_state_dict_strict(model, sd, what=what, looks_like=_describe(sd))
-        return model.to(device=device, dtype=dtype).eval()
+        # nn.Module.to: diffusers' ModelMixin.to warns about fp32-pinned modules on every cast, and this model has none
+        return nn.Module.to(model, device=device, dtype=dtype).eval()
 
     def load_reference_state_dict(self, sd: dict[str, torch.Tensor]) -> "BigVGANVocoder":
         """Load an NVIDIA/MMAudio-format state dict (weight-normalised or not) into this model, strictly."""
