@@ -130,3 +130,11 @@ def test_fixture_config_detected_from_weights():
     assert dit_size_name(cfg) == "custom"
     model = load_hunyuan_dit(sd, precision="fp32")
     assert model.config.depth_triple_blocks == 2 and model.config.num_heads == 2 and model.config.sync_feat_dim == 24
+
+
+def test_feature_lengths_follow_the_encoders(tiny):
+    assert HunyuanFoleyDiT.feature_lengths(8.0) == {"clip_len": 64, "sync_len": 192}  # the training clips
+    assert HunyuanFoleyDiT.feature_lengths(10.0)["sync_len"] == 240
+    assert tiny.latent_length(8.0) == 400 and tiny.latent_length(5.3) == 265
+    with pytest.raises(ValueError, match="too short"):
+        HunyuanFoleyDiT.feature_lengths(0.5)

@@ -119,7 +119,7 @@ class HunyuanFoleyDiT(ModelMixin, ConfigMixin):
         qk_norm: bool = True,
         qk_norm_type: str = "rms",
         interleaved_audio_visual_rope: bool = True,
-        sync_modulation: bool = False,
+        sync_modulation: bool = False,  # per-token adaLN of the audio stream; no released model, reference crashes
         add_sync_feat_to_audio: bool = True,
         sync_feat_dim: int = 768,
         sync_in_ksz: int = 1,
@@ -197,8 +197,19 @@ class HunyuanFoleyDiT(ModelMixin, ConfigMixin):
         return self.config.audio_vae_latent_dim
 
     def latent_length(self, duration_s: float) -> int:
-        """Latent frames for a clip: ``round(duration · audio_frame_rate)`` (50 Hz for the 48 kHz DAC-VAE)."""
-        return int(round(duration_s * self.config.audio_frame_rate))
+        """Latent frames for a clip: ``int(duration · audio_frame_rate)`` (50 Hz for the 48 kHz DAC-VAE), as the
+        reference sizes its noise (the tiny epsilon only absorbs float error such as 5.3·50 = 264.999…)."""
+        return int(duration_s * self.config.audio_frame_rate + 1e-6)
+
+    @staticmethod
+    def feature_lengths(duration_s: float, clip_fps: float = 8.0, sync_fps: float = 25.0) -> dict[str, int]:
+        """Token counts the encoders produce for a clip of ``duration_s`` seconds: SigLIP2 frames at 8 fps and
+        Synchformer tokens (8 per 16-frame window, stride 8, at 25 fps) — 64 and 192 for the 8 s training clips."""
+        frames = int(duration_s * sync_fps + 1e-6)
+        if frames < 16:
+            raise ValueError(f"duration {duration_s} s is too short: Synchformer needs at least 16 frames at "
+                             f"{sync_fps:g} fps (0.64 s)")
+        return {"clip_len": int(duration_s * clip_fps + 1e-6), "sync_len": ((frames - 16) // 8 + 1) * 8}
 
     # -------------------------------------------------------------------------------------------- conditions
     def _sync_tokens(self, sync_feat: torch.Tensor, latent_len: int) -> torch.Tensor:

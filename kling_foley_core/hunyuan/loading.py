@@ -85,6 +85,74 @@ def _read(path_or_sd, what: str) -> tuple[dict[str, torch.Tensor], str]:
     return strip_prefix(read_state_dict(path)), f"{what} '{path.name}'"
 
 
+class _LazySafetensors:
+    """A pop-able view of a safetensors file that reads each tensor only when it is taken (streamed fp8 loads)."""
+
+    def __init__(self, path: Path, names: dict[str, str]):
+        from safetensors import safe_open
+
+        self._file = safe_open(str(path), framework="pt", device="cpu")
+        self._names = dict(names)  # stripped key → key in the file
+
+    def keys(self):
+        return list(self._names)
+
+    def __iter__(self):
+        return iter(list(self._names))
+
+    def __len__(self):
+        return len(self._names)
+
+    def __contains__(self, key):
+        return key in self._names
+
+    def __getitem__(self, key):
+        return self._file.get_tensor(self._names[key])
+
+    def pop(self, key):
+        value = self[key]
+        del self._names[key]
+        return value
+
+
+_ST_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+              "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+              "BOOL": torch.bool, "F8_E4M3": getattr(torch, "float8_e4m3fn", torch.uint8),
+              "F8_E5M2": getattr(torch, "float8_e5m2", torch.uint8)}
+
+
+def _safetensors_index(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Shapes/dtypes of a safetensors file as meta tensors (nothing read), plus stripped-name → file-name."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = {}
+            for key in f.keys():
+                sl = f.get_slice(key)
+                raw[key] = torch.empty(sl.get_shape(), dtype=_ST_DTYPES.get(sl.get_dtype(), torch.float32),
+                                       device="meta")
+    except Exception as exc:  # truncated or garbled header
+        raise CheckpointError(f"checkpoint '{path.name}' is not a valid safetensors file (truncated or corrupt?): "
+                              f"{exc}") from None
+    names = strip_prefix({k: k for k in raw})
+    return {k: raw[v] for k, v in names.items()}, names
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS after a conversion that allocated many temporaries (glibc only)."""
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl, …): nothing to do
+            pass
+
+
 # ------------------------------------------------------------------------------------------------------ DiT
 def dit_config_from_state_dict(sd: dict[str, torch.Tensor]) -> dict:
     """Read depth, width, heads and feature sizes off the tensor shapes of a HunyuanVideo-Foley DiT."""
@@ -141,7 +209,15 @@ def load_hunyuan_dit(path_or_sd, *, precision: str = "bf16", device: str | torch
     if fp8:
         require_fp8()
     compute_dtype = dtype_from_name(fp8_compute) if fp8 else dtype_from_name(precision)
-    sd, source = _read(path_or_sd, "HunyuanVideo-Foley DiT")
+    streamed = (fp8 and not isinstance(path_or_sd, dict)
+                and Path(path_or_sd).suffix.lower() in (".safetensors", ".sft") and Path(path_or_sd).is_file())
+    if streamed:
+        # fp8 from safetensors: check keys/shapes on the header alone, then read + quantise one tensor at a time,
+        # so peak memory is the fp8 model plus one source tensor (not the whole bf16 file)
+        sd, names = _safetensors_index(Path(path_or_sd))
+        source = f"HunyuanVideo-Foley DiT '{Path(path_or_sd).name}'"
+    else:
+        sd, source = _read(path_or_sd, "HunyuanVideo-Foley DiT")
     _ensure_family(sd, "hunyuan-dit", source)
     cfg = {**dit_config_from_state_dict(sd), **(config or {})}
     model = init_empty(HunyuanFoleyDiT, **cfg)
@@ -152,7 +228,10 @@ def load_hunyuan_dit(path_or_sd, *, precision: str = "bf16", device: str | torch
         plain = {k: v for k, v in sd.items() if not k.endswith((".weight_scale", ".scale_weight"))}
         check_state_dict(float_keys_model, plain, what=source, looks_like=None)
         del float_keys_model, plain
+        if streamed:
+            sd = _LazySafetensors(Path(path_or_sd), names)
         sd = fp8_state_dict(sd, [f"{n}.weight" for n in swapped], per=fp8_per, compute_dtype=compute_dtype)
+        _release_freed_memory()
     else:
         if any(t.dtype == getattr(torch, "float8_e4m3fn", None) for t in sd.values()):
             raise CheckpointError(f"{source} stores fp8 weights; load it with precision='fp8'")

@@ -45,19 +45,29 @@ def is_fp8(t: torch.Tensor) -> bool:
     return FP8_DTYPE is not None and t.dtype == FP8_DTYPE
 
 
-def quantize_fp8(w: torch.Tensor, per: str = "row") -> tuple[torch.Tensor, torch.Tensor]:
-    """Quantise a weight (out, ...) to (fp8 tensor, fp32 scale of shape (out,))."""
+def quantize_fp8(w: torch.Tensor, per: str = "row", chunk_rows: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantise a weight (out, ...) to (fp8 tensor, fp32 scale of shape (out,)).
+
+    Works ``chunk_rows`` rows at a time into a preallocated fp8 tensor, so the fp32 temporaries stay small (a
+    whole-matrix fp32 copy of every weight would fragment the heap and inflate a streamed load's RSS).
+    """
     fp8 = require_fp8()
     if per not in ("row", "tensor"):
         raise ValueError(f"fp8 scale granularity per='{per}' is unknown; choose 'row' or 'tensor'")
-    wf = w.detach().float()
-    if per == "row":
-        amax = wf.abs().reshape(wf.shape[0], -1).amax(dim=1)  # (out,)
-    else:
-        amax = wf.abs().amax().expand(wf.shape[0])  # (out,) one value
+    w = w.detach()
+    rows = w.shape[0]
+    flat = w.reshape(rows, -1)
+    amax = torch.empty(rows, dtype=torch.float32, device=w.device)
+    for i in range(0, rows, chunk_rows):
+        amax[i:i + chunk_rows] = flat[i:i + chunk_rows].abs().amax(dim=1).float()
+    if per == "tensor":
+        amax = amax.amax().expand(rows).contiguous()
     scale = (amax / FP8_MAX).clamp(min=torch.finfo(torch.float32).tiny)
-    q = (wf / scale.view(-1, *([1] * (wf.ndim - 1)))).clamp(-FP8_MAX, FP8_MAX).to(fp8)
-    return q, scale.contiguous()
+    q = torch.empty(flat.shape, dtype=fp8, device=w.device)
+    for i in range(0, rows, chunk_rows):
+        block = flat[i:i + chunk_rows].float() / scale[i:i + chunk_rows, None]
+        q[i:i + chunk_rows] = block.clamp_(-FP8_MAX, FP8_MAX).to(fp8)
+    return q.view(w.shape), scale
 
 
 def dequantize_fp8(q: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
