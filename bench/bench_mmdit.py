@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, clip {args.seconds:g} s, "
           f"median of {args.repeats}")
     print(f"| {'case':58s} | {'value':>14s} | note")
-    for preset in args.presets.split(","):
+    for preset in filter(None, args.presets.split(",")):
         bench_forward(preset, args.seconds, args.repeats, args.compile)
     if not args.no_rss:
         bench_rss(args.rss_preset, args.rss_dtype)
