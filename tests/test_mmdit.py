@@ -180,6 +180,22 @@ def test_missing_modalities_use_the_learned_placeholders():
     assert not tiny_of("mmaudio_small_44k").empty_string_feat.requires_grad  # stored encoder output in MMAudio
 
 
+def test_per_item_modality_masks_pick_placeholders_for_some_items():
+    model = tiny_of("tiny")
+    feats, lens = features(model, 2, 1.0)
+    x = torch.randn(2, lens.latent, model.config.latent_dim)
+    with torch.no_grad():
+        mixed = model.prepare_conditions(**feats, duration=1.0, has_video=torch.tensor([True, False]),
+                                         has_text=torch.tensor([False, True]))
+        v = model.predict_flow(x, 0.6, mixed)
+        first = model.prepare_conditions(clip_f=feats["clip_f"][:1], sync_f=feats["sync_f"][:1], duration=1.0)
+        second = model.prepare_conditions(text_f=feats["text_f"][1:], duration=1.0)
+        torch.testing.assert_close(v[:1], model.predict_flow(x[:1], 0.6, first), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(v[1:], model.predict_flow(x[1:], 0.6, second), rtol=1e-5, atol=1e-5)
+    with pytest.raises(MMDiTInputError, match="has_video has 3 values"):
+        model.prepare_conditions(**feats, duration=1.0, has_video=torch.tensor([True, False, True]))
+
+
 def test_empty_conditions_match_prepared_placeholders():
     model = tiny_of("tiny")
     feats, lens = features(model, 3, 2.0)

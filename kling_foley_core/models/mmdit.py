@@ -318,7 +318,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                            text_f: torch.Tensor | None = None, *, duration: float | None = None,
                            latent_seq_len: int | None = None, seconds_start: float | Sequence[float] | torch.Tensor = 0.0,
                            seconds_total: float | Sequence[float] | torch.Tensor | None = None,
-                           text_mask: torch.Tensor | None = None, batch_size: int | None = None) -> PreparedConditions:
+                           text_mask: torch.Tensor | None = None, batch_size: int | None = None,
+                           has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None
+                           ) -> PreparedConditions:
         """Project the conditioning once per generation.
 
         Args:
@@ -331,6 +333,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                 defaults to the clip's own duration. Scalars or one value per batch item.
             text_mask: (B, Nt) bool, True for real tokens, when the text features are padded.
             batch_size: needed only when every modality is missing.
+            has_video, has_text: optional (B,) bool; items marked False use the learned placeholders in a
+                batch where others have the modality (Algorithm 1's per-sample substitution; also how
+                training drops modalities).
         """
         given = [x for x in (clip_f, sync_f, text_f) if x is not None]
         batch = given[0].shape[0] if given else (batch_size or 1)
@@ -359,6 +364,13 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                    else self.empty_sync_feat[None].expand(batch, lens.sync, -1))
         text_in = (text_f.to(dev, dt) if text_f is not None
                    else self.empty_string_feat[None].expand(batch, -1, -1))
+        if has_video is not None:
+            keep = self._item_mask("has_video", has_video, batch)[:, None, None]  # (B, 1, 1)
+            clip_in = torch.where(keep, clip_in, self.empty_clip_feat[None].to(dt))
+            sync_in = torch.where(keep, sync_in, self.empty_sync_feat[None].to(dt))
+        if has_text is not None:
+            text_in, text_mask = self._substitute_text(text_in, text_mask,
+                                                       self._item_mask("has_text", has_text, batch))
         clip_p, sync_p, text_p, pooled = self._project(clip_in, sync_in, text_in, n_lat, text_mask)
 
         start = total_s = None
@@ -370,6 +382,26 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                                   global_c=self._global(pooled, start, total_s), text_mask=text_mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=clip_in.shape[1],
                                   sync_seq_len=sync_in.shape[1])
+
+    def _item_mask(self, name: str, mask: torch.Tensor, batch: int) -> torch.Tensor:
+        mask = torch.as_tensor(mask, device=self.device).reshape(-1).to(torch.bool)
+        if mask.numel() != batch:
+            raise MMDiTInputError(f"{name} has {mask.numel()} values for a batch of {batch}; give one bool per item")
+        return mask
+
+    def _substitute_text(self, text: torch.Tensor, mask: torch.Tensor | None, keep: torch.Tensor):
+        """Replace the text of items with ``keep`` False by the placeholder; lengths may differ, so both are
+        padded to the longer one and the padding is masked out."""
+        b, nt = text.shape[:2]
+        empty = self.empty_string_feat[None].expand(b, -1, -1).to(text.dtype)
+        ne = empty.shape[1]
+        n = max(nt, ne)
+        m_text = mask if mask is not None else torch.ones(b, nt, dtype=torch.bool, device=text.device)
+        m_empty = torch.ones(b, ne, dtype=torch.bool, device=text.device)
+        text = torch.where(keep[:, None, None], F.pad(text, (0, 0, 0, n - nt)), F.pad(empty, (0, 0, 0, n - ne)))
+        mask = torch.where(keep[:, None], F.pad(m_text, (0, n - nt), value=False),
+                           F.pad(m_empty, (0, n - ne), value=False))
+        return text, (None if bool(mask.all()) else mask)
 
     def get_empty_conditions(self, batch_size: int, *, like: PreparedConditions | None = None,
                              duration: float | None = None, latent_seq_len: int | None = None,
