@@ -139,7 +139,7 @@ def mel_to_stereo(mono2stereo, mel: torch.Tensor, video_f: torch.Tensor | None =
     if mono2stereo is None:
         return torch.stack([mel, mel], dim=1)
     with torch.inference_mode():
-        return mono2stereo(mel, video_f).float()
+        return mono2stereo(mel, video_f).stacked().float()  # (B, 2, M, F)
 
 
 def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None) -> torch.Tensor:

@@ -11,11 +11,13 @@ TINY_SEED = 0
 
 def tiny_components(seed: int = TINY_SEED, *, with_encoders: bool = True) -> dict:
     """Components of a 16 kHz tiny stack: tiny CLIP, Synchformer and T5 encoders (32-d), a tiny MM-DiT, a tiny
-    MMAudio-style Mel-VAE (80 mels, 8-d latents) and the weight-free Griffin-Lim vocoder."""
+    MMAudio-style Mel-VAE (80 mels, 8-d latents), an untrained Mono2Stereo and the weight-free Griffin-Lim
+    vocoder."""
     from .encoders import (TINY_SYNCHFORMER_CONFIG, SynchformerEncoder, get_text_encoder, get_visual_encoder,
                            load_motionformer)
     from .models.mel_vae_mmaudio import MMAudioMelVAE
     from .models.mmdit_presets import build_mmdit
+    from .models.mono2stereo import Mono2Stereo
     from .models.vocoder_griffinlim import GriffinLimVocoder
 
     g = torch.Generator().manual_seed(seed)
@@ -34,7 +36,10 @@ def tiny_components(seed: int = TINY_SEED, *, with_encoders: bool = True) -> dic
                             attn_layers=(), down_layers=(0,))
     finally:
         torch.random.set_rng_state(torch_state)
-    comps = dict(transformer=transformer.eval(), vae=vae.eval(), vocoder=GriffinLimVocoder("16k", n_iter=8).eval())
+    # an untrained Mono2Stereo keeps the sound centred (its output layer starts at zero)
+    mono2stereo = Mono2Stereo.from_preset("tiny", n_mels=80, video_dim=32, log_base="10")
+    comps = dict(transformer=transformer.eval(), vae=vae.eval(), vocoder=GriffinLimVocoder("16k", n_iter=8).eval(),
+                 mono2stereo=mono2stereo.eval())
     if with_encoders:
         # keep Synchformer's window contract (16 frames, stride 8, 8 tokens per window) at toy width
         sync = SynchformerEncoder(load_motionformer(None, config={**TINY_SYNCHFORMER_CONFIG, "num_frames": 16},

@@ -111,13 +111,15 @@ class KlingFoleyMono2StereoLoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "checkpoint": (C.model_choices("mono2stereo", []), {
+            "checkpoint": (C.model_choices("mono2stereo", [TINY]), {
                 "tooltip": "A Mono2Stereo model folder in models/kling_foley/mono2stereo/."}),
         }}
 
     def load(self, checkpoint):
         from kling_foley_core.models.mono2stereo import Mono2Stereo
 
+        if checkpoint == TINY:
+            return (C.tiny_components()["mono2stereo"],)
         return (Mono2Stereo.from_pretrained(_resolve("mono2stereo", checkpoint)).eval(),)
 
 

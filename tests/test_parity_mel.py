@@ -57,8 +57,6 @@ def test_wrong_weights_fail_parity(fixtures_dir):
     assert parity.relative_error(decoded, fx.io["decoded"]) > 1e-2
 
 
-@pytest.mark.xfail(reason="parity.load_fixture refuses a fixture without weights or weight_rule; the mel "
-                          "front-end fixture has no weights (fix belongs in compat/parity.py)", strict=False)
 def test_parity_cli_mel_converter(fixtures_dir, capsys):
     rc = parity.main([str(fixtures_dir / "mmaudio" / "mel_converter")])
     out = capsys.readouterr().out
