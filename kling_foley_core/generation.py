@@ -37,6 +37,8 @@ class FoleyConditions:
     negative_text_f: Optional[torch.Tensor] = None  # (1|B, Nt', text_dim): replaces the empty text in CFG
     negative_text_mask: Optional[torch.Tensor] = None
     seconds_start: float = 0.0
+    empty_text_f: Optional[torch.Tensor] = None  # (1, Nt, text_dim): the encoder's features of "" (for models
+    # that store no empty-text placeholder, e.g. HunyuanVideo-Foley)
 
     @property
     def batch_size(self) -> int:
@@ -80,7 +82,7 @@ def check_duration(duration: float, transformer) -> float:
         duration = float(duration)
     except (TypeError, ValueError):
         raise GenerationError(f"duration={duration!r} must be a number of seconds") from None
-    limit = float(transformer.config.max_duration)
+    limit = float(getattr(transformer.config, "max_duration", None) or 30.0)
     if not 0 < duration <= limit:
         raise GenerationError(f"duration={duration:g} s is outside this model's range (0, {limit:g}] s; "
                               f"trim the video or generate it in parts")
@@ -95,31 +97,79 @@ def initial_noise(shape: tuple[int, ...], *, seed: int | None = None, generator:
     return torch.randn(shape, generator=generator, dtype=torch.float32).to(device=device, dtype=dtype)
 
 
-def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,
-                     seed: int | None = 0, generator: torch.Generator | None = None,
-                     callback: Callable[[dict], None] | None = None) -> torch.Tensor:
-    """Sample audio latents for ``cond``; returns VAE-space latents ``(B, C, N)``.
+@dataclass
+class PreparedFlow:
+    """What a transformer family needs to sample: projected conditions, the CFG branch, the noise shape and how
+    sampled latents become VAE latents ``(B, C, N)``."""
 
-    Conditions are projected once (``prepare_conditions``) and reused at every step; cond and uncond run in one
-    batched forward unless ``settings.batched_cfg`` is off.
-    """
-    duration = check_duration(cond.duration, transformer)
-    timesteps = make_schedule(settings.schedule, settings.steps, settings.shift)
+    cond: object
+    uncond: object
+    shape: tuple[int, ...]
+    to_vae: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: bool) -> PreparedFlow:
+    """Kling-Foley / MMAudio MM-DiT: channels-last latents in a normalised space."""
     b = cond.batch_size
     prepared = transformer.prepare_conditions(cond.clip_f, cond.sync_f, cond.text_f, duration=duration,
                                               text_mask=cond.text_mask, seconds_start=cond.seconds_start,
                                               batch_size=b)
     uncond = None
-    if settings.cfg > 1.0:
+    if guided:
         uncond = transformer.get_empty_conditions(b, like=prepared, negative_text_f=cond.negative_text_f,
                                                   negative_text_mask=cond.negative_text_mask)
-    denoiser = CFGDenoiser(transformer, prepared, uncond, settings.cfg, batched=settings.batched_cfg)
-    shape = (b, prepared.latent_seq_len, transformer.config.latent_dim)
-    x0 = initial_noise(shape, seed=seed, generator=generator, device=transformer.device)
+
+    def to_vae(x):
+        return transformer.unnormalize(x).transpose(1, 2).contiguous()  # (B, N, C) → (B, C, N)
+
+    return PreparedFlow(prepared, uncond, (b, prepared.latent_seq_len, transformer.config.latent_dim), to_vae)
+
+
+def _prepare_hunyuan(transformer, cond: FoleyConditions, duration: float, guided: bool) -> PreparedFlow:
+    """HunyuanVideo-Foley DiT: channels-first DAC latents at 50 Hz; text is required (CLAP), and the uncond
+    branch uses the negative prompt's features or, without one, the encoder's features of ""."""
+    if cond.text_f is None or cond.clip_f is None:
+        raise GenerationError("HunyuanVideo-Foley needs text (CLAP) and visual (SigLIP2) features: connect Text "
+                              "Encode and Visual Encode to the Conditioning node")
+    b = cond.batch_size
+    n = transformer.latent_length(duration)
+    prepared = transformer.prepare_conditions(cond.clip_f, cond.sync_f, cond.text_f, n)
+    uncond = None
+    if guided:
+        neg = cond.negative_text_f if cond.negative_text_f is not None else cond.empty_text_f
+        if neg is None:
+            raise GenerationError("HunyuanVideo-Foley has no stored empty text: the Conditioning node needs the "
+                                  "text encoder's features of the negative (or empty) prompt")
+        lens = transformer.feature_lengths(duration)
+        uncond = transformer.get_empty_conditions(neg, batch_size=b, clip_len=cond.clip_f.shape[1],
+                                                  sync_len=cond.sync_f.shape[1] if cond.sync_f is not None
+                                                  else lens["sync_len"], latent_len=n)
+    return PreparedFlow(prepared, uncond, (b, transformer.latent_channels, n), lambda x: x)
+
+
+def prepare_flow(transformer, cond: FoleyConditions, duration: float, guided: bool) -> PreparedFlow:
+    """Dispatch on the transformer family (one place, so every sampler node works with every family)."""
+    if hasattr(transformer, "forward_native"):  # the HunyuanVideo-Foley DiT (native time 1000 → 0)
+        return _prepare_hunyuan(transformer, cond, duration, guided)
+    return _prepare_mmdit(transformer, cond, duration, guided)
+
+
+def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,
+                     seed: int | None = 0, generator: torch.Generator | None = None,
+                     callback: Callable[[dict], None] | None = None) -> torch.Tensor:
+    """Sample audio latents for ``cond``; returns VAE-space latents ``(B, C, N)``.
+
+    Conditions are projected once and reused at every step; cond and uncond run in one batched forward unless
+    ``settings.batched_cfg`` is off.
+    """
+    duration = check_duration(cond.duration, transformer)
+    timesteps = make_schedule(settings.schedule, settings.steps, settings.shift)
+    flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0)
+    denoiser = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg)
+    x0 = initial_noise(flow.shape, seed=seed, generator=generator, device=transformer.device)
     with torch.inference_mode():
         x1 = sample(settings.sampler, denoiser, x0, timesteps, callback=callback)
-        latents = transformer.unnormalize(x1)  # (B, N, C)
-    return latents.transpose(1, 2).contiguous().float()  # (B, C, N)
+        return flow.to_vae(x1).float()
 
 
 def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:

@@ -56,16 +56,19 @@ def sync_view(waveform: torch.Tensor, sample_rate: int, frames: torch.Tensor | N
         frames = (frames + 1) / 2
     if frame_times is None:
         frame_times = torch.linspace(0, duration, len(frames) + 1)[:-1]
-    thumb_w = max(1, int(round(strip_height * frames.shape[-1] / frames.shape[-2])))
+    thumb_w = min(width, max(1, int(round(strip_height * frames.shape[-1] / frames.shape[-2]))))
     strip = np.zeros((strip_height, width, 3), dtype=np.float32)
-    # as many thumbnails as fit side by side, each placed at its own time
-    n_fit = max(1, width // thumb_w)
-    pick = np.unique(np.linspace(0, len(frames) - 1, min(n_fit, len(frames))).round().astype(int))
-    thumbs = torch.nn.functional.interpolate(frames[pick], size=(strip_height, thumb_w), mode="bilinear",
-                                             antialias=True, align_corners=False).clamp(0, 1)
-    for k, i in enumerate(pick):
-        x = int(float(frame_times[i]) / duration * width) if duration > 0 else 0
-        x = min(max(x, 0), width - thumb_w)
-        strip[:, x:x + thumb_w] = thumbs[k].permute(1, 2, 0).numpy()[:, : width - x]
-        image[:, min(x, width - 1)] = 1.0  # guide line at the frame's time
+    # side-by-side slots; each shows the frame on screen at the slot's centre time, so thumbnails never overlap
+    n_slots = max(1, width // thumb_w)
+    times = frame_times.double().numpy()
+    centres = (np.arange(n_slots) + 0.5) * thumb_w / width * duration
+    pick = np.clip(np.searchsorted(times, centres, side="right") - 1, 0, len(frames) - 1)
+    thumbs = torch.nn.functional.interpolate(frames[torch.from_numpy(pick)], size=(strip_height, thumb_w),
+                                             mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    for k in range(n_slots):
+        strip[:, k * thumb_w:(k + 1) * thumb_w] = thumbs[k].permute(1, 2, 0).numpy()
+    for t in times[np.unique(pick)]:  # a guide line at the exact time of every frame shown
+        x = int(t / duration * width) if duration > 0 else 0
+        if 0 <= x < width:
+            image[:, x] = 1.0
     return torch.from_numpy(np.concatenate([strip, image], axis=0)[None].astype(np.float32))

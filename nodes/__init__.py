@@ -2,7 +2,7 @@
 
 Node ids are prefixed ``KlingFoley`` and never renamed; new widgets are appended as optional inputs.
 """
-from . import audio, encode, loaders, preview, sampling, video
+from . import audio, encode, hunyuan, loaders, preview, sampling, video
 
 _DISPLAY = {
     "KlingFoleyLoadVideo": "Kling-Foley Load Video",
@@ -27,8 +27,10 @@ _DISPLAY = {
     "KlingFoleySaveAudio": "Kling-Foley Save Audio",
     "KlingFoleyMuxVideo": "Kling-Foley Mux Video",
     "KlingFoleySyncPreview": "Kling-Foley Sync Preview",
+    "KlingFoleyHunyuanLoader": "Kling-Foley HunyuanVideo-Foley Loader",
+    "KlingFoleyHunyuanDecode": "Kling-Foley HunyuanVideo-Foley Decode",
 }
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, loaders, encode, sampling, audio, preview)
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, loaders, encode, sampling, audio, preview, hunyuan)
                        for cls in mod.NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {k: _DISPLAY.get(k, k) for k in NODE_CLASS_MAPPINGS}

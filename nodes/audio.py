@@ -104,8 +104,8 @@ class KlingFoleySaveAudio:
 
 
 class KlingFoleyMuxVideo:
-    DESCRIPTION = ("Puts the generated audio into the original video without re-encoding the picture (stream copy). "
-                   "Writes a new file; never overwrites (counter suffix).")
+    DESCRIPTION = ("Puts the generated audio into the original video without re-encoding the picture (stream copy; "
+                   "an IMAGE batch is encoded once). Writes a new file; never overwrites (counter suffix).")
     CATEGORY = C.CATEGORY
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
@@ -115,7 +115,8 @@ class KlingFoleyMuxVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "video": (C.VIDEO, {"tooltip": "From Kling-Foley Load Video (a file: IMAGE batches have no stream to copy)."}),
+            "video": (C.VIDEO, {"tooltip": "From Kling-Foley Load Video (picture stream-copied) or Video From Images "
+                                           "(frames encoded once as H.264)."}),
             "audio": ("AUDIO", {"tooltip": "The generated soundtrack."}),
             "filename_prefix": ("STRING", {"default": "kling_foley/video",
                                            "tooltip": "Name (and sub-folder) inside the output folder."}),
@@ -126,19 +127,26 @@ class KlingFoleyMuxVideo:
         }}
 
     def mux(self, video, audio, filename_prefix="kling_foley/video", container="mp4", keep_original_audio=False):
+        import tempfile
+        from pathlib import Path
+
         from kling_foley_core.mux import mux_audio
         from kling_foley_core.runner.paths import output_ui_entry, save_output
+        from kling_foley_core.video.encode import write_frames
 
-        node = "Kling-Foley Mux Video"
-        _check_audio(node, audio)
-        if video.path is None:
-            raise node_error(node, "the video came from an IMAGE batch, which has no stream to copy; use Save "
-                             "Audio, or load the file with Kling-Foley Load Video")
+        _check_audio("Kling-Foley Mux Video", audio)
         wave = audio["waveform"][0]
-        path = save_output(filename_prefix, container, lambda tmp: mux_audio(
-            video.path, wave, audio["sample_rate"], tmp, keep_original_audio=keep_original_audio,
-            audio_offset=video.start, overwrite=True))
-        return {"ui": {"videos": [output_ui_entry(path)]}, "result": (str(path),)}
+        with tempfile.TemporaryDirectory() as scratch:
+            source, offset = video.path, video.start
+            if source is None:  # an IMAGE batch has no stream to copy: encode its frames once (H.264)
+                source, offset = str(Path(scratch) / "frames.mp4"), 0.0
+                write_frames(source, video.images, video.fps)
+            path = save_output(filename_prefix, container, lambda tmp: mux_audio(
+                source, wave, audio["sample_rate"], tmp, keep_original_audio=keep_original_audio and video.path
+                is not None, audio_offset=offset, overwrite=True))
+        entry = output_ui_entry(path)
+        # the frontend previews saved videos from the "images" list with "animated" set (as core SaveVideo does)
+        return {"ui": {"images": [entry], "animated": [True]}, "result": (str(path),)}
 
 
 NODES = [KlingFoleyVAEDecode, KlingFoleyMono2Stereo, KlingFoleyVocode, KlingFoleySaveAudio, KlingFoleyMuxVideo]

@@ -47,12 +47,21 @@ def tiny_components(seed: int = 0) -> dict:
 
 
 def device_and_dtype(precision: str):
-    """Execution device (CUDA/MPS when present) and the chosen dtype (fp16/bf16 fall back to fp32 on CPU)."""
+    """Execution device and the chosen dtype (fp16/bf16 fall back to fp32 on CPU).
+
+    Inside ComfyUI the device is ComfyUI's (so ``--cpu`` and its memory management are honoured); headless it is
+    CUDA, then MPS, then the CPU.
+    """
+    import sys
+
     import torch
 
     from kling_foley_core.compat.checkpoints import dtype_from_name
 
-    if torch.cuda.is_available():
+    mm = sys.modules.get("comfy.model_management")  # present only when running inside ComfyUI
+    if mm is not None and hasattr(mm, "get_torch_device"):
+        device = torch.device(mm.get_torch_device())
+    elif torch.cuda.is_available():
         device = torch.device("cuda")
     elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         device = torch.device("mps")

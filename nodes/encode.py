@@ -70,7 +70,9 @@ class KlingFoleyTextEncode:
     def encode(self, text_encoder, prompt, negative_prompt=""):
         pos = text_encoder.encode([prompt])
         neg = text_encoder.encode([negative_prompt]) if negative_prompt.strip() else None
-        return ({"prompt": pos, "negative": neg},)
+        # models that store no empty-text placeholder (HunyuanVideo-Foley) guide against the encoding of ""
+        empty = text_encoder.encode([""]) if neg is None else None
+        return ({"prompt": pos, "negative": neg, "empty": empty},)
 
 
 class KlingFoleyConditioning:
@@ -101,11 +103,13 @@ class KlingFoleyConditioning:
             raise node_error("Kling-Foley Conditioning", f"duration={duration} must be > 0 seconds")
         pos = text["prompt"] if text else None
         neg = text["negative"] if text else None
+        empty = text.get("empty") if text else None
         return (FoleyConditions(duration=float(duration), clip_f=clip_features, sync_f=sync_features,
                                 text_f=pos.hidden if pos is not None else None,
                                 text_mask=pos.mask if pos is not None else None,
                                 negative_text_f=neg.hidden if neg is not None else None,
                                 negative_text_mask=neg.mask if neg is not None else None,
+                                empty_text_f=empty.hidden if empty is not None else None,
                                 seconds_start=float(seconds_start)),)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from . import common as C
-from .common import node_error
 
 
 class KlingFoleySamplerSelect:
@@ -81,9 +80,6 @@ class KlingFoleySampler:
 
         schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
         settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), **schedule)
-        if conditioning.duration > model.config.max_duration:
-            raise node_error("Kling-Foley Sampler", f"duration {conditioning.duration:.2f} s exceeds this model's "
-                             f"limit of {model.config.max_duration:g} s; trim the video (Load Video: length)")
         total = settings.steps if settings.sampler != "adaptive" else 1
         with ProgressBar(total, desc="Kling-Foley sampling") as bar:
             latents = generate_latents(model, conditioning, settings, seed=seed,

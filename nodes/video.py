@@ -48,7 +48,8 @@ class KlingFoleyLoadVideo:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "video_path": ("STRING", {"default": "", "tooltip": "Path of the video file to add sound to."}),
+            "video_path": ("STRING", {"default": "", "tooltip": "Path of the video file to add sound to (absolute, or "
+                                                                "relative to ComfyUI's input folder)."}),
             "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
                                 "tooltip": "Seconds to skip at the start of the video."}),
             "length": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
@@ -59,17 +60,21 @@ class KlingFoleyLoadVideo:
     def IS_CHANGED(cls, video_path, start=0.0, length=0.0):
         import os
 
+        from kling_foley_core.runner.paths import resolve_input_path
+
         try:
-            st = os.stat(video_path)
+            st = os.stat(resolve_input_path(video_path))
             return f"{video_path}:{st.st_mtime_ns}:{st.st_size}:{start}:{length}"
         except OSError:
             return float("nan")
 
     def load(self, video_path, start=0.0, length=0.0):
+        from kling_foley_core.runner.paths import resolve_input_path
         from kling_foley_core.video.probe import probe_video
 
         if not video_path:
             raise node_error("Kling-Foley Load Video", "video_path is empty; give the path of a video file")
+        video_path = str(resolve_input_path(video_path))
         info = probe_video(video_path)  # raises a one-line error naming the file and the problem
         available = (info.duration or 0.0) - start
         if available <= 0:

@@ -39,16 +39,17 @@ MODEL_INPUTS = {"KlingFoleyModelLoader": ("checkpoint", "transformer"), "KlingFo
                 "KlingFoleyVocoderLoader": ("vocoder", "vocoder"), "KlingFoleyMono2StereoLoader": ("checkpoint", "mono2stereo"),
                 "KlingFoleyVisualEncoderLoader": ("weights", "clip"), "KlingFoleySyncEncoderLoader": ("checkpoint", "synchformer"),
                 "KlingFoleyTextEncoderLoader": ("weights", "text_encoders")}
+MODEL_INPUTS_MULTI = {"KlingFoleyHunyuanLoader": (("dit", "hunyuan"), ("vae", "hunyuan"))}
 
 
 def _stage_model_files(prompt, root):
     """Create (empty) stand-ins for the model files a workflow names, so loader lists contain them — what a
     user with the downloads has. Returns the names staged (those a real run would need)."""
     staged = []
-    for node in prompt.values():
-        if node["class_type"] not in MODEL_INPUTS:
-            continue
-        key, kind = MODEL_INPUTS[node["class_type"]]
+    pairs = [(node, key, kind) for node in prompt.values()
+             for key, kind in ([MODEL_INPUTS[node["class_type"]]] if node["class_type"] in MODEL_INPUTS
+                               else MODEL_INPUTS_MULTI.get(node["class_type"], ()))]
+    for node, key, kind in pairs:
         name = node["inputs"][key]
         if name.startswith(("tiny", "griffin-lim", "(none")):
             continue
@@ -144,7 +145,51 @@ def test_bad_inputs_name_the_node(tmp_path):
         load.load(str(tmp_path / "missing.mp4"))
     mux = pack.NODE_CLASS_MAPPINGS["KlingFoleyMuxVideo"]()
     video, _ = pack.NODE_CLASS_MAPPINGS["KlingFoleyVideoFromImages"]().wrap(torch.rand(4, 8, 8, 3), 8.0)
-    with pytest.raises(ValueError, match="Kling-Foley Mux Video: the video came from an IMAGE batch"):
-        mux.mux(video, {"waveform": torch.zeros(1, 2, 100), "sample_rate": 16000})
+    with pytest.raises(ValueError, match="Kling-Foley Mux Video: audio waveform must be"):
+        mux.mux(video, {"waveform": torch.zeros(2, 100), "sample_rate": 16000})
     with pytest.raises(ValueError, match="available samplers"):
         pack.NODE_CLASS_MAPPINGS["KlingFoleySamplerSelect"]().select("nope")
+
+
+def test_hunyuan_tiny_workflow_runs_through_the_shared_sampler(tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", n=30, rate=25, size=(48, 32))
+    prompt = json.loads((WORKFLOWS[0].parent / "video_to_audio_hunyuan_tiny.json").read_text())
+    prompt["1"]["inputs"]["video_path"] = str(clip)
+    prompt["11"]["inputs"]["steps"] = 2
+    from kling_foley_core.runner import paths
+
+    paths.set_output_directory(tmp_path / "out")
+    try:
+        out = Path(WorkflowRunner(pack.NODE_CLASS_MAPPINGS).run(prompt).output("18"))
+        with av.open(str(out)) as c:
+            a = c.streams.audio[0]
+            assert abs(float(a.duration * a.time_base) - 1.2) < 0.05
+    finally:
+        paths.set_output_directory(None)
+
+
+def test_mux_encodes_an_image_batch_and_previews_like_core_save_video(tmp_path):
+    from kling_foley_core.runner import paths
+
+    video, _ = pack.NODE_CLASS_MAPPINGS["KlingFoleyVideoFromImages"]().wrap(torch.rand(12, 32, 48, 3), 12.0)
+    audio = {"waveform": torch.zeros(1, 2, 16000), "sample_rate": 16000}
+    paths.set_output_directory(tmp_path)
+    try:
+        out = pack.NODE_CLASS_MAPPINGS["KlingFoleyMuxVideo"]().mux(video, audio, "take")
+    finally:
+        paths.set_output_directory(None)
+    assert out["ui"]["animated"] == [True] and out["ui"]["images"][0]["filename"] == "take_00001.mp4"
+    with av.open(out["result"][0]) as c:
+        assert c.streams.video[0].frames == 12 and c.streams.audio[0].codec_context.channels == 2
+
+
+def test_relative_video_path_is_found_in_comfyui_input_folder(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    clip = write_clip(tmp_path / "clip.mp4", n=10, rate=25, size=(32, 32))
+    fake = types.SimpleNamespace(get_input_directory=lambda: str(tmp_path))
+    monkeypatch.setitem(sys.modules, "folder_paths", fake)
+    monkeypatch.chdir(tmp_path.parent)
+    video, duration = pack.NODE_CLASS_MAPPINGS["KlingFoleyLoadVideo"]().load("clip.mp4")
+    assert Path(video.path) == clip and abs(duration - 0.4) < 1e-6

@@ -276,3 +276,19 @@ def find_model(kind: str, name: str | os.PathLike) -> Path:
 def _folders_text(kind: str) -> str:
     folders = [str(f) for f in model_folders(kind)]
     return folders[0] if len(folders) == 1 else "one of " + ", ".join(folders)
+
+
+# --------------------------------------------------------------------------------------------- input files
+def resolve_input_path(path: str | os.PathLike) -> Path:
+    """An input file named by the user: absolute, relative to the working folder, or (inside ComfyUI) relative
+    to ComfyUI's ``input/`` folder, where uploads land. Returns the first that exists, else the path as given
+    (the caller's own check then names it)."""
+    p = Path(os.fspath(path)).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    fp = _comfy_folder_paths()
+    if fp is not None and hasattr(fp, "get_input_directory"):
+        candidate = Path(fp.get_input_directory()) / p
+        if candidate.exists():
+            return candidate
+    return p
