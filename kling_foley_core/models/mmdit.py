@@ -316,7 +316,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
 
     def prepare_conditions(self, clip_f: torch.Tensor | None = None, sync_f: torch.Tensor | None = None,
                            text_f: torch.Tensor | None = None, *, duration: float | None = None,
-                           latent_seq_len: int | None = None, seconds_start: float | Sequence[float] | torch.Tensor = 0.0,
+                           latent_seq_len: int | None = None,
+                           seconds_start: float | Sequence[float] | torch.Tensor | None = 0.0,
                            seconds_total: float | Sequence[float] | torch.Tensor | None = None,
                            text_mask: torch.Tensor | None = None, batch_size: int | None = None,
                            has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None
@@ -375,7 +376,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
 
         start = total_s = None
         if self.duration_embed is not None:
-            start = as_seconds(seconds_start, batch, name="seconds_start", device=dev)
+            start = as_seconds(0.0 if seconds_start is None else seconds_start, batch, name="seconds_start",
+                               device=dev)
             total_s = as_seconds(total if seconds_total is None else seconds_total, batch, name="seconds_total",
                                  device=dev)
         return PreparedConditions(clip_f=clip_p, sync_f=sync_p, text_f=text_p,
