@@ -1,7 +1,9 @@
-"""``kling-foley generate VIDEO``: the main job in one command — add sound to a video with a shipped workflow.
+"""``kling-foley generate VIDEO`` and ``kling-foley demo``: the main job in one command.
 
-It runs the same workflow file a ComfyUI user would load (``workflows/<name>.json``), with the video, prompt and
-sampler settings applied as overrides, and writes ``<output-dir>/kling_foley/<video name>_00001.mp4``.
+``generate`` runs the same workflow file a ComfyUI user would load (``workflows/<name>.json``), with the video,
+prompt and sampler settings applied as overrides, and writes ``<output-dir>/kling_foley/<video name>_00001.mp4``.
+``demo`` first renders a SynthHits test clip from held-out real recordings (fetched from the Debian archive on
+first use), then does the same; the result keeps the clip's true soundtrack as a second audio track to compare.
 """
 from __future__ import annotations
 
@@ -67,9 +69,9 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-node", action="append", default=None, help=argparse.SUPPRESS)
 
 
-def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None) -> int:
+def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None, extra: list[str] = ()) -> int:
     workflow = find_workflow(args.workflow)
-    overrides = generate_overrides(args)
+    overrides = generate_overrides(args) + list(extra)
     _setup(args)
     runner = _make_runner(args, node_classes)
     result = runner.run(str(workflow), overrides=overrides, on_event=_event_logger(getattr(args, "verbose", False)))
@@ -80,3 +82,45 @@ def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None) 
 
 register_command("generate", "add synchronized sound to a video with a shipped workflow", _generate_arguments,
                  cmd_generate)
+
+
+def render_demo_clip(seed: int, folder: Path) -> tuple[Path, object]:
+    """A SynthHits clip with at least one hit, from held-out recordings, written to ``folder``."""
+    from .data.recordings import RecordingsError, RecordingsUnavailableError, load_bank
+    from .data.synthhits import generate_clip, write_mp4
+    from .runner.paths import save_output
+
+    try:
+        bank = load_bank()
+    except (RecordingsError, RecordingsUnavailableError, OSError) as e:
+        raise SystemExitError(f"demo: the real recordings could not be fetched from the Debian archive ({e}); "
+                              "run 'kling-foley generate YOUR_VIDEO.mp4' instead") from None
+    for index in range(100):
+        clip = generate_clip(bank, seed=seed, index=index, split="heldout")
+        if clip.has_hits:
+            break
+    path = save_output(f"{folder.name}/demo_input", "mp4", lambda tmp: write_mp4(clip, tmp))
+    return path, clip
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    _generate_arguments(p)
+    p.set_defaults(video=None)
+    for action in p._actions:  # the clip is rendered, not given
+        if action.dest == "video":
+            action.nargs, action.help = "?", argparse.SUPPRESS
+
+
+def cmd_demo(args: argparse.Namespace, node_classes: Mapping | None = None) -> int:
+    _setup(args)
+    video, clip = render_demo_clip(args.seed, Path("kling_foley"))
+    print(f"demo clip {video} ({clip.duration:.2f} s): {clip.caption}")
+    for e in clip.events:
+        print(f"  hit at {e.time:6.3f} s  {e.sound_class:14s} pan {e.pan:+.2f}")
+    args.video = str(video)
+    return cmd_generate(args, node_classes, extra=['Mux Video.filename_prefix="kling_foley/demo"',
+                                                   "Mux Video.keep_original_audio=true"])
+
+
+register_command("demo", "render a test clip and add sound to it (the README's first command)", _demo_arguments,
+                 cmd_demo)
