@@ -197,8 +197,8 @@ def test_corrupt_packet_in_the_middle_is_skipped(tmp_path, caplog):
 def test_only_picked_frames_are_converted(tmp_path, monkeypatch):
     clip = write_clip(tmp_path / "c60.mp4", n=120, rate=60)
     calls = []
-    real = loader_mod._convert_av_frame
-    monkeypatch.setattr(loader_mod, "_convert_av_frame", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = loader_mod._FrameConverter.__call__
+    monkeypatch.setattr(loader_mod._FrameConverter, "__call__", lambda self, f: calls.append(1) or real(self, f))
     v = load_video(clip, semantic=SMALL_SEM, sync=SMALL_SYNC)
     # both specs are 16x16 crops, so a frame picked by both streams is resized once and shared
     unique = set(v.semantic.source_indices.tolist()) | set(v.sync.source_indices.tolist())

@@ -13,6 +13,7 @@ and not applied.
 from __future__ import annotations
 
 import logging
+import threading
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,20 +47,56 @@ _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA",
 AUTO_SEEK_AFTER = 10.0
 
 
-def _convert_av_frame(frame: av.VideoFrame, spec: FrameSpec, rotation: int, interpolation: str) -> torch.Tensor:
-    """One decoded frame -> (3, H, W) uint8 upright, resized and cropped for ``spec``."""
-    quarter = rotation // 90
-    dw, dh = (frame.height, frame.width) if quarter % 2 else (frame.width, frame.height)  # display size
-    rw, rh, left, top = resized_geometry(dw, dh, spec)
-    cw, ch = (rh, rw) if quarter % 2 else (rw, rh)  # size to ask swscale for, in coded orientation
-    small = frame.reformat(width=cw, height=ch, format="rgb24", interpolation=interpolation)
-    arr = small.to_ndarray()  # (ch, cw, 3) uint8
-    if quarter:
-        arr = np.rot90(arr, k=quarter)  # display matrix angle is counter-clockwise; np.rot90 turns CCW too
-    th, tw = spec.hw
-    arr = arr[top:top + th, left:left + tw].transpose(2, 0, 1)  # (3, th, tw) view
-    # numpy's strided copy is ~50x faster than torch's permute().contiguous() for uint8 on CPU
-    return torch.from_numpy(np.ascontiguousarray(arr))  # (3, th, tw) uint8
+class _FrameConverter:
+    """Crop-then-scale for one (source size, consumer geometry, rotation): a libavfilter graph
+    ``crop → scale → rgb24``. The crop is free (it only moves plane pointers), so swscale reads just the region
+    that survives the centre crop — about 44 % fewer source pixels for 16:9 video than resizing the whole frame
+    and cropping afterwards. The result follows torchvision's Resize(short side) + CenterCrop up to a sub-pixel
+    shift of the crop window."""
+
+    def __init__(self, frame: av.VideoFrame, spec: FrameSpec, rotation: int, interpolation: str):
+        self.quarter = rotation // 90
+        dw, dh = (frame.height, frame.width) if self.quarter % 2 else (frame.width, frame.height)  # display size
+        rw, rh, left, top = resized_geometry(dw, dh, spec)
+        th, tw = spec.hw
+        # the source region (display orientation) that the resize + crop keeps
+        sw, sh = min(dw, round(tw * dw / rw)), min(dh, round(th * dh / rh))
+        sx, sy = min(dw - sw, round(left * dw / rw)), min(dh - sh, round(top * dh / rh))
+        if self.quarter % 2:  # the same centred region in the coded orientation
+            sw, sh, sx, sy = sh, sw, (frame.width - sh) // 2, (frame.height - sw) // 2
+            tw, th = th, tw
+        elif self.quarter == 2:
+            sx, sy = frame.width - sw - sx, frame.height - sh - sy
+        self.lock = threading.Lock()
+        self.count = 0
+        g = av.filter.Graph()
+        src = g.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=Fraction(1, 1000))
+        chain = [g.add("crop", f"{sw}:{sh}:{sx}:{sy}"), g.add("scale", f"{tw}:{th}:flags={interpolation.lower()}"),
+                 g.add("format", "rgb24"), g.add("buffersink")]
+        prev = src
+        for node in chain:
+            prev.link_to(node)
+            prev = node
+        g.configure()
+        self.graph = g
+
+    def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
+        with self.lock:  # a graph processes one frame at a time
+            self.count += 1  # the graph wants increasing timestamps; the loader has read the real ones already
+            frame.pts, frame.time_base = self.count, Fraction(1, 1000)
+            self.graph.push(frame)
+            arr = self.graph.pull().to_ndarray()  # (h, w, 3) uint8, coded orientation
+        if self.quarter:
+            arr = np.rot90(arr, k=self.quarter)  # display matrix angle is counter-clockwise; np.rot90 turns CCW too
+        # numpy's strided copy is ~50x faster than torch's permute().contiguous() for uint8 on CPU
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))  # (3, th, tw) uint8
+
+
+def _converter_for(cache: dict, frame: av.VideoFrame, spec: FrameSpec, rotation: int, interpolation: str):
+    key = (frame.width, frame.height, frame.format.name, spec.hw, spec.resize, rotation, interpolation)
+    if key not in cache:  # a new size mid-stream (resolution change) gets its own graph
+        cache[key] = _FrameConverter(frame, spec, rotation, interpolation)
+    return cache[key]
 
 
 def load_video(
@@ -130,6 +167,7 @@ def load_video(
         # swscale releases the GIL, so resizing picked frames on a worker thread overlaps with decoding; at most
         # `max_pending` full-size frames wait for it, which keeps memory bounded
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kf-video") if workers > 0 else None
+        converters: dict = {}
         pending: deque[Future] = deque()
         max_pending = 8
 
@@ -161,7 +199,7 @@ def load_video(
                     # resize of this frame; the tensor is only read afterwards, so sharing is safe
                     geo = (spec.hw, spec.resize)
                     if geo not in memo:
-                        memo[geo] = submit(_convert_av_frame, frame, spec, rotation, interp)
+                        memo[geo] = submit(_converter_for(converters, frame, spec, rotation, interp), frame)
                     return memo[geo]
 
                 for col in collectors.values():
