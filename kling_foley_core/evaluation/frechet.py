@@ -108,7 +108,7 @@ class _YamNet:
             from onnx import numpy_helper
 
             for init in onnx.load(str(onnx_path)).graph.initializer:
-                if init.name in ("audio_scale", "audio_zero_point"):
+                if init.name in ("audio_scale", "audio_zero_point", "class_scores_scale", "class_scores_zero_point"):
                     self.quant[init.name] = float(numpy_helper.to_array(init))
         outs = self.session.get_outputs()
         wide = [i for i, o in enumerate(outs) if o.shape and o.shape[-1] == 1024]
@@ -121,8 +121,10 @@ class _YamNet:
             feed = np.clip(q, 0, 255).astype(np.uint8) if "int8" in str(self.inp.type) else q.astype(np.uint16)
         outs = []
         for p in feed:  # the exported graph takes one patch at a time
-            out = self.session.run(None, {self.inp.name: p[None]})[self.out_index]
-            outs.append(np.asarray(out, np.float32).reshape(-1))
+            out = np.asarray(self.session.run(None, {self.inp.name: p[None]})[self.out_index], np.float64)
+            if self.out_index == 0 and "class_scores_scale" in self.quant:  # quantised logits -> floats
+                out = self.quant["class_scores_scale"] * (out - self.quant.get("class_scores_zero_point", 0.0))
+            outs.append(out.astype(np.float32).reshape(-1))
         return np.stack(outs)
 
 

@@ -291,7 +291,8 @@ def train_timbre_classifier(bank, *, seed: int = 0, augment: int = 16, steps: in
         models.append(model.eval())
     torch.random.set_rng_state(torch_state)
     clf = TimbreClassifier(classes, mean, std, models, cfg)
-    train_acc = float(np.mean(np.array(clf.predict([r.audio for r in train])) == np.array([r.sound_class for r in train])))
+    train_pred = clf.predict([r.audio for r in train])
+    train_acc = float(np.mean([p == r.sound_class for p, r in zip(train_pred, train)]))
     if held:
         pred = clf.predict([r.audio for r in held])
         true = [r.sound_class for r in held]
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     from ..data.recordings import load_bank
 
     ap = argparse.ArgumentParser(prog="python -m kling_foley_core.evaluation.timbre",
-                                 description="Train the timbre classifier on train recordings; report held-out accuracy.")
+                                 description="Train the timbre classifier on train recordings and report "
+                                             "its held-out accuracy.")
     ap.add_argument("--recordings", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--retrain", action="store_true")
