@@ -43,7 +43,7 @@ def clips(bank):
 
 @pytest.fixture(scope="module")
 def classifier(bank):
-    return train_timbre_classifier(bank, seed=0, augment=4, steps=300, n_models=2)
+    return train_timbre_classifier(bank, seed=0, augment=3, steps=150, n_models=2)
 
 
 # -- matching and scores on hand-made event lists ----------------------------------------------------------
@@ -144,8 +144,9 @@ def test_silence_and_wrong_timing_are_penalised(clips):
     # ComfyUI AUDIO dicts at another rate are resampled to the clip's rate first.
     from kling_foley_core.data.recordings import resample
 
-    as_dicts = [{"waveform": resample(c.audio, SR, 48000)[None], "sample_rate": 48000} for c in clips]
-    r48 = evaluate_clips(as_dicts, clips)
+    some = [c for c in clips if c.events][:3]
+    as_dicts = [{"waveform": resample(c.audio, SR, 48000)[None], "sample_rate": 48000} for c in some]
+    r48 = evaluate_clips(as_dicts, some)
     assert r48.onset_f1 > 0.95
 
 
@@ -186,7 +187,7 @@ def test_timbre_classifier_heldout_and_roundtrip(bank, classifier, tmp_path):
 
 
 def test_timbre_training_is_deterministic(bank, classifier):
-    other = train_timbre_classifier(bank, seed=0, augment=4, steps=300, n_models=2)
+    other = train_timbre_classifier(bank, seed=0, augment=3, steps=150, n_models=2)
     held = [r.audio for r in bank.select("heldout")]
     assert np.allclose(other.predict_proba(held), classifier.predict_proba(held), atol=1e-6)
 
