@@ -1,0 +1,160 @@
+"""Load the embedded ``foley-tiny`` model, and assemble its weights folder from training runs.
+
+    from kling_foley_core.default_model import load_default_model
+    from kling_foley_core.pipeline import KlingFoleyPipeline
+
+    pipe = KlingFoleyPipeline(**load_default_model("cpu"))
+    out = pipe("clip.mp4", num_inference_steps=25, guidance_scale=4.5)   # out.waveform (1, 2, T) at 16 kHz
+
+The weights folder holds one ``save_pretrained`` folder per part (``config.json`` +
+``diffusion_pytorch_model.safetensors``) and ``foley_tiny.json`` (what trained them). Assembling it from the
+trainers' outputs (see ``TRAINING.md``)::
+
+    python -m kling_foley_core.default_model.build --vae RUN_VAE/final/vae --foley RUN_FOLEY/final \\
+        --mono2stereo RUN_M2S/final/mono2stereo --out kling_foley_core/default_model/weights
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from .components import NAME, build_vocoder, wrap_visual_tower
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DefaultModelError", "load_default_model", "default_pipeline", "weights_dir", "is_available",
+           "PARTS"]
+
+PARTS = ("transformer", "vae", "visual_encoder", "sync_encoder", "text_encoder", "mono2stereo")
+MANIFEST = "foley_tiny.json"
+
+
+class DefaultModelError(ValueError):
+    """The default model's weights are missing or do not fit (names the folder and the fix)."""
+
+
+def weights_dir() -> Path:
+    return Path(__file__).resolve().parent / "weights"
+
+
+def is_available(directory: str | Path | None = None) -> bool:
+    d = Path(directory) if directory is not None else weights_dir()
+    return all((d / p / "config.json").is_file() for p in PARTS)
+
+
+def load_default_model(device: torch.device | str = "cpu", *, dtype: torch.dtype = torch.float32,
+                       directory: str | Path | None = None, vocoder_iters: int = 32) -> dict:
+    """The ``foley-tiny`` components as ``KlingFoleyPipeline(**components)`` takes them.
+
+    ``directory``: a weights folder (default: the one shipped inside the package). Raises
+    :class:`DefaultModelError` when a part is missing.
+    """
+    from ..encoders.clip_vit import ClipVisionTower
+    from ..encoders.synchformer import MotionFormer, SynchformerEncoder
+    from ..models.mel_vae_kling import KlingMelVAE
+    from ..models.mmdit import KlingFoleyMMDiT
+    from ..models.mono2stereo import Mono2Stereo
+    from .text_encoder import WordTextEncoder
+
+    d = Path(directory) if directory is not None else weights_dir()
+    missing = [p for p in PARTS if not (d / p / "config.json").is_file()]
+    if missing:
+        raise DefaultModelError(f"the {NAME} weights folder '{d}' lacks {', '.join(missing)}; assemble it with "
+                                f"`python -m kling_foley_core.default_model.build` (see TRAINING.md) or reinstall "
+                                f"the package")
+
+    def load(cls, part):
+        try:
+            return cls.from_pretrained(str(d / part), torch_dtype=dtype).to(device).eval()
+        except (OSError, ValueError, RuntimeError) as e:
+            raise DefaultModelError(f"{NAME}: cannot load '{d / part}' as {cls.__name__} ({str(e).splitlines()[0]}); "
+                                    f"re-assemble the weights folder") from None
+
+    comps = dict(
+        transformer=load(KlingFoleyMMDiT, "transformer"),
+        vae=load(KlingMelVAE, "vae"),
+        visual_encoder=wrap_visual_tower(load(ClipVisionTower, "visual_encoder")),
+        sync_encoder=SynchformerEncoder(load(MotionFormer, "sync_encoder")),
+        text_encoder=load(WordTextEncoder, "text_encoder"),
+        mono2stereo=load(Mono2Stereo, "mono2stereo"),
+        vocoder=build_vocoder(vocoder_iters).to(device),
+    )
+    for m in comps.values():
+        m.requires_grad_(False)
+    return comps
+
+
+def default_pipeline(device: torch.device | str = "cpu", **kwargs):
+    from ..pipeline import KlingFoleyPipeline
+
+    return KlingFoleyPipeline(**load_default_model(device, **kwargs))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Assembling the weights folder
+# ----------------------------------------------------------------------------------------------------------
+def _copy_part(src: Path, dst: Path) -> None:
+    if not (src / "config.json").is_file():
+        raise DefaultModelError(f"'{src}' is not a saved part (no config.json); pass a trainer's final/<part> folder")
+    tmp = dst.with_name(dst.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for f in ("config.json", "diffusion_pytorch_model.safetensors"):
+        if not (src / f).is_file():
+            raise DefaultModelError(f"'{src}' lacks {f}")
+        shutil.copy2(src / f, tmp / f)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(tmp, dst)
+
+
+def assemble(out: Path, *, vae: Path | None = None, foley: Path | None = None, mono2stereo: Path | None = None,
+             notes: dict | None = None) -> Path:
+    """Copy the parts from the trainers' ``final`` folders into ``out`` and update ``foley_tiny.json``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if vae is not None:
+        _copy_part(Path(vae), out / "vae")
+    if foley is not None:
+        for part in ("transformer", "visual_encoder", "sync_encoder", "text_encoder"):
+            _copy_part(Path(foley) / part, out / part)
+    if mono2stereo is not None:
+        _copy_part(Path(mono2stereo), out / "mono2stereo")
+    man_path = out / MANIFEST
+    manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"name": NAME}
+    manifest["parts"] = {p: round(sum(f.stat().st_size for f in (out / p).iterdir()) / 1e6, 3)
+                         for p in PARTS if (out / p).is_dir()}
+    manifest["total_mb"] = round(sum(manifest["parts"].values()), 3)
+    if notes:
+        manifest.setdefault("training", {}).update(notes)
+    man_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m kling_foley_core.default_model.build",
+                                 description=f"Assemble the {NAME} weights folder from training runs.")
+    ap.add_argument("--out", type=Path, default=weights_dir())
+    ap.add_argument("--vae", type=Path, default=None, help="train_mel_vae's final/vae")
+    ap.add_argument("--foley", type=Path, default=None, help="train_foley's final folder")
+    ap.add_argument("--mono2stereo", type=Path, default=None, help="train_mono2stereo's final/mono2stereo")
+    ap.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="training notes to record")
+    args = ap.parse_args(argv)
+    notes = dict(n.split("=", 1) for n in args.note if "=" in n)
+    try:
+        out = assemble(args.out, vae=args.vae, foley=args.foley, mono2stereo=args.mono2stereo, notes=notes)
+    except DefaultModelError as e:
+        print(f"error: {e}")
+        return 2
+    print(json.dumps(json.loads((out / MANIFEST).read_text()), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

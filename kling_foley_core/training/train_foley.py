@@ -1,0 +1,291 @@
+"""Train the MM-DiT and its small encoders end to end with flow matching (Kling-Foley Algorithm 1).
+
+One step, for a batch of clips of similar length (length buckets; the batch is cut to its shortest clip, so no
+padding is needed and the latent/frame/sync lengths are exactly those the pipeline derives for that duration):
+
+1. latents: a draw from the frozen Mel-VAE's posterior (mean + std·ε, precomputed moments), normalised by the
+   dataset's per-channel latent statistics (stored in the MM-DiT's ``latent_mean``/``latent_std`` buffers);
+2. conditions: the visual tower on the 8 fps frames, the MotionFormer on 16-frame windows (stride 8) of the
+   25 fps frames, the word-level text encoder on the caption — all trainable;
+3. modality dropout (pairwise training): per clip, the video is replaced by the learned empty clip/sync
+   features with probability ``--p-drop-video``, the text with probability ``--p-drop-text`` (half of those by
+   the learned text placeholder, half by the encoding of the empty prompt, which is what the pipeline feeds
+   for ``prompt=""``); both drop together often enough that classifier-free guidance has a trained
+   unconditional branch;
+4. duration embeddings: ``seconds_start = 0``, ``seconds_total`` = the clip's duration (as at inference);
+5. loss: flow matching, ``x_t = t·x1 + (1 − t)·x0``, target ``x1 − x0``, logit-normal ``t``; EMA of all weights.
+
+    python -m kling_foley_core.training.train_foley --data DIR --vae RUN/final/vae --out RUN2 --steps 6000
+
+Outputs ``RUN2/final/{transformer,visual_encoder,sync_encoder,text_encoder}`` (EMA weights, ``save_pretrained``),
+resumable checkpoints, ``metrics.jsonl`` and ``loss.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .common import (CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, TrainingError, add_common_args,
+                     check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
+                     set_lr, step_generator, write_json)
+from .dataset import FeatureCache, LatentTable, batch_for_step, build_cache, encode_latents
+
+log = logging.getLogger(__name__)
+
+WINDOW, STRIDE = 16, 8
+
+
+class FoleyObjective(nn.Module):
+    """The jointly trained parts and the flow-matching loss as ``forward`` (so DDP sees one module call)."""
+
+    def __init__(self, parts, p_drop_video: float, p_drop_text: float):
+        super().__init__()
+        self.parts = parts
+        self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
+
+    def encode_video(self, sem: torch.Tensor, sync: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sem ``(B, Nc, 3, S, S)`` and sync ``(B, T, 3, S, S)`` frames in [0, 1] → ``(B, Nc, Dc)``, ``(B, Ns, Ds)``."""
+        from ..encoders.base import normalize_frames
+
+        vis = self.parts.visual_encoder
+        b, nc = sem.shape[:2]
+        pix = normalize_frames(sem.flatten(0, 1), vis.mean, vis.std)  # (B·Nc, 3, S, S)
+        clip_f = vis.encode_pixels(pix).view(b, nc, -1)  # (B, Nc, Dc)
+        x = sync * 2.0 - 1.0  # Synchformer frames in [-1, 1]
+        windows = x.unfold(1, WINDOW, STRIDE).permute(0, 1, 5, 2, 3, 4)  # (B, W, 16, 3, S, S)
+        tokens = self.parts.sync_encoder.model(windows)  # (B, W, 8, Ds)
+        return clip_f, tokens.flatten(1, 2)  # (B, W·8, Ds)
+
+    def forward(self, x1: torch.Tensor, sem: torch.Tensor, sync: torch.Tensor, ids: torch.Tensor,
+                mask: torch.Tensor, empty_ids: torch.Tensor, empty_mask: torch.Tensor, duration: float,
+                gen: torch.Generator) -> torch.Tensor:
+        from ..sampling import flow_matching_loss
+
+        model = self.parts.transformer
+        b, n = x1.shape[:2]
+        clip_f, sync_f = self.encode_video(sem, sync)
+        # the empty prompt's encoding ("no description") for half of the text-dropped clips
+        u = torch.rand(b, 3, generator=gen)
+        drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
+        drop_t = u[:, 1] < self.p_drop_text
+        empty_prompt = (drop_t & (u[:, 2] < 0.5)).to(x1.device)
+        placeholder = (drop_t & (u[:, 2] >= 0.5)).to(x1.device)
+        ids = torch.where(empty_prompt[:, None], empty_ids.expand_as(ids), ids)
+        mask = torch.where(empty_prompt[:, None], empty_mask.expand_as(mask), mask)
+        text_f = self.parts.text_encoder(ids, mask)  # (B, L, Dt)
+        # learned placeholders (Algorithm 1: e_v for video and sync, e_t for text)
+        clip_f = torch.where(drop_v[:, None, None], model.empty_clip_feat[None].expand_as(clip_f), clip_f)
+        sync_f = torch.where(drop_v[:, None, None], model.empty_sync_feat[None].expand_as(sync_f), sync_f)
+        text_f = torch.where(placeholder[:, None, None], model.empty_string_feat[None].expand_as(text_f), text_f)
+        mask = mask | placeholder[:, None]
+        cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
+                                        seconds_total=duration, text_mask=mask)
+        return flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
+
+
+def batch_duration(cache: FeatureCache, idx: np.ndarray, gen: torch.Generator, min_duration: float,
+                   max_duration: float) -> float:
+    """The batch's duration: a length drawn uniformly in [min, max] seconds (on the 25 fps frame grid), capped by
+    the shortest clip of the bucket. Cutting clips at the end keeps them valid clips (the video is cut with the
+    audio), spreads training over every length up to the longest, and halves the average cost of a step."""
+    shortest = float(min(cache.clips[int(i)]["duration"] for i in idx))
+    u = float(torch.rand((), generator=gen))
+    target = round((min_duration + u * (max_duration - min_duration)) * 25) / 25
+    return min(shortest, max(target, min_duration))
+
+
+def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, transformer, gen: torch.Generator,
+               text_encoder, duration: float) -> dict:
+    """Tensors of one bucketed batch, all cut to ``duration`` seconds."""
+    d = float(duration)
+    lens = transformer.sequence_lengths(d)
+    n_sync_frames = (lens.sync // 8 - 1) * STRIDE + WINDOW
+    x1, sem, sync = [], [], []
+    for i in idx:
+        i = int(i)
+        mean, std = latents.get(i)
+        if mean.shape[0] < lens.latent or len(cache.sem_frames(i)) < lens.clip or \
+                len(cache.sync_frames(i)) < n_sync_frames:
+            raise TrainingError(f"clip {cache.clips[i]['clip_id']} is shorter than its recorded duration; rebuild "
+                                f"the feature cache")
+        x1.append(torch.from_numpy(mean[: lens.latent]) + torch.from_numpy(std[: lens.latent]) *
+                  torch.randn(lens.latent, mean.shape[1], generator=gen))
+        sem.append(torch.from_numpy(cache.sem_frames(i)[: lens.clip]))
+        sync.append(torch.from_numpy(cache.sync_frames(i)[:n_sync_frames]))
+    x1 = transformer.normalize(torch.stack(x1))  # (B, N, C)
+
+    def frames(lst):  # uint8 (B, T, S, S, 3) → float (B, T, 3, S, S) in [0, 1]
+        return torch.stack(lst).permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+    ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
+    empty_ids, empty_mask = text_encoder.tokenize([""])
+    return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
+                empty_mask=empty_mask, duration=d)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m kling_foley_core.training.train_foley",
+                                 description="Train the MM-DiT + small encoders with flow matching on SynthHits.")
+    add_common_args(ap, steps=6000, batch_size=16, lr=5e-4)
+    ap.add_argument("--vae", type=Path, required=True, help="trained Mel-VAE folder (train_mel_vae's final/vae)")
+    ap.add_argument("--p-drop-video", type=float, default=0.1)
+    ap.add_argument("--p-drop-text", type=float, default=0.5)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--image-size", type=int, default=48)
+    ap.add_argument("--min-duration", type=float, default=2.0, help="shortest training crop (s)")
+    ap.add_argument("--max-duration", type=float, default=10.0, help="longest training crop (s)")
+    ap.add_argument("--override", action="append", default=[], metavar="PART.KEY=VALUE",
+                    help="change a size of foley-tiny, e.g. transformer.depth=4 (JSON value)")
+    return ap
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    from ..default_model.components import FOLEY_TINY
+
+    out: dict[str, dict] = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        part, dot, name = key.partition(".")
+        if not sep or not dot or part not in FOLEY_TINY:
+            raise TrainingError(f"--override {it!r}: use PART.KEY=VALUE with PART one of {sorted(FOLEY_TINY)}")
+        try:
+            out.setdefault(part, {})[name] = json.loads(val)
+        except json.JSONDecodeError:
+            out.setdefault(part, {})[name] = val
+    return out
+
+
+def build_parts(vocabulary: list[str], overrides: dict[str, dict], seed: int):
+    from ..default_model import components as C
+
+    torch.manual_seed(seed)  # module initialisers use the global RNG: make the start reproducible
+    return C.FoleyTrainBundle(transformer=C.build_transformer(**overrides.get("transformer", {})),
+                              visual_encoder=C.build_visual_encoder(**overrides.get("visual_encoder", {})),
+                              sync_encoder=C.build_sync_encoder(**overrides.get("sync_encoder", {})),
+                              text_encoder=C.build_text_encoder(vocabulary, **overrides.get("text_encoder", {})))
+
+
+def export_parts(parts, out: Path) -> None:
+    """save_pretrained of each part (the encoders' inner ModelMixin towers)."""
+    parts.transformer.save_pretrained(out / "transformer")
+    parts.visual_encoder.tower.save_pretrained(out / "visual_encoder")
+    parts.sync_encoder.model.save_pretrained(out / "sync_encoder")
+    parts.text_encoder.save_pretrained(out / "text_encoder")
+
+
+def run(args) -> Path:
+    from ..default_model.text_encoder import build_vocabulary
+    from ..models.mel_vae_kling import KlingMelVAE
+
+    check_common_args(args)
+    if not 0.64 <= args.min_duration <= args.max_duration:
+        raise TrainingError(f"--min-duration {args.min_duration} / --max-duration {args.max_duration}: need "
+                            f"0.64 <= min <= max seconds")
+    for name in ("p_drop_video", "p_drop_text"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
+    if not (Path(args.vae) / "config.json").is_file():
+        raise TrainingError(f"--vae {args.vae}: no Mel-VAE folder (config.json + weights); train one with "
+                            f"`python -m kling_foley_core.training.train_mel_vae`")
+    overrides = parse_overrides(args.override)
+    accelerator = make_accelerator()
+    out = Path(args.out)
+    cache = FeatureCache(build_cache(args.data, args.cache, image_size=args.image_size))
+    vae = KlingMelVAE.from_pretrained(str(args.vae)).eval()
+    if accelerator.is_main_process:
+        tag = encode_latents(cache, vae)
+    accelerator.wait_for_everyone()
+    tag = encode_latents(cache, vae)
+    latents = cache.latents(tag)
+
+    cfg_path = out / "config.json"
+    if args.resume and cfg_path.is_file():
+        vocabulary = json.loads(cfg_path.read_text())["vocabulary"]  # the text encoder's table must not move
+    else:
+        vocabulary = build_vocabulary([c["caption"] for c in cache.clips])
+    parts = build_parts(vocabulary, overrides, args.seed)
+    if parts.visual_encoder.image_size != cache.image_size or parts.sync_encoder.image_size != cache.image_size:
+        raise TrainingError(f"the encoders take {parts.visual_encoder.image_size}-px frames but the cache holds "
+                            f"{cache.image_size}-px frames; pass --image-size {parts.visual_encoder.image_size}")
+    tr = parts.transformer
+    with torch.no_grad():
+        tr.latent_mean.copy_(torch.tensor(latents.stats["mean"]).view(1, 1, -1))
+        tr.latent_std.copy_(torch.tensor(latents.stats["std"]).view(1, 1, -1))
+    if accelerator.is_main_process:
+        write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
+                              "overrides": overrides, "vocabulary": vocabulary, "vae_tag": tag,
+                              "cache": str(cache.dir), "num_clips": len(cache)})
+    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text)
+    n_params = sum(p.numel() for p in parts.parameters())
+    log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
+        f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M" for k, m in parts.named_children()))
+    ema = EMA(parts, args.ema)
+    opt = torch.optim.AdamW([p for p in parts.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99),
+                            weight_decay=args.weight_decay)
+    objective, opt = accelerator.prepare(objective, opt)
+    counter = StepCounter()
+    accelerator.register_for_checkpointing(ema, counter)
+    start = resume_from(accelerator, out, args.resume, counter)
+    metrics = MetricLog(out, enabled=accelerator.is_main_process)
+    metrics.truncate(start)
+    raw = accelerator.unwrap_model(objective)
+    durations = cache.durations
+    bar = progress(args.steps, start, args.no_progress or not accelerator.is_main_process, "foley")
+    timer = Timer()
+    end = end_step(args)
+    for step in range(start, end):
+        gen = step_generator(args.seed, step, accelerator.process_index)
+        idx = batch_for_step(durations, args.batch_size, args.seed, step, rank=accelerator.process_index,
+                             world=accelerator.num_processes)
+        d = batch_duration(cache, idx, gen, args.min_duration, args.max_duration)
+        b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
+        set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
+        dev = accelerator.device
+        loss = objective(b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
+                         b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
+        opt.step()
+        ema.update(raw.parts)
+        counter.step = step + 1
+        if (step + 1) % args.log_every == 0 or step == start:
+            metrics.write(step + 1, {"loss": float(loss.detach()), "grad_norm": float(gnorm),
+                                     "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
+        bar.update(1)
+        if (step + 1) % args.save_every == 0 or step + 1 == end:
+            save_checkpoint(accelerator, out, step + 1)
+            metrics.plot(["loss"], title="foley-tiny flow matching")
+    bar.close()
+    if end < args.steps:
+        log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
+        return out / CHECKPOINTS
+    if accelerator.is_main_process:
+        export_parts(ema.averaged(raw.parts).eval(), out / "final")
+        metrics.plot(["loss"], title="foley-tiny flow matching")
+        log.info("foley: %d steps in %.0f s; EMA weights in %s", args.steps - start, timer.seconds(), out / "final")
+    return out / "final"
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except TrainingError as e:
+        print(f"error: {e}")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,233 @@
+"""The trainers on a tiny generated SynthHits set (synthetic recordings, no network): losses fall, resume is exact."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from kling_foley_core.data.synthetic import synthetic_bank
+from kling_foley_core.data.synthhits import SynthHitsConfig, generate_clip, write_shard
+from kling_foley_core.training import train_foley, train_mel_vae, train_mono2stereo
+from kling_foley_core.training.common import (EMA, TrainingError, plot_curves, step_generator)
+from kling_foley_core.training.dataset import (FeatureCache, batch_for_step, build_cache, encode_latents,
+                                               fft_resample)
+
+N_CLIPS = 8
+VAE_ARGS = ["--hidden-dim", "16", "--num-blocks", "2", "--norm-groups", "4", "--crop-frames", "64",
+            "--batch-size", "4", "--lr", "3e-3", "--stages", "0.25", "0.5", "0.75", "--log-every", "1", "--warmup", "2",
+            "--no-progress", "--threads", "1"]
+FOLEY_OVERRIDES = ["transformer.hidden_dim=32", "transformer.num_heads=2", "transformer.depth=2",
+                   "transformer.fused_depth=1", "visual_encoder.width=32", "visual_encoder.layers=1",
+                   "visual_encoder.mlp_width=64", "visual_encoder.output_dim=64", "sync_encoder.embed_dim=32",
+                   "sync_encoder.depth=1", "sync_encoder.num_heads=2", "text_encoder.num_layers=1",
+                   "transformer.sync_dim=32"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("synthhits")
+    bank = synthetic_bank(per_class=2)
+    cfg = SynthHitsConfig(size=48, min_duration=2.0, max_duration=2.6, p_no_hits=0.0)
+    clips = [generate_clip(bank, seed=0, index=i, split="train", config=cfg) for i in range(N_CLIPS)]
+    write_shard(clips, root / "shard-00000.npz")
+    cache = build_cache(root, root.parent / "cache", image_size=48)
+    return {"data": root, "cache": cache, "tmp": root.parent}
+
+
+def _common(data, out, steps, *extra):
+    return ["--data", str(data["data"]), "--cache", str(data["cache"]), "--out", str(out), "--steps", str(steps),
+            "--seed", "0", *extra]
+
+
+def _metric(out: Path, key: str) -> list[float]:
+    return [r[key] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if key in r]
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def vae_run(data) -> Path:
+    out = data["tmp"] / "vae"
+    assert train_mel_vae.main(_common(data, out, 24, "--save-every", "12", *VAE_ARGS)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def foley_run(data, vae_run) -> Path:
+    out = data["tmp"] / "foley"
+    args = _common(data, out, 16, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "2e-3",
+                   "--warmup", "2", "--save-every", "8", "--log-every", "1", "--no-progress", "--threads", "1",
+                   "--max-duration", "2.6", "--p-drop-video", "0.2")
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    return out
+
+
+# -- dataset ---------------------------------------------------------------------------------------------------
+def test_cache_holds_pipeline_sized_features(data):
+    c = FeatureCache(data["cache"])
+    assert len(c) == N_CLIPS
+    for i in range(N_CLIPS):
+        d = c.clips[i]["duration"]
+        assert c.mel(i).shape == (80, c.clips[i]["num_samples"] // 256)
+        assert c.sem_frames(i).shape == (int(d * 8), 48, 48, 3)  # 8 fps by timestamp
+        assert c.sync_frames(i).shape == (int(round(d * 25)), 48, 48, 3)
+        assert c.sem_frames(i).dtype == np.uint8
+    assert c.mel(0).min() >= -5.0 - 1e-3  # log10 floor of the 16 kHz front-end
+
+
+def test_fft_resample_matches_a_band_limited_tone():
+    sr_in, sr_out = 44100, 16000
+    t = np.arange(sr_in) / sr_in
+    x = torch.from_numpy(np.sin(2 * np.pi * 440 * t)[None].astype(np.float32))
+    y = fft_resample(x, sr_in, sr_out)
+    ref = np.sin(2 * np.pi * 440 * np.arange(sr_out) / sr_out)
+    assert y.shape == (1, sr_out)
+    assert np.abs(y[0, 200:-200].numpy() - ref[200:-200]).max() < 1e-3
+
+
+def test_length_buckets_are_a_pure_function_of_step():
+    d = np.array([2.0, 9.0, 2.1, 8.8, 5.0, 5.1, 3.3, 7.7])
+    a = [batch_for_step(d, 2, 0, s).tolist() for s in range(8)]
+    b = [batch_for_step(d, 2, 0, s).tolist() for s in range(8)]
+    assert a == b
+    assert sorted(i for bt in a[:4] for i in bt) == list(range(8))  # one epoch covers every clip once
+    order = np.argsort(d)  # each bucket pairs neighbours in duration
+    assert sorted(sorted(bt) for bt in a[:4]) == sorted(sorted(order[i: i + 2].tolist()) for i in range(0, 8, 2))
+
+
+def test_step_generator_is_deterministic_and_distinct():
+    x = torch.randn(4, generator=step_generator(0, 5))
+    assert torch.equal(x, torch.randn(4, generator=step_generator(0, 5)))
+    assert not torch.equal(x, torch.randn(4, generator=step_generator(0, 6)))
+
+
+def test_ema_tracks_weights():
+    m = torch.nn.Linear(2, 2)
+    ema = EMA(m, 0.5)
+    with torch.no_grad():
+        m.weight.add_(1.0)
+    for _ in range(50):
+        ema.update(m)
+    assert torch.allclose(ema.averaged(m).weight, m.weight, atol=1e-4)
+
+
+def test_loss_curve_png(tmp_path):
+    p = plot_curves({"loss": [(0, 2.0), (1, 1.0), (2, 0.5)], "other": [(0, 1.0), (2, 1.5)]}, tmp_path / "l.png")
+    from PIL import Image
+
+    with Image.open(p) as im:
+        assert im.size == (900, 520)
+        assert len(set(map(tuple, np.asarray(im).reshape(-1, 3).tolist()))) > 3  # lines of several colours on white
+
+
+# -- Mel-VAE -----------------------------------------------------------------------------------------------------
+def test_mel_vae_loss_falls_and_stages_advance(vae_run):
+    mse = _metric(vae_run, "g_mse")
+    assert np.mean(mse[-4:]) < 0.7 * np.mean(mse[:4])
+    assert sorted(set(_metric(vae_run, "stage"))) == [1, 2, 3, 4]
+    assert _metric(vae_run, "d_hinge")  # the discriminator trained in stages 3-4
+    assert (vae_run / "loss.png").is_file() and (vae_run / "final" / "vae" / "config.json").is_file()
+
+
+def test_mel_vae_resume_continues_exactly(data, vae_run):
+    out = data["tmp"] / "vae_resumed"
+    assert train_mel_vae.main(_common(data, out, 24, "--save-every", "12", "--stop-at", "9", *VAE_ARGS)) == 0
+    assert not (out / "final").exists() and (out / "checkpoints" / "step-0000009").is_dir()
+    assert train_mel_vae.main(_common(data, out, 24, "--save-every", "12", "--resume", "latest", *VAE_ARGS)) == 0
+    a, b = _weights(vae_run / "final" / "vae"), _weights(out / "final" / "vae")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == \
+        [r["step"] for r in map(json.loads, (vae_run / "metrics.jsonl").read_text().splitlines())]
+
+
+# -- MM-DiT + encoders -------------------------------------------------------------------------------------------
+def test_foley_loss_falls(foley_run):
+    loss = _metric(foley_run, "loss")
+    assert len(loss) == 16
+    assert np.mean(loss[-5:]) < 0.92 * np.mean(loss[:3])
+    for part in ("transformer", "visual_encoder", "sync_encoder", "text_encoder"):
+        assert (foley_run / "final" / part / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_foley_latent_statistics_and_vocabulary(data, foley_run, vae_run):
+    from kling_foley_core.models.mel_vae_kling import KlingMelVAE
+    from kling_foley_core.models.mmdit import KlingFoleyMMDiT
+
+    cache = FeatureCache(data["cache"])
+    tag = encode_latents(cache, KlingMelVAE.from_pretrained(str(vae_run / "final" / "vae")))
+    stats = cache.latents(tag).stats
+    tr = KlingFoleyMMDiT.from_pretrained(str(foley_run / "final" / "transformer"))
+    assert torch.allclose(tr.latent_mean.flatten(), torch.tensor(stats["mean"], dtype=torch.float32), atol=1e-6)
+    vocab = json.loads((foley_run / "config.json").read_text())["vocabulary"]
+    assert "knock" in vocab or "knocks" in vocab or "hit" in vocab
+
+
+def test_foley_resume_continues_exactly(data, vae_run, foley_run):
+    out = data["tmp"] / "foley_resumed"
+    base = _common(data, out, 16, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "2e-3",
+                   "--warmup", "2", "--save-every", "8", "--log-every", "1", "--no-progress", "--threads", "1",
+                   "--max-duration", "2.6", "--p-drop-video", "0.2")
+    for o in FOLEY_OVERRIDES:
+        base += ["--override", o]
+    assert train_foley.main(base + ["--stop-at", "5"]) == 0
+    assert train_foley.main(base + ["--resume", "latest"]) == 0
+    for part in ("transformer", "sync_encoder"):
+        a, b = _weights(foley_run / "final" / part), _weights(out / "final" / part)
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{part}.{k}"
+
+
+def test_trained_parts_run_through_the_pipeline(data, vae_run, foley_run, tmp_path):
+    from kling_foley_core.default_model.build import assemble, load_default_model
+    from kling_foley_core.pipeline import KlingFoleyPipeline
+
+    m2s = data["tmp"] / "m2s_pipe"
+    assert train_mono2stereo.main(_common(data, m2s, 4, "--visual-encoder",
+                                          str(foley_run / "final" / "visual_encoder"), "--batch-size", "2",
+                                          "--no-progress", "--threads", "1")) == 0
+    w = assemble(tmp_path / "weights", vae=vae_run / "final" / "vae", foley=foley_run / "final",
+                 mono2stereo=m2s / "final" / "mono2stereo")
+    pipe = KlingFoleyPipeline(**load_default_model("cpu", directory=w, vocoder_iters=2))
+    frames = torch.from_numpy(FeatureCache(data["cache"]).sync_frames(0)).float() / 255.0  # (T, 48, 48, 3)
+    out = pipe(frames=frames, fps=25, prompt="a wooden knock", num_inference_steps=2, guidance_scale=2.0)
+    assert out.waveform.shape == (1, 2, int(len(frames) / 25 * 16000))
+    assert torch.isfinite(out.waveform).all()
+
+
+# -- Mono2Stereo -------------------------------------------------------------------------------------------------
+def test_mono2stereo_loss_falls_and_resumes(data, foley_run):
+    vis = str(foley_run / "final" / "visual_encoder")
+    args = ["--visual-encoder", vis, "--batch-size", "4", "--crop-frames", "96", "--lr", "3e-3", "--warmup", "2",
+            "--save-every", "10", "--log-every", "1", "--no-progress", "--threads", "1"]
+    out = data["tmp"] / "m2s"
+    assert train_mono2stereo.main(_common(data, out, 20, *args)) == 0
+    loss = _metric(out, "loss")
+    assert np.mean(loss[-4:]) < 0.8 * np.mean(loss[:3])
+    out2 = data["tmp"] / "m2s_resumed"
+    assert train_mono2stereo.main(_common(data, out2, 20, "--stop-at", "7", *args)) == 0
+    assert train_mono2stereo.main(_common(data, out2, 20, "--resume", "latest", *args)) == 0
+    a, b = _weights(out / "final" / "mono2stereo"), _weights(out2 / "final" / "mono2stereo")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+def test_bad_arguments_are_one_line_errors(data, tmp_path, capsys):
+    assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path / "nope"))) == 2
+    assert "--vae" in capsys.readouterr().out
+    assert train_mel_vae.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
+    assert "--data" in capsys.readouterr().out
+    with pytest.raises(TrainingError, match="--override"):
+        train_foley.parse_overrides(["nonsense"])
+    with pytest.raises(TrainingError, match="batch-size"):
+        batch_for_step(np.ones(3), 4, 0, 0)
