@@ -8,7 +8,7 @@ second track.
 
 Every file is written to a hidden temporary file in the destination folder and renamed into place only when it is
 complete, so a failure never leaves a half-written file, and an existing file is never replaced unless
-``overwrite=True`` (:class:`OutputExistsError` otherwise). :func:`next_free_path` picks ``name_00001.mp4``-style
+``overwrite=True`` (:class:`OutputExistsError` otherwise). :func:`runner.paths.next_output_path` picks ``name_00001.mp4``-style
 names the way ComfyUI's SaveAudio/SaveVideo nodes do.
 """
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -70,66 +68,30 @@ class MuxResult:
 # ----------------------------------------------------------------------------------------------- file naming
 
 
-def next_free_path(directory: str | os.PathLike, prefix: str, ext: str) -> Path:
-    """``directory/prefix_00001.ext`` with the counter one above the highest already there (ComfyUI style).
-
-    ``prefix`` may contain sub-folders ("foley/take"), which are created. The name is a suggestion: writing with
-    ``overwrite=False`` still refuses to clobber a file that appeared in the meantime.
-    """
-    ext = ext if ext.startswith(".") else "." + ext
-    target = Path(directory) / prefix
-    folder, stem = target.parent, target.name
-    if not stem or stem in (".", "..") or str(prefix).endswith(("/", "\\")):
-        raise MuxError(f"prefix: {prefix!r} has no file name part; pass something like 'foley' or 'audio/foley'")
-    folder.mkdir(parents=True, exist_ok=True)
-    pattern = re.compile(re.escape(stem) + r"_(\d+)" + re.escape(ext) + "$")
-    highest = 0
-    for entry in folder.iterdir():
-        m = pattern.match(entry.name)
-        if m:
-            highest = max(highest, int(m.group(1)))
-    return folder / f"{stem}_{highest + 1:05d}{ext}"
-
-
 def _check_destination(path: Path, overwrite: bool) -> None:
     if path.is_dir():
         raise MuxError(f"output '{path}' is a directory; pass a file name such as '{path / 'out.mp4'}'")
     if path.exists() and not overwrite:
         raise OutputExistsError(f"output '{path}' already exists; pass overwrite=True to replace it, or choose "
-                                "another name (next_free_path picks a free one)")
+                                "another name (runner.paths.next_output_path picks a free one)")
 
 
 @contextmanager
 def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path in the destination folder; on success move it to ``path`` atomically.
+    """The library's one atomic writer (``runner.paths.atomic_write``: temporary file in the destination folder,
+    published only on success, hard-linked when not overwriting so a file that appeared meanwhile is never
+    clobbered), with this module's error type."""
+    from .runner.errors import OutputPathError
+    from .runner.paths import atomic_write
 
-    The temporary keeps the final suffix (some writers choose the format from it). On any exception it is deleted
-    and nothing at ``path`` changes. Without ``overwrite`` the final step is a hard link, which fails if ``path``
-    appeared meanwhile, so two writers can never clobber each other.
-    """
     path = Path(path)
     _check_destination(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
-        yield tmp
-        if not tmp.exists():
-            raise MuxError(f"internal: nothing was written for '{path}'")
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic create-if-absent
-            except FileExistsError:
-                raise OutputExistsError(f"output '{path}' appeared while writing; pass overwrite=True to replace "
-                                        "it, or choose another name") from None
-            except OSError:  # file system without hard links: check-then-rename (tiny race window)
-                if path.exists():
-                    raise OutputExistsError(f"output '{path}' appeared while writing; pass overwrite=True") from None
-                os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        with atomic_write(path, overwrite=overwrite) as tmp:
+            yield tmp
+    except OutputPathError:
+        raise OutputExistsError(f"output '{path}' appeared while writing; pass overwrite=True to replace it, or "
+                                "choose another name") from None
 
 
 # ----------------------------------------------------------------------------------------------- audio helpers

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from kling_foley_core.compat.parity import TOLERANCE, run_parity
 from kling_foley_core.hunyuan import DacVae, load_dac_vae
-from kling_foley_core.hunyuan.dac_vae import dac_config_from_state_dict, fold_weight_norm
+from kling_foley_core.compat.checkpoints import fold_weight_norm
+from kling_foley_core.hunyuan.dac_vae import dac_config_from_state_dict
 
 HERE = Path(__file__).parent / "fixtures" / "hunyuan"
 
@@ -43,7 +44,7 @@ def test_fold_weight_norm_parametrization_keys_and_missing_half():
     assert "parametrizations.weight.original0" in sd
     folded = fold_weight_norm(sd)
     torch.testing.assert_close(folded["weight"], conv.weight.detach())
-    with pytest.raises(ValueError, match="missing its weight_v"):
+    with pytest.raises(ValueError, match="lacks its weight_v"):
         fold_weight_norm({"a.weight_g": torch.ones(4, 1, 1)})
 
 

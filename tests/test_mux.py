@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from kling_foley_core import mux as mux_mod
-from kling_foley_core.mux import MuxError, OutputExistsError, mux_audio, next_free_path, save_audio
+from kling_foley_core.mux import MuxError, OutputExistsError, mux_audio, save_audio
 from kling_foley_core.video import VideoInputError
 from video_clips import write_clip
 
@@ -189,14 +189,3 @@ def test_save_audio_wav_flac(tmp_path):
     with pytest.raises(MuxError, match="subtype"):
         save_audio(tmp_path / "b.flac", x, 16000, subtype="FLOAT")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "a.wav"]
-
-
-def test_next_free_path(tmp_path):
-    first = next_free_path(tmp_path, "foley/take", ".mp4")
-    assert first == tmp_path / "foley" / "take_00001.mp4"
-    first.write_bytes(b"x")
-    (tmp_path / "foley" / "take_00007.mp4").write_bytes(b"x")
-    (tmp_path / "foley" / "take_00009.wav").write_bytes(b"x")  # other extension: ignored
-    assert next_free_path(tmp_path, "foley/take", "mp4").name == "take_00008.mp4"
-    with pytest.raises(MuxError, match="prefix"):
-        next_free_path(tmp_path, "foley/", ".mp4")

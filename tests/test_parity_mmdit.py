@@ -4,7 +4,6 @@ library's model and its sampler registry, within 1e-4 relative error."""
 from pathlib import Path
 
 import pytest
-import torch
 
 from kling_foley_core.compat.parity import TOLERANCE, load_fixture, run_parity
 

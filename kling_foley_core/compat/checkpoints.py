@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -159,3 +160,34 @@ def dtype_from_name(name: str | torch.dtype | None) -> torch.dtype | None:
     if name.lower() not in table:
         raise ValueError(f"precision '{name}' is unknown; choose fp32, fp16 or bf16")
     return table[name.lower()]
+
+
+_WEIGHT_NORM_KEY = re.compile(r"^(?:(.*)\.)?(weight_g|weight_v|parametrizations\.weight\.original[01])$")
+
+
+def fold_weight_norm(sd: dict[str, torch.Tensor], *, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Replace each weight-norm pair by its plain weight ``w = g · v / ‖v‖`` (norm over every dim but 0, in fp32).
+
+    Dim 0 is what ``torch.nn.utils.weight_norm`` normalises over by default: the output channels of a Conv1d,
+    the *input* channels of a ConvTranspose1d (its weight is ``(in, out, k)``). Keys ``X.weight_g``/``X.weight_v``
+    (old API) and ``X.parametrizations.weight.original0``/``original1`` (parametrisation API) are understood;
+    a state dict without weight norm passes through unchanged.
+    """
+    out: dict[str, torch.Tensor] = {}
+    pairs: dict[str, dict[str, torch.Tensor]] = {}
+    for key, t in sd.items():
+        m = _WEIGHT_NORM_KEY.match(key)
+        if m is None:
+            out[key] = t
+            continue
+        role = "g" if m.group(2) in ("weight_g", "parametrizations.weight.original0") else "v"
+        pairs.setdefault(m.group(1) or "", {})[role] = t
+    for stem, pair in pairs.items():
+        if set(pair) != {"g", "v"}:
+            missing = "weight_v" if "g" in pair else "weight_g"
+            raise CheckpointError(f"{what}: weight-norm layer '{stem or '(top level)'}' lacks its {missing} tensor "
+                                  "(truncated checkpoint?)")
+        g, v = pair["g"].float(), pair["v"].float()
+        norm = v.reshape(v.shape[0], -1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))  # (C0, 1, ...)
+        out[f"{stem}.weight" if stem else "weight"] = (v * (g / norm)).to(pair["v"].dtype)
+    return out

@@ -6,7 +6,7 @@ quantiser replaced by a VAE bottleneck: ``quant_conv`` (1×1) gives the posterio
 ``post_quant_conv`` (1×1) maps a latent back before the decoder.
 
 Released checkpoints (``vae_128d_48k.pth``) store weight-normalised convolutions as ``weight_g``/``weight_v``;
-:func:`fold_weight_norm` turns each pair into one plain ``weight`` at load, so inference runs plain convolutions.
+:func:`kling_foley_core.compat.checkpoints.fold_weight_norm` turns each pair into one plain ``weight`` at load, so inference runs plain convolutions.
 The configuration is read off the tensor shapes (:func:`dac_config_from_state_dict`), so no metadata is needed.
 
 Shapes: audio (B, 1, T) at ``sample_rate``; latents (B, latent_dim, T / hop_length), channels first.
@@ -14,7 +14,6 @@ Shapes: audio (B, 1, T) at ``sample_rate``; latents (B, latent_dim, T / hop_leng
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,31 +184,6 @@ class DacVae(ModelMixin, ConfigMixin):
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def fold_weight_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace weight-norm pairs by plain weights: ``w = g · v / ‖v‖`` (norm over all dims but 0), in fp32.
-
-    Understands the classic ``X.weight_g``/``X.weight_v`` keys and the parametrisation form
-    ``X.parametrizations.weight.original0``/``original1``.
-    """
-    out: dict[str, torch.Tensor] = {}
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, t in sd.items():
-        m = re.match(r"^(?:(.*)\.)?(weight_g|weight_v|parametrizations\.weight\.original[01])$", key)
-        if m is None:
-            out[key] = t
-            continue
-        role = "g" if m.group(2) in ("weight_g", "parametrizations.weight.original0") else "v"
-        pairs.setdefault(m.group(1) or "", {})[role] = t
-    for stem, pv in pairs.items():
-        if set(pv) != {"g", "v"}:
-            missing = "weight_v" if "g" in pv else "weight_g"
-            raise ValueError(f"weight-norm layer '{stem or '(top level)'}' is missing its {missing} tensor (truncated checkpoint?)")
-        g, v = pv["g"].float(), pv["v"].float()
-        norm = v.reshape(v.shape[0], -1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))
-        out[f"{stem}.weight" if stem else "weight"] = (v * (g / norm)).to(pv["v"].dtype)
-    return out
-
-
 def dac_config_from_state_dict(sd: dict[str, torch.Tensor], sample_rate: int = 48000) -> dict:
     """Read encoder/decoder widths, strides and the latent size off a (folded) DAC-VAE state dict."""
     def w(key):

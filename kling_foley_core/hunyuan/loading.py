@@ -17,7 +17,8 @@ import torch
 
 from ..compat.checkpoints import (CheckpointError, check_state_dict, dtype_from_name, init_empty, read_state_dict,
                                   strip_prefix)
-from .dac_vae import DacVae, dac_config_from_state_dict, fold_weight_norm
+from ..compat.checkpoints import fold_weight_norm
+from .dac_vae import DacVae, dac_config_from_state_dict
 from .dit import PRESETS, HunyuanFoleyDiT
 from .quant import convert_to_fp8, fp8_state_dict, require_fp8
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
 
@@ -41,7 +40,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from kling_foley_core.compat.checkpoints import CheckpointError, init_empty, load_state_dict_strict, read_state_dict
+from kling_foley_core.compat.checkpoints import fold_weight_norm, init_empty, load_state_dict_strict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -409,35 +408,6 @@ class BigVGANVocoder(ModelMixin, ConfigMixin):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoint helpers
-
-_WN_KEY = re.compile(r"^(.*)\.(weight_g|weight_v|parametrizations\.weight\.original[01])$")
-
-
-def fold_weight_norm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Replace each weight-norm pair by its plain weight ``w = g · v / ‖v‖`` (norm over every dim but 0).
-
-    Dim 0 is what ``torch.nn.utils.weight_norm`` normalises over by default: the output channels of a Conv1d,
-    the *input* channels of a ConvTranspose1d (its weight is ``(in, out, k)``). Keys ``X.weight_g``/``X.weight_v``
-    (old API) and ``X.parametrizations.weight.original0``/``original1`` (parametrisation API) are understood;
-    a state dict without weight norm passes through unchanged.
-    """
-    out: dict[str, torch.Tensor] = {}
-    pairs: dict[str, dict[str, torch.Tensor]] = {}
-    for key, t in sd.items():
-        m = _WN_KEY.match(key)
-        if m is None:
-            out[key] = t
-        else:
-            role = "g" if m.group(2) in ("weight_g", "parametrizations.weight.original0") else "v"
-            pairs.setdefault(m.group(1), {})[role] = t
-    for stem, pair in pairs.items():
-        if set(pair) != {"g", "v"}:
-            raise CheckpointError(f"BigVGAN checkpoint: weight-norm layer '{stem}' lacks its "
-                                  f"{'weight_v' if 'g' in pair else 'weight_g'} tensor (truncated checkpoint?)")
-        g, v = pair["g"].float(), pair["v"].float()
-        norm = v.reshape(v.shape[0], -1).norm(dim=1).view(-1, *([1] * (v.ndim - 1)))  # (C0, 1, 1)
-        out[f"{stem}.weight"] = (v * (g / norm)).to(pair["v"].dtype)
-    return out
 
 
 def _complete_filters(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
