@@ -65,7 +65,7 @@ def test_encode_pads_and_decode_shapes():
         wav = vae.decode(post.mode())
     assert post.mean.shape == (1, 16, 11) and torch.equal(z1, z2)
     assert wav.shape == (1, 1, 264) and wav.abs().max() <= 1.0
-    assert post.kl().shape == (1,)
+    assert post.kl().shape == post.mean.shape  # element-wise KL, as every codec's posterior
     with pytest.raises(ValueError, match=r"\(B, 1, T\)"):
         vae.encode(torch.zeros(1, 2, 48))
     with pytest.raises(ValueError, match="latents"):

@@ -14,13 +14,14 @@ Shapes: audio (B, 1, T) at ``sample_rate``; latents (B, latent_dim, T / hop_leng
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
+
+from ..models.mel_vae_mmaudio import DiagonalGaussian  # one posterior type for every codec
 
 
 class Snake(nn.Module):
@@ -105,38 +106,6 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.model(z)
-
-
-@dataclass
-class DiagonalGaussian:
-    """Posterior q(z|x): per-element mean and log-variance (B, C, N); log-variance clamped to [−30, 20]."""
-
-    mean: torch.Tensor
-    logvar: torch.Tensor
-
-    @classmethod
-    def from_moments(cls, moments: torch.Tensor) -> "DiagonalGaussian":
-        mean, logvar = moments.chunk(2, dim=1)
-        return cls(mean=mean, logvar=logvar.clamp(-30.0, 20.0))
-
-    @property
-    def std(self) -> torch.Tensor:
-        return torch.exp(0.5 * self.logvar)
-
-    @property
-    def var(self) -> torch.Tensor:
-        return torch.exp(self.logvar)
-
-    def mode(self) -> torch.Tensor:
-        return self.mean
-
-    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        noise = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
-        return self.mean + self.std * noise
-
-    def kl(self) -> torch.Tensor:
-        """KL to N(0, I), averaged over channels and time: (B,)."""
-        return 0.5 * torch.mean(self.mean.pow(2) + self.var - 1.0 - self.logvar, dim=[1, 2])
 
 
 class DacVae(ModelMixin, ConfigMixin):
