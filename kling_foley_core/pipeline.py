@@ -32,6 +32,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->visual_encoder->sync_encoder->transformer->vae->mono2stereo->vocoder"
+    # Encoders are public pretrained models loaded from their own files: save_pretrained skips them and
+    # from_pretrained takes them as keyword arguments (as diffusers pipelines do with tokenizers).
     _optional_components = ["visual_encoder", "sync_encoder", "text_encoder", "mono2stereo"]
 
     def __init__(self, transformer, vae, vocoder, visual_encoder=None, sync_encoder=None, text_encoder=None,

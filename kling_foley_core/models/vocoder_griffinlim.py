@@ -27,6 +27,8 @@ import logging
 from typing import Literal
 
 import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from kling_foley_core.audio.mel import MelConfig, mel_preset, slaney_mel_filters
@@ -91,7 +93,7 @@ def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop_length: int, win_len
     return to_wave(magnitude * angles)
 
 
-class GriffinLimVocoder(nn.Module):
+class GriffinLimVocoder(ModelMixin, ConfigMixin):
     """Log-mel ``(B, n_mels, F)`` → waveform ``(B, F · hop)``, no weights. See the module docstring.
 
     ``mel``: the front-end the log-mels came from, a :class:`~kling_foley_core.audio.mel.MelConfig` or a preset
@@ -100,10 +102,13 @@ class GriffinLimVocoder(nn.Module):
     no generator is passed to :meth:`forward`.
     """
 
-    def __init__(self, mel: MelConfig | str = "44k", *, n_iter: int = 32, momentum: float = 0.99,
+    @register_to_config
+    def __init__(self, mel: MelConfig | str | dict = "44k", *, n_iter: int = 32, momentum: float = 0.99,
                  mel_inverse: Literal["nnls", "pinv"] = "nnls", nnls_iter: int = 30, seed: int = 0):
         super().__init__()
-        self.mel = mel_preset(mel) if isinstance(mel, str) else mel
+        if isinstance(mel, MelConfig):  # stored as a plain dict so save_pretrained can write config.json
+            self.register_to_config(mel=mel.to_dict())
+        self.mel = mel_preset(mel) if isinstance(mel, str) else MelConfig(**mel) if isinstance(mel, dict) else mel
         if not isinstance(self.mel, MelConfig):
             raise VocoderInputError(f"GriffinLimVocoder: mel must be a MelConfig or a preset name, got {mel!r}")
         if mel_inverse not in ("nnls", "pinv"):
@@ -115,8 +120,16 @@ class GriffinLimVocoder(nn.Module):
             n_iter, momentum, mel_inverse, nnls_iter, seed)
         c = self.mel
         filters = torch.from_numpy(slaney_mel_filters(c.sampling_rate, c.n_fft, c.n_mels, c.f_min, c.f_max))
-        self.register_buffer("filters", filters, persistent=False)  # (M, K)
+        self.register_buffer("filters", filters, persistent=False)  # (M, K), rebuilt from the config on load
         self.register_buffer("filters_pinv", torch.linalg.pinv(filters.double()).float(), persistent=False)  # (K, M)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, subfolder: str | None = None, **_):
+        """Rebuild from ``config.json`` alone: the vocoder has no weights (its filters derive from the config)."""
+        from pathlib import Path
+
+        folder = Path(pretrained_model_name_or_path) / (subfolder or "")
+        return cls.from_config(cls.load_config(folder)).eval()
 
     @property
     def sample_rate(self) -> int:
