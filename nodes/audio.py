@@ -82,6 +82,10 @@ class KlingFoleySaveAudio:
     FUNCTION = "save"
 
     @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix):
+        return C.check_prefix(filename_prefix)
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "audio": ("AUDIO", {"tooltip": "The audio to save."}),
@@ -111,6 +115,10 @@ class KlingFoleyMuxVideo:
     RETURN_NAMES = ("path",)
     OUTPUT_NODE = True
     FUNCTION = "mux"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix):
+        return C.check_prefix(filename_prefix)
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -81,3 +81,32 @@ def model_choices(kind: str, extra: list[str], extensions=(".safetensors", ".pth
     folders = sorted({p.name for root in model_folders(kind) if root.is_dir()
                       for p in root.iterdir() if (p / "config.json").is_file()})
     return extra + [f for f in files + folders if f not in extra]
+
+
+def check_prefix(filename_prefix) -> bool | str:
+    """VALIDATE_INPUTS helper: True, or ComfyUI's error string when the prefix leaves the output folder."""
+    from kling_foley_core.runner.errors import OutputPathError
+    from kling_foley_core.runner.paths import resolve_output_prefix
+
+    try:
+        resolve_output_prefix(filename_prefix)
+    except OutputPathError as e:
+        return str(e)
+    return True
+
+
+def check_model(kind: str, name, builtins: tuple = ()) -> bool | str:
+    """VALIDATE_INPUTS helper: True for a built-in entry or a file that exists; otherwise an error naming the
+    folders searched and the file expected (instead of a bare 'value not in list')."""
+    from kling_foley_core.runner.errors import ModelNotFoundError
+    from kling_foley_core.runner.paths import find_model
+
+    if not isinstance(name, str):
+        return f"expected a model file name, got {name!r}"
+    if name in builtins or name.startswith("(none"):
+        return True
+    try:
+        find_model(kind, name)
+    except ModelNotFoundError as e:
+        return str(e)
+    return True

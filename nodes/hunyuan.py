@@ -17,6 +17,14 @@ class KlingFoleyHunyuanLoader:
     FUNCTION = "load"
 
     @classmethod
+    def VALIDATE_INPUTS(cls, dit, vae):
+        for name in (dit, vae):
+            ok = C.check_model("hunyuan", name, (TINY,))
+            if ok is not True:
+                return ok
+        return True
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "dit": (C.model_choices("hunyuan", [TINY]), {

@@ -26,6 +26,10 @@ class KlingFoleyModelLoader:
     FUNCTION = "load"
 
     @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint):
+        return C.check_model("transformer", checkpoint, (TINY,))
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "checkpoint": (C.model_choices("transformer", [TINY]), {
@@ -49,6 +53,10 @@ class KlingFoleyVAELoader:
     RETURN_TYPES = (C.VAE,)
     RETURN_NAMES = ("vae",)
     FUNCTION = "load"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint):
+        return C.check_model("vae", checkpoint, (TINY,))
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -81,6 +89,10 @@ class KlingFoleyVocoderLoader:
     BUILTIN = ["griffin-lim 16k (no weights)", "griffin-lim 44k (no weights)"]
 
     @classmethod
+    def VALIDATE_INPUTS(cls, vocoder):
+        return C.check_model("vocoder", vocoder, (*cls.BUILTIN,))
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "vocoder": (C.model_choices("vocoder", list(cls.BUILTIN), (".pt", ".pth", ".safetensors")), {
@@ -109,6 +121,10 @@ class KlingFoleyMono2StereoLoader:
     FUNCTION = "load"
 
     @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint):
+        return C.check_model("mono2stereo", checkpoint, (TINY,))
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "checkpoint": (C.model_choices("mono2stereo", [TINY]), {
@@ -130,6 +146,10 @@ class KlingFoleyVisualEncoderLoader:
     RETURN_TYPES = (C.VISUAL_ENCODER,)
     RETURN_NAMES = ("visual_encoder",)
     FUNCTION = "load"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, weights):
+        return C.check_model("clip", weights, ())
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -164,6 +184,10 @@ class KlingFoleySyncEncoderLoader:
     FUNCTION = "load"
 
     @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint):
+        return C.check_model("synchformer", checkpoint, (TINY,))
+
+    @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "checkpoint": (C.model_choices("synchformer", [TINY]), {
@@ -187,6 +211,10 @@ class KlingFoleyTextEncoderLoader:
     RETURN_TYPES = (C.TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
     FUNCTION = "load"
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, weights):
+        return C.check_model("text_encoders", weights, ())
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -193,3 +193,24 @@ def test_relative_video_path_is_found_in_comfyui_input_folder(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path.parent)
     video, duration = pack.NODE_CLASS_MAPPINGS["KlingFoleyLoadVideo"]().load("clip.mp4")
     assert Path(video.path) == clip and abs(duration - 0.4) < 1e-6
+
+
+def test_escaping_prefix_and_missing_model_are_validation_errors_before_running(tmp_path):
+    from kling_foley_core.runner import paths
+    from kling_foley_core.runner.errors import WorkflowValidationError
+
+    prompt = load_workflow(WORKFLOWS[0].parent / "video_to_audio_tiny.json", pack.NODE_CLASS_MAPPINGS)
+    prompt["18"]["inputs"]["filename_prefix"] = "../../etc/take"
+    prompt["9"]["inputs"]["checkpoint"] = "mmaudio_small_16k.pth"
+    paths.set_models_directory(tmp_path / "models")
+    paths.set_output_directory(tmp_path / "out")
+    try:
+        with pytest.raises(WorkflowValidationError) as e:
+            validate_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
+        msg = str(e.value)
+        assert "leaves the output folder" in msg
+        assert "mmaudio_small_16k.pth" in msg and str(tmp_path / "models" / "transformer") in msg
+        assert not (tmp_path / "out").exists()  # nothing ran
+    finally:
+        paths.set_models_directory(None)
+        paths.set_output_directory(None)
