@@ -26,6 +26,11 @@ def find_workflow(name: str | None) -> Path:
             raise SystemExitError(f"--workflow {name}: file does not exist")
         return path
     names = [name] if name else list(DEFAULT_WORKFLOWS)
+    if not name:
+        from .default_model import is_available
+
+        if not is_available():  # the default model's weights are not shipped in this installation
+            names.remove("video_to_audio_default")
     for n in names:
         path = WORKFLOWS_DIR / f"{n}.json"
         if path.is_file():

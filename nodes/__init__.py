@@ -2,7 +2,7 @@
 
 Node ids are prefixed ``KlingFoley`` and never renamed; new widgets are appended as optional inputs.
 """
-from . import audio, encode, hunyuan, loaders, preview, sampling, video
+from . import audio, default_model, encode, hunyuan, loaders, preview, sampling, video
 
 _DISPLAY = {
     "KlingFoleyLoadVideo": "Kling-Foley Load Video",
@@ -29,8 +29,9 @@ _DISPLAY = {
     "KlingFoleySyncPreview": "Kling-Foley Sync Preview",
     "KlingFoleyHunyuanLoader": "Kling-Foley HunyuanVideo-Foley Loader",
     "KlingFoleyHunyuanDecode": "Kling-Foley HunyuanVideo-Foley Decode",
+    "KlingFoleyDefaultModelLoader": "Kling-Foley Default Model Loader (foley-tiny)",
 }
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, loaders, encode, sampling, audio, preview, hunyuan)
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, default_model, loaders, encode, sampling, audio, preview, hunyuan)
                        for cls in mod.NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {k: _DISPLAY.get(k, k) for k in NODE_CLASS_MAPPINGS}

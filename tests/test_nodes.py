@@ -68,11 +68,19 @@ def _stage_model_files(prompt, root):
 def test_shipped_workflows_validate_and_tiny_ones_run(path, tmp_path):
     from kling_foley_core.runner import paths
 
+    from kling_foley_core.default_model import is_available
+
     prompt = load_workflow(path, pack.NODE_CLASS_MAPPINGS)
     staged = _stage_model_files(prompt, tmp_path / "models")
     paths.set_models_directory(tmp_path / "models")
     paths.set_output_directory(tmp_path / "out")
     try:
+        if "KlingFoleyDefaultModelLoader" in json.dumps(prompt) and not is_available():
+            from kling_foley_core.runner.errors import WorkflowValidationError
+
+            with pytest.raises(WorkflowValidationError, match="foley-tiny weights are not in this installation"):
+                validate_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
+            return
         validate_prompt(prompt, pack.NODE_CLASS_MAPPINGS)
         if staged or "Load Video" in json.dumps(prompt):
             return  # real checkpoints are not on this machine; video graphs run in the test below
