@@ -23,6 +23,7 @@ _DISPLAY = {
     "KlingFoleySampler": "Kling-Foley Sampler",
     "KlingFoleyVAEDecode": "Kling-Foley VAE Decode",
     "KlingFoleyMono2Stereo": "Kling-Foley Mono2Stereo",
+    "KlingFoleyAudioMono2Stereo": "Kling-Foley Audio Mono2Stereo",
     "KlingFoleyVocode": "Kling-Foley Vocode",
     "KlingFoleySaveAudio": "Kling-Foley Save Audio",
     "KlingFoleyMuxVideo": "Kling-Foley Mux Video",

@@ -157,4 +157,35 @@ class KlingFoleyMuxVideo:
         return {"ui": {"images": [entry], "animated": [True]}, "result": (str(path),)}
 
 
-NODES = [KlingFoleyVAEDecode, KlingFoleyMono2Stereo, KlingFoleyVocode, KlingFoleySaveAudio, KlingFoleyMuxVideo]
+class KlingFoleyAudioMono2Stereo:
+    DESCRIPTION = ("Pans mono audio (e.g. HunyuanVideo-Foley's 48 kHz output) into stereo with Mono2Stereo's "
+                   "masks, applied to the audio's own spectrum: the sound is unchanged, only its left/right "
+                   "balance. Stereo input passes through.")
+    CATEGORY = C.CATEGORY + "/audio"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    FUNCTION = "stereo"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio": ("AUDIO", {"tooltip": "Mono audio to pan."}),
+            "mono2stereo": (C.MONO2STEREO, {"tooltip": "From Kling-Foley Mono2Stereo Loader."}),
+        }, "optional": {
+            "clip_features": (C.FEATURES, {"tooltip": "Visual features (where the sound source is on screen)."}),
+        }}
+
+    def stereo(self, audio, mono2stereo, clip_features=None):
+        from kling_foley_core.stereo import pan_waveform
+
+        _check_audio("Kling-Foley Audio Mono2Stereo", audio)
+        wave = audio["waveform"]
+        if wave.shape[1] == 2:
+            return (audio,)
+        if wave.shape[1] != 1:
+            raise node_error("Kling-Foley Audio Mono2Stereo", f"audio has {wave.shape[1]} channels; give mono audio")
+        return ({"waveform": pan_waveform(mono2stereo, wave, audio["sample_rate"], clip_features),
+                 "sample_rate": audio["sample_rate"]},)
+
+
+NODES = [KlingFoleyVAEDecode, KlingFoleyMono2Stereo, KlingFoleyAudioMono2Stereo, KlingFoleyVocode, KlingFoleySaveAudio, KlingFoleyMuxVideo]
