@@ -79,16 +79,21 @@ class KlingFoleyPipeline(DiffusionPipeline):
             sync_f = self.sync_encoder.encode(sampled.sync.frames, preprocessed=True)  # (1, Ns, Ds)
         return clip_f, sync_f
 
-    def encode_text(self, prompt, negative_prompt):
+    def encode_text(self, prompt, negative_prompt) -> dict:
+        """Text features for the MM-DiT: the prompt, the negative prompt, and (without one) the encoding of ""
+        for model families that store no empty-text placeholder."""
         if self.text_encoder is None:
             if prompt or negative_prompt:
                 log.warning("no text encoder in this pipeline: prompt and negative_prompt are ignored")
-            return None, None, None, None
+            return {}
         pos = self.text_encoder.encode([prompt] if isinstance(prompt, str) else list(prompt))
-        neg = None
+        neg = self.text_encoder.encode([negative_prompt if negative_prompt else ""])
+        out = dict(text_f=pos.hidden, text_mask=pos.mask)
         if negative_prompt:
-            neg = self.text_encoder.encode([negative_prompt])
-        return pos.hidden, pos.mask, (neg.hidden if neg else None), (neg.mask if neg else None)
+            out.update(negative_text_f=neg.hidden, negative_text_mask=neg.mask)
+        else:
+            out.update(empty_text_f=neg.hidden)
+        return out
 
     @torch.no_grad()
     def __call__(self, video: str | Path | None = None, *, frames: torch.Tensor | None = None,
@@ -106,10 +111,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
             duration = sampled.duration
             clip_f, sync_f = self.encode_video(sampled)
         # 3. Encode the text (and the negative prompt for CFG)
-        text_f, text_mask, neg_f, neg_mask = self.encode_text(prompt, negative_prompt)
-        cond = FoleyConditions(duration=float(duration), clip_f=clip_f, sync_f=sync_f, text_f=text_f,
-                               text_mask=text_mask, negative_text_f=neg_f, negative_text_mask=neg_mask,
-                               seconds_start=0.0)
+        cond = FoleyConditions(duration=float(duration), clip_f=clip_f, sync_f=sync_f,
+                               **self.encode_text(prompt, negative_prompt))
         # 4. Denoising loop (flow matching from t = 0 noise to t = 1 data)
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
                                    cfg=guidance_scale)
