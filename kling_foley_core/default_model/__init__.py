@@ -7,5 +7,8 @@ takes them. ``TRAINING.md`` records how the shipped weights were made.
 from .build import DefaultModelError, default_pipeline, is_available, load_default_model, weights_dir
 from .components import FOLEY_TINY, NAME
 
+load_default_pipeline = default_pipeline  # the name the CLI's `eval --model default` imports
+
 __all__ = ["DefaultModelError", "FOLEY_TINY", "NAME", "default_pipeline", "is_available", "load_default_model",
+           "load_default_pipeline",
            "weights_dir"]

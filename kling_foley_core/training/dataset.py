@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -383,6 +384,11 @@ def encode_latents(cache: FeatureCache, vae, *, batch_frames: int = 4096) -> str
     with tmp.open("wb") as f:
         for i in range(len(cache)):
             mel = torch.from_numpy(cache.mel(i))[None]  # (1, 80, F)
+            # The pipeline asks for ceil(d·sr/hop/2) latents, one more than F/2 when d·sr is not a multiple of
+            # the hop: extend the mel by repeating its last frame (the VAE's own convention for odd lengths).
+            need = 2 * math.ceil(cache.clips[i]["duration"] * SAMPLE_RATE / 256 / 2)
+            if mel.shape[-1] < need:
+                mel = torch.nn.functional.pad(mel, (0, need - mel.shape[-1]), mode="replicate")
             post = vae.encode(mel)
             mean = post.mean[0].T.float().numpy()  # (N, C)
             std = post.std[0].T.float().numpy() if hasattr(post, "std") else np.exp(0.5 * post.logvar[0].T.numpy())
