@@ -61,17 +61,17 @@ class SamplerSettings:
 def frame_specs(visual_encoder, sync_encoder):
     """What the video loader must deliver for these encoders (None where the encoder is absent).
 
-    Frames are resized once, at load time, to the encoder's input size, so the encoder's own preprocessing is a
-    no-op resize; sync frames arrive normalised to [-1, 1] as Synchformer takes them.
+    Frames are resized once, at load time, to each encoder's input size and kept as uint8 (a quarter of the
+    memory of float frames); each encoder normalises its own batches, so its resize step is a no-op.
     """
     from .video.resample import SYNC, FrameSpec
 
     semantic = sync = None
     if visual_encoder is not None:
         resize = "stretch" if getattr(visual_encoder, "resize_mode", "shortest") == "squash" else "crop"
-        semantic = FrameSpec(fps=visual_encoder.fps, size=visual_encoder.image_size, resize=resize, output="unit")
+        semantic = FrameSpec(fps=visual_encoder.fps, size=visual_encoder.image_size, resize=resize, output="uint8")
     if sync_encoder is not None:
-        sync = FrameSpec(fps=sync_encoder.fps, size=sync_encoder.image_size, resize="crop", output="symmetric",
+        sync = FrameSpec(fps=sync_encoder.fps, size=sync_encoder.image_size, resize="crop", output="uint8",
                          min_frames=SYNC.min_frames)
     return semantic, sync
 

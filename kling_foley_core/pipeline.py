@@ -76,7 +76,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
         if self.visual_encoder is not None and sampled.semantic is not None:
             clip_f = self.visual_encoder.encode(sampled.semantic.frames)  # (1, Nc, Dc)
         if self.sync_encoder is not None and sampled.sync is not None:
-            sync_f = self.sync_encoder.encode(sampled.sync.frames, preprocessed=True)  # (1, Ns, Ds)
+            sync_f = self.sync_encoder.encode(sampled.sync.frames)  # (1, Ns, Ds)
         return clip_f, sync_f
 
     def encode_text(self, prompt, negative_prompt) -> dict:

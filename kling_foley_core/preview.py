@@ -51,7 +51,7 @@ def sync_view(waveform: torch.Tensor, sample_rate: int, frames: torch.Tensor | N
     image = colorize(spec[:, cols])  # (Hs, W, 3)
     if frames is None or len(frames) == 0:
         return torch.from_numpy(image[None].astype(np.float32))
-    frames = frames.float()
+    frames = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
     if frames.min() < 0:  # symmetric [-1, 1] frames (sync stream)
         frames = (frames + 1) / 2
     if frame_times is None:

@@ -47,7 +47,7 @@ class KlingFoleySyncEncode:
 
         _, sync = frame_specs(None, sync_encoder)
         frames = video.sampled(None, sync).sync.frames
-        return (sync_encoder.encode(frames, preprocessed=True),)  # (1, Ns, D)
+        return (sync_encoder.encode(frames),)  # (1, Ns, D): uint8 frames, normalised by the encoder
 
 
 class KlingFoleyTextEncode:
