@@ -231,3 +231,27 @@ def test_bad_arguments_are_one_line_errors(data, tmp_path, capsys):
         train_foley.parse_overrides(["nonsense"])
     with pytest.raises(TrainingError, match="batch-size"):
         batch_for_step(np.ones(3), 4, 0, 0)
+
+
+def test_contact_targets_follow_the_token_spans():
+    from kling_foley_core.training.train_foley import contact_targets
+
+    t = contact_targets([{"time": 0.33}, {"time": 1.0}], 3).view(3, 8)
+    # 0.33 s is frame 8.25: token 4 of window 0 (frames 8-9) and token 0 of window 1 (which starts at frame 8)
+    assert t[0].nonzero().flatten().tolist() == [4] and t[1].nonzero().flatten().tolist() == [0]
+    assert t[2].nonzero().flatten().tolist() == [4]  # 1.0 s = frame 25: window 2 (frames 16-31), token 4
+    assert t.sum() == 3
+
+
+def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
+    out = data["tmp"] / "foley_aux"
+    args = _common(data, out, 4, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
+                   "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
+                   "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5")
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    aux = _metric(out, "aux_sync")
+    assert len(aux) == 4 and all(a > 0 for a in aux)
+    # --init starts from the earlier run's weights, so the first loss is the trained one, not ~2 (random init)
+    assert _metric(out, "loss")[0] < np.mean(_metric(foley_run, "loss")[:3])

@@ -3,12 +3,24 @@
 Its parts are the library's classes at small sizes (see :mod:`.components`) plus a learned word-level text
 encoder (:mod:`.text_encoder`); :func:`load_default_model` returns them as ``KlingFoleyPipeline(**components)``
 takes them. ``TRAINING.md`` records how the shipped weights were made.
+
+Names are resolved on first use, so ``python -m kling_foley_core.default_model.build`` runs cleanly.
 """
-from .build import DefaultModelError, default_pipeline, is_available, load_default_model, weights_dir
-from .components import FOLEY_TINY, NAME
+from __future__ import annotations
 
-load_default_pipeline = default_pipeline  # the name the CLI's `eval --model default` imports
+import importlib
 
-__all__ = ["DefaultModelError", "FOLEY_TINY", "NAME", "default_pipeline", "is_available", "load_default_model",
-           "load_default_pipeline",
-           "weights_dir"]
+_EXPORTS = {
+    "DefaultModelError": "build", "default_pipeline": "build", "is_available": "build",
+    "load_default_model": "build", "weights_dir": "build", "FOLEY_TINY": "components", "NAME": "components",
+}
+
+__all__ = sorted([*_EXPORTS, "load_default_pipeline"])
+
+
+def __getattr__(name: str):
+    if name == "load_default_pipeline":  # the name the CLI's `eval --model default` imports
+        name = "default_pipeline"
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

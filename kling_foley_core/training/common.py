@@ -219,58 +219,63 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([y[: n - 1], out])
 
 
+def _panel(d, box: tuple[int, int, int, int], name: str, pts: list[tuple[float, float]], colour) -> None:
+    """One series in its own axes (own y range; log scale when every value is positive)."""
+    x0, y0, x1, y1 = box
+    left, bottom, top = x0 + 62, y1 - 28, y0 + 20
+    right = x1 - 12
+    xs = np.array([p[0] for p in pts], dtype=np.float64)
+    ys = np.array([p[1] for p in pts], dtype=np.float64)
+    logy = bool((ys > 0).all())
+    ty = np.log10(ys) if logy else ys
+    ty = _smooth(ty, max(1, len(ty) // 50))
+    lo, hi = float(ty.min()), float(ty.max())
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    xl, xh = float(xs.min()), float(xs.max())
+    if xh - xl < 1e-9:
+        xh = xl + 1.0
+
+    def px(x, y):
+        return (left + (x - xl) / (xh - xl) * (right - left), bottom - (y - lo) / (hi - lo) * (bottom - top))
+
+    d.text((left, y0 + 4), f"{name}{' (log)' if logy else ''}  last {pts[-1][1]:.4g}", fill="black")
+    d.rectangle([left, top, right, bottom], outline="black")
+    for k in range(3):
+        yv = lo + (hi - lo) * k / 2
+        _, yp = px(xl, yv)
+        d.line([left - 4, yp, left, yp], fill="black")
+        d.text((x0 + 4, yp - 6), f"{10 ** yv:.4g}" if logy else f"{yv:.4g}", fill="black")
+    for k in range(3):
+        xv = xl + (xh - xl) * k / 2
+        xp, _ = px(xv, lo)
+        d.line([xp, bottom, xp, bottom + 4], fill="black")
+        d.text((xp - 10, bottom + 6), f"{xv:.0f}", fill="black")
+    if len(xs) == 1:
+        a, b = px(xs[0], ty[0])
+        d.ellipse([a - 2, b - 2, a + 2, b + 2], fill=colour)
+    else:
+        d.line([px(x, y) for x, y in zip(xs, ty)], fill=colour, width=2)
+
+
 def plot_curves(series: dict[str, list[tuple[float, float]]], path: Path, *, title: str = "",
                 size: tuple[int, int] = (900, 520)) -> Path:
-    """Line plot of each series (log-scale y when all values are positive) written as PNG with Pillow."""
+    """Loss curves as a PNG drawn with Pillow: one panel per series (each with its own y scale, log when all
+    values are positive, lightly smoothed), x = step."""
     from PIL import Image, ImageDraw
 
     w, h = size
-    left, right, top, bottom = 70, 190, 30, 40
     img = Image.new("RGB", size, "white")
     d = ImageDraw.Draw(img)
-    d.text((left, 8), title, fill="black")
-    all_y = np.concatenate([np.array([v for _, v in s], dtype=np.float64) for s in series.values()]) \
-        if series else np.zeros(1)
-    all_x = np.concatenate([np.array([x for x, _ in s], dtype=np.float64) for s in series.values()]) \
-        if series else np.zeros(1)
-    logy = bool((all_y > 0).all())
-    ty = np.log10 if logy else (lambda a: a)
-    y_lo, y_hi = float(ty(all_y).min()), float(ty(all_y).max())
-    if y_hi - y_lo < 1e-9:
-        y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
-    x_lo, x_hi = float(all_x.min()), float(all_x.max())
-    if x_hi - x_lo < 1e-9:
-        x_hi = x_lo + 1.0
-
-    def px(x, y):
-        return (left + (x - x_lo) / (x_hi - x_lo) * (w - left - right),
-                h - bottom - (y - y_lo) / (y_hi - y_lo) * (h - top - bottom))
-
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for i in range(5):  # y ticks
-        yv = y_lo + (y_hi - y_lo) * i / 4
-        _, yp = px(x_lo, yv)
-        label = f"{10 ** yv:.3g}" if logy else f"{yv:.3g}"
-        d.line([left - 4, yp, left, yp], fill="black")
-        d.text((4, yp - 6), label, fill="black")
-    for i in range(5):  # x ticks
-        xv = x_lo + (x_hi - x_lo) * i / 4
-        xp, _ = px(xv, y_lo)
-        d.line([xp, h - bottom, xp, h - bottom + 4], fill="black")
-        d.text((xp - 12, h - bottom + 8), f"{xv:.0f}", fill="black")
-    d.text((w // 2 - 20, h - 16), "step", fill="black")
-    for i, (name, pts) in enumerate(series.items()):
-        colour = _COLOURS[i % len(_COLOURS)]
-        xs = np.array([p[0] for p in pts], dtype=np.float64)
-        ys = ty(np.array([p[1] for p in pts], dtype=np.float64))
-        ys = _smooth(ys, max(1, len(ys) // 50))
-        if len(xs) == 1:
-            x0, y0 = px(xs[0], ys[0])
-            d.ellipse([x0 - 2, y0 - 2, x0 + 2, y0 + 2], fill=colour)
-        else:
-            d.line([px(x, y) for x, y in zip(xs, ys)], fill=colour, width=2)
-        d.line([w - right + 10, top + 10 + 16 * i, w - right + 30, top + 10 + 16 * i], fill=colour, width=3)
-        d.text((w - right + 35, top + 4 + 16 * i), name[:24], fill="black")
+    d.text((8, 4), title, fill="black")
+    items = [(k, v) for k, v in series.items() if v]
+    n = max(1, len(items))
+    cols = 1 if n == 1 else 2
+    rows = -(-n // cols)
+    cw, ch = w // cols, (h - 20) // rows
+    for k, (name, pts) in enumerate(items):
+        r, c = divmod(k, cols)
+        _panel(d, (c * cw, 20 + r * ch, (c + 1) * cw, 20 + (r + 1) * ch), name, pts, _COLOURS[k % len(_COLOURS)])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")

@@ -44,10 +44,13 @@ WINDOW, STRIDE = 16, 8
 class FoleyObjective(nn.Module):
     """The jointly trained parts and the flow-matching loss as ``forward`` (so DDP sees one module call)."""
 
-    def __init__(self, parts, p_drop_video: float, p_drop_text: float):
+    def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0):
         super().__init__()
         self.parts = parts
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
+        self.aux_sync_weight = aux_sync_weight
+        # training-only head: does this sync token's 2-frame span contain a contact? (not exported)
+        self.sync_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_sync_weight > 0 else None
 
     def encode_video(self, sem: torch.Tensor, sync: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sem ``(B, Nc, 3, S, S)`` and sync ``(B, T, 3, S, S)`` frames in [0, 1] → ``(B, Nc, Dc)``, ``(B, Ns, Ds)``."""
@@ -62,14 +65,25 @@ class FoleyObjective(nn.Module):
         tokens = self.parts.sync_encoder.model(windows)  # (B, W, 8, Ds)
         return clip_f, tokens.flatten(1, 2)  # (B, W·8, Ds)
 
+    def sync_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+        """BCE of the contact head on every sync token (hits: (B, Ns) 0/1; contacts are rare, so positives are
+        up-weighted ×4)."""
+        logits = self.sync_head(sync_f)[..., 0]  # (B, Ns)
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits, hits, pos_weight=torch.tensor(4.0, device=logits.device))
+
     def forward(self, x1: torch.Tensor, sem: torch.Tensor, sync: torch.Tensor, ids: torch.Tensor,
                 mask: torch.Tensor, empty_ids: torch.Tensor, empty_mask: torch.Tensor, duration: float,
-                gen: torch.Generator) -> torch.Tensor:
+                gen: torch.Generator, hits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flow-matching loss, auxiliary sync loss or 0)."""
         from ..sampling import flow_matching_loss
 
         model = self.parts.transformer
         b, n = x1.shape[:2]
         clip_f, sync_f = self.encode_video(sem, sync)
+        aux = x1.new_zeros(())
+        if self.sync_head is not None and hits is not None:
+            aux = self.sync_aux_loss(sync_f, hits)
         # the empty prompt's encoding ("no description") for half of the text-dropped clips
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
@@ -86,7 +100,17 @@ class FoleyObjective(nn.Module):
         mask = mask | placeholder[:, None]
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask)
-        return flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
+        return flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen), aux
+
+
+def contact_targets(events: list[dict], n_windows: int) -> torch.Tensor:
+    """(W·8,) 0/1: sync token j of window w spans frames 8w + 2j, 8w + 2j + 1 (tubelets of 2 at 25 fps); it is 1
+    when a hit's time falls in that 80 ms span."""
+    starts = (torch.arange(n_windows)[:, None] * STRIDE + torch.arange(WINDOW // 2)[None] * 2).flatten() / 25.0
+    out = torch.zeros(len(starts))
+    for e in events:
+        out[(starts <= e["time"]) & (e["time"] < starts + 2 / 25.0)] = 1.0
+    return out
 
 
 def batch_duration(cache: FeatureCache, idx: np.ndarray, gen: torch.Generator, min_duration: float,
@@ -125,8 +149,9 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
 
     ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
     empty_ids, empty_mask = text_encoder.tokenize([""])
+    hits = torch.stack([contact_targets(cache.clips[int(i)]["events"], lens.sync // 8) for i in idx])  # (B, Ns)
     return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
-                empty_mask=empty_mask, duration=d)
+                empty_mask=empty_mask, duration=d, hits=hits)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--image-size", type=int, default=48)
     ap.add_argument("--min-duration", type=float, default=2.0, help="shortest training crop (s)")
     ap.add_argument("--max-duration", type=float, default=10.0, help="longest training crop (s)")
+    ap.add_argument("--aux-sync-weight", type=float, default=0.0,
+                    help="weight of an auxiliary contact-detection loss on the sync tokens (labels: the clips' "
+                         "hit times); 0 = flow matching only")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from the parts of an earlier run's final folder (a new optimiser and schedule)")
     ap.add_argument("--override", action="append", default=[], metavar="PART.KEY=VALUE",
                     help="change a size of foley-tiny, e.g. transformer.depth=4 (JSON value)")
     return ap
@@ -171,6 +201,20 @@ def build_parts(vocabulary: list[str], overrides: dict[str, dict], seed: int):
                               visual_encoder=C.build_visual_encoder(**overrides.get("visual_encoder", {})),
                               sync_encoder=C.build_sync_encoder(**overrides.get("sync_encoder", {})),
                               text_encoder=C.build_text_encoder(vocabulary, **overrides.get("text_encoder", {})))
+
+
+def load_parts(parts, folder: Path) -> None:
+    """Copy the weights of a ``final`` folder (``export_parts``) into freshly built parts (strict)."""
+    from ..compat.checkpoints import load_state_dict_strict, read_state_dict
+
+    targets = {"transformer": parts.transformer, "visual_encoder": parts.visual_encoder.tower,
+               "sync_encoder": parts.sync_encoder.model, "text_encoder": parts.text_encoder}
+    for name, module in targets.items():
+        f = folder / name / "diffusion_pytorch_model.safetensors"
+        if not f.is_file():
+            raise TrainingError(f"--init {folder}: no {name}/diffusion_pytorch_model.safetensors; pass a "
+                                f"train_foley final folder")
+        load_state_dict_strict(module, read_state_dict(f), what=f"--init {name}")
 
 
 def export_parts(parts, out: Path) -> None:
@@ -209,9 +253,13 @@ def run(args) -> Path:
     cfg_path = out / "config.json"
     if args.resume and cfg_path.is_file():
         vocabulary = json.loads(cfg_path.read_text())["vocabulary"]  # the text encoder's table must not move
+    elif args.init is not None:
+        vocabulary = list(json.loads((Path(args.init) / "text_encoder" / "config.json").read_text())["vocabulary"])
     else:
         vocabulary = build_vocabulary([c["caption"] for c in cache.clips])
     parts = build_parts(vocabulary, overrides, args.seed)
+    if args.init is not None:
+        load_parts(parts, Path(args.init))
     if parts.visual_encoder.image_size != cache.image_size or parts.sync_encoder.image_size != cache.image_size:
         raise TrainingError(f"the encoders take {parts.visual_encoder.image_size}-px frames but the cache holds "
                             f"{cache.image_size}-px frames; pass --image-size {parts.visual_encoder.image_size}")
@@ -223,13 +271,13 @@ def run(args) -> Path:
         write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
                               "overrides": overrides, "vocabulary": vocabulary, "vae_tag": tag,
                               "cache": str(cache.dir), "num_clips": len(cache)})
-    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text)
+    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight)
     n_params = sum(p.numel() for p in parts.parameters())
     log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
         f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M" for k, m in parts.named_children()))
     ema = EMA(parts, args.ema)
-    opt = torch.optim.AdamW([p for p in parts.parameters() if p.requires_grad], lr=args.lr, betas=(0.9, 0.99),
-                            weight_decay=args.weight_decay)
+    opt = torch.optim.AdamW([p for p in objective.parameters() if p.requires_grad], lr=args.lr,
+                            betas=(0.9, 0.99), weight_decay=args.weight_decay)
     objective, opt = accelerator.prepare(objective, opt)
     counter = StepCounter()
     accelerator.register_for_checkpointing(ema, counter)
@@ -249,29 +297,31 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        loss = objective(b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
-                         b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen)
+        loss, aux = objective(b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev),
+                              b["mask"].to(dev), b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen,
+                              b["hits"].to(dev))
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+        accelerator.backward(loss + args.aux_sync_weight * aux)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
         counter.step = step + 1
         if (step + 1) % args.log_every == 0 or step == start:
-            metrics.write(step + 1, {"loss": float(loss.detach()), "grad_norm": float(gnorm),
+            metrics.write(step + 1, {"loss": float(loss.detach()), "aux_sync": float(aux.detach()),
+                                     "grad_norm": float(gnorm),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
         bar.update(1)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
             save_checkpoint(accelerator, out, step + 1)
-            metrics.plot(["loss"], title="foley-tiny flow matching")
+            metrics.plot(["loss", "aux_sync", "grad_norm", "duration"], title="foley-tiny flow matching")
     bar.close()
     if end < args.steps:
         log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
         return out / CHECKPOINTS
     if accelerator.is_main_process:
         export_parts(ema.averaged(raw.parts).eval(), out / "final")
-        metrics.plot(["loss"], title="foley-tiny flow matching")
+        metrics.plot(["loss", "aux_sync", "grad_norm", "duration"], title="foley-tiny flow matching")
         log.info("foley: %d steps in %.0f s; EMA weights in %s", args.steps - start, timer.seconds(), out / "final")
     return out / "final"
 
