@@ -247,11 +247,16 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     out = data["tmp"] / "foley_aux"
     args = _common(data, out, 4, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
                    "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
-                   "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5")
+                   "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5", "--mono2stereo-weight", "2")
     for o in FOLEY_OVERRIDES:
         args += ["--override", o]
     assert train_foley.main(args) == 0
     aux = _metric(out, "aux_sync")
     assert len(aux) == 4 and all(a > 0 for a in aux)
+    assert all(v > 0 for v in _metric(out, "mono2stereo"))  # Mono2Stereo trained jointly on the visual features
+    from kling_foley_core.models.mono2stereo import Mono2Stereo
+
+    m2s = Mono2Stereo.from_pretrained(str(out / "final" / "mono2stereo"))
+    assert m2s.config.video_dim == 64 and float(m2s.out_proj.weight.abs().sum()) > 0
     # --init starts from the earlier run's weights, so the first loss is the trained one, not ~2 (random init)
     assert _metric(out, "loss")[0] < np.mean(_metric(foley_run, "loss")[:3])

@@ -44,13 +44,17 @@ WINDOW, STRIDE = 16, 8
 class FoleyObjective(nn.Module):
     """The jointly trained parts and the flow-matching loss as ``forward`` (so DDP sees one module call)."""
 
-    def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0):
+    def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
+                 mono2stereo: nn.Module | None = None):
         super().__init__()
         self.parts = parts
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
         self.aux_sync_weight = aux_sync_weight
         # training-only head: does this sync token's 2-frame span contain a contact? (not exported)
         self.sync_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_sync_weight > 0 else None
+        # Mono2Stereo trained jointly: its loss is what teaches the visual features where objects are (the
+        # mono flow-matching loss has no use for x-positions)
+        self.mono2stereo = mono2stereo
 
     def encode_video(self, sem: torch.Tensor, sync: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sem ``(B, Nc, 3, S, S)`` and sync ``(B, T, 3, S, S)`` frames in [0, 1] → ``(B, Nc, Dc)``, ``(B, Ns, Ds)``."""
@@ -74,8 +78,10 @@ class FoleyObjective(nn.Module):
 
     def forward(self, x1: torch.Tensor, sem: torch.Tensor, sync: torch.Tensor, ids: torch.Tensor,
                 mask: torch.Tensor, empty_ids: torch.Tensor, empty_mask: torch.Tensor, duration: float,
-                gen: torch.Generator, hits: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(flow-matching loss, auxiliary sync loss or 0)."""
+                gen: torch.Generator, hits: torch.Tensor | None = None,
+                stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(flow-matching loss, auxiliary sync loss or 0, Mono2Stereo loss or 0)."""
         from ..sampling import flow_matching_loss
 
         model = self.parts.transformer
@@ -84,6 +90,12 @@ class FoleyObjective(nn.Module):
         aux = x1.new_zeros(())
         if self.sync_head is not None and hits is not None:
             aux = self.sync_aux_loss(sync_f, hits)
+        m2s = x1.new_zeros(())
+        if self.mono2stereo is not None and stereo is not None:
+            from ..models.mono2stereo import mono2stereo_loss
+
+            mono, left, right = stereo  # (B, M, F) each; clip_f is resampled to F inside, as at inference
+            m2s = mono2stereo_loss(self.mono2stereo(mono, clip_f), left, right)
         # the empty prompt's encoding ("no description") for half of the text-dropped clips
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
@@ -100,7 +112,7 @@ class FoleyObjective(nn.Module):
         mask = mask | placeholder[:, None]
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask)
-        return flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen), aux
+        return flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen), aux, m2s
 
 
 def contact_targets(events: list[dict], n_windows: int) -> torch.Tensor:
@@ -150,8 +162,11 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
     ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
     empty_ids, empty_mask = text_encoder.tokenize([""])
     hits = torch.stack([contact_targets(cache.clips[int(i)]["events"], lens.sync // 8) for i in idx])  # (B, Ns)
+    n_mel = min(2 * lens.latent, min(cache.clips[int(i)]["mel"][1] for i in idx))  # the mel frames of d seconds
+    stereo = tuple(torch.stack([torch.from_numpy(cache.mel(int(i), ch)[:, :n_mel]) for i in idx])
+                   for ch in ("mono", "left", "right"))  # 3 × (B, M, F)
     return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
-                empty_mask=empty_mask, duration=d, hits=hits)
+                empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux-sync-weight", type=float, default=0.0,
                     help="weight of an auxiliary contact-detection loss on the sync tokens (labels: the clips' "
                          "hit times); 0 = flow matching only")
+    ap.add_argument("--mono2stereo-weight", type=float, default=0.0,
+                    help="train Mono2Stereo jointly (on the visual features) with this loss weight; 0 = off")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from the parts of an earlier run's final folder (a new optimiser and schedule)")
     ap.add_argument("--override", action="append", default=[], metavar="PART.KEY=VALUE",
@@ -271,7 +288,18 @@ def run(args) -> Path:
         write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
                               "overrides": overrides, "vocabulary": vocabulary, "vae_tag": tag,
                               "cache": str(cache.dir), "num_clips": len(cache)})
-    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight)
+    m2s = None
+    if args.mono2stereo_weight > 0:
+        from ..default_model.components import build_mono2stereo
+
+        m2s = build_mono2stereo(video_dim=parts.visual_encoder.dim)
+        if args.init is not None and (Path(args.init) / "mono2stereo" / "config.json").is_file():
+            from ..compat.checkpoints import load_state_dict_strict, read_state_dict
+
+            load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
+                                                        "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
+    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s)
+    ema_m2s = EMA(m2s, args.ema) if m2s is not None else None
     n_params = sum(p.numel() for p in parts.parameters())
     log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
         f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M" for k, m in parts.named_children()))
@@ -281,6 +309,8 @@ def run(args) -> Path:
     objective, opt = accelerator.prepare(objective, opt)
     counter = StepCounter()
     accelerator.register_for_checkpointing(ema, counter)
+    if ema_m2s is not None:
+        accelerator.register_for_checkpointing(ema_m2s)
     start = resume_from(accelerator, out, args.resume, counter)
     metrics = MetricLog(out, enabled=accelerator.is_main_process)
     metrics.truncate(start)
@@ -297,31 +327,36 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        loss, aux = objective(b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev),
-                              b["mask"].to(dev), b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen,
-                              b["hits"].to(dev))
+        loss, aux, m2s_loss = objective(b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev),
+                                        b["mask"].to(dev), b["empty_ids"].to(dev), b["empty_mask"].to(dev),
+                                        b["duration"], gen, b["hits"].to(dev), tuple(x.to(dev) for x in b["stereo"]))
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss + args.aux_sync_weight * aux)
+        accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
+        if ema_m2s is not None:
+            ema_m2s.update(raw.mono2stereo)
         counter.step = step + 1
         if (step + 1) % args.log_every == 0 or step == start:
             metrics.write(step + 1, {"loss": float(loss.detach()), "aux_sync": float(aux.detach()),
+                                     "mono2stereo": float(m2s_loss.detach()),
                                      "grad_norm": float(gnorm),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
         bar.update(1)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
             save_checkpoint(accelerator, out, step + 1)
-            metrics.plot(["loss", "aux_sync", "grad_norm", "duration"], title="foley-tiny flow matching")
+            metrics.plot(["loss", "aux_sync", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
     bar.close()
     if end < args.steps:
         log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
         return out / CHECKPOINTS
     if accelerator.is_main_process:
         export_parts(ema.averaged(raw.parts).eval(), out / "final")
-        metrics.plot(["loss", "aux_sync", "grad_norm", "duration"], title="foley-tiny flow matching")
+        if ema_m2s is not None:
+            ema_m2s.averaged(raw.mono2stereo).eval().save_pretrained(out / "final" / "mono2stereo")
+        metrics.plot(["loss", "aux_sync", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
         log.info("foley: %d steps in %.0f s; EMA weights in %s", args.steps - start, timer.seconds(), out / "final")
     return out / "final"
 
