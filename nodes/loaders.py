@@ -4,6 +4,7 @@ from __future__ import annotations
 from . import common as C
 from .common import TINY, node_error
 
+
 def _precision():
     return (C.PRECISIONS, {"default": "fp32",
                            "tooltip": "Weight precision. fp16/bf16 halve memory on GPUs; CPUs always run fp32."})
