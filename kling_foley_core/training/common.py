@@ -362,3 +362,15 @@ class Timer:
 
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
+
+
+def cli_main(build_parser, run, argv: list[str] | None = None) -> int:
+    """The trainers' shared entry point: parse, run, and turn a TrainingError into one line and exit code 2."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except TrainingError as e:
+        print(f"error: {e}")
+        return 2
+    return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .common import (CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, TrainingError, add_common_args,
+from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, TrainingError, add_common_args,
                      check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
                      set_lr, step_generator, write_json)
 from .dataset import FeatureCache, build_cache
@@ -182,14 +182,7 @@ def run(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except TrainingError as e:
-        print(f"error: {e}")
-        return 2
-    return 0
+    return cli_main(build_parser, run, argv)
 
 
 if __name__ == "__main__":
