@@ -16,19 +16,26 @@ from .cli import EXIT_OK, SystemExitError, register_command
 
 
 def load_model_pipeline(name: str):
-    """``tiny`` (random weights) or ``default`` (the shipped model)."""
+    """``tiny`` (random weights), ``default`` (the shipped model) or a weights folder laid out like the shipped one
+    (``python -m kling_foley_core.default_model.build`` or ``python -m kling_foley_core.training.export``)."""
     if name == "tiny":
         from .presets import tiny_pipeline
 
         return tiny_pipeline()
+    from .default_model import DefaultModelError, default_pipeline, is_available
+
     if name == "default":
+        if not is_available():
+            raise SystemExitError("--model default: the default model's weights are not in this installation; "
+                                  "use --model tiny or pass a weights folder")
+        return default_pipeline()
+    if Path(name).is_dir():
         try:
-            from .default_model import load_default_pipeline
-        except ImportError:
-            raise SystemExitError("--model default: the default model is not shipped in this version; use "
-                                  "--model tiny") from None
-        return load_default_pipeline()
-    raise SystemExitError(f"--model {name!r}: choose 'default' or 'tiny'")
+            return default_pipeline(directory=name)
+        except DefaultModelError as e:
+            raise SystemExitError(f"--model {name}: {e}") from None
+    raise SystemExitError(f"--model {name!r}: choose 'default', 'tiny' or a weights folder (one subfolder per part: "
+                          f"transformer, vae, ...)")
 
 
 def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, prompt: bool) -> list[dict]:
@@ -49,7 +56,7 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", choices=["synthhits"], help="the benchmark (SynthHits, held-out recordings)")
     p.add_argument("--seed", type=int, default=0, help="test-set seed (any seed gives a fresh set)")
     p.add_argument("--n", type=int, default=100, help="number of clips (default 100)")
-    p.add_argument("--model", default="default", help="'default' (the shipped model) or 'tiny' (random weights)")
+    p.add_argument("--model", default="default", help="'default' (the shipped model), 'tiny' (random weights) or a weights folder")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     p.add_argument("--cfg", type=float, default=4.5, help="guidance strength (default 4.5)")
     p.add_argument("--sampler", default="euler", help="sampler name (default euler)")

@@ -20,3 +20,10 @@ def test_eval_prints_the_model_row_beside_both_reference_rows(tmp_path, monkeypa
 def test_eval_refuses_unknown_model(capsys):
     assert main(["eval", "synthhits", "--model", "nope", "--n", "1"]) == EXIT_USAGE
     assert "--model 'nope'" in capsys.readouterr().err
+
+
+def test_eval_names_an_incomplete_weights_folder(tmp_path, capsys):
+    (tmp_path / "transformer").mkdir()
+    assert main(["eval", "synthhits", "--model", str(tmp_path), "--n", "1"]) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert f"--model {tmp_path}" in err and "lacks" in err

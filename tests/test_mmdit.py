@@ -263,3 +263,37 @@ def test_no_rope_on_text_and_rope_cache_is_per_length():
         feats["text_f"] = feats["text_f"][:, perm]
         b = model.predict_flow(x, 0.5, model.prepare_conditions(**feats, duration=1.0))
     torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# -- sync layout ---------------------------------------------------------------------------------------------------
+def test_time_sync_layout_puts_each_token_at_the_frames_it_shows():
+    from kling_foley_core.models.sync_layout import overlap_average, resample_to_latents
+
+    n_windows = 5
+    # every token carries the first frame of its 2-frame tubelet: window w, token j shows frames 8w + 2j, +1
+    first = torch.tensor([8 * w + 2 * j for w in range(n_windows) for j in range(8)], dtype=torch.float32)
+    slots = overlap_average(first.view(1, -1, 1).repeat(2, 1, 3))  # (2, 4W + 4, 3)
+    assert slots.shape == (2, 4 * n_windows + 4, 3)
+    assert torch.equal(slots[0, :, 0], torch.arange(0, 8 * n_windows + 8, 2, dtype=torch.float32))
+    rate = 16000 / 256 / 2
+    lat = resample_to_latents(slots, 40, rate)[0, :, 0]  # (40,)
+    frame_at_centre = (torch.arange(40) + 0.5) / rate * 25  # the frame instant at each latent's centre
+    # slot 2s is centred at frame 2s + 0.5; the first latent's centre lies before slot 0's and takes slot 0
+    assert torch.allclose(lat[1:], frame_at_centre[1:] - 0.5, atol=1e-4) and lat[0] == 0
+
+
+def test_time_sync_layout_model_runs_and_differs_from_windows():
+    config = mmdit_config("kling_foley_1.5b", **TINY_DIMS)
+    a = randomized(KlingFoleyMMDiT(**{**config, "sync_layout": "time"}))
+    b = KlingFoleyMMDiT(**{**config, "sync_layout": "windows"}).eval()
+    b.load_state_dict(a.state_dict())
+    feats, lens = features(a, 1, 2.0)
+    with torch.no_grad():
+        ca = a.prepare_conditions(**feats, duration=2.0)
+        cb = b.prepare_conditions(**feats, duration=2.0)
+        x = torch.randn(1, lens.latent, a.config.latent_dim)
+        v = a.predict_flow(x, torch.full((1,), 0.5), ca)
+    assert ca.sync_f.shape == cb.sync_f.shape == (1, lens.latent, a.config.hidden_dim)
+    assert not torch.allclose(ca.sync_f, cb.sync_f) and torch.isfinite(v).all()
+    with pytest.raises(ValueError, match="sync_layout"):
+        KlingFoleyMMDiT(**{**config, "sync_layout": "random"})

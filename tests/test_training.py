@@ -260,3 +260,22 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     assert m2s.config.video_dim == 64 and float(m2s.out_proj.weight.detach().abs().sum()) > 0
     # --init starts from the earlier run's weights, so the first loss is the trained one, not ~2 (random init)
     assert _metric(out, "loss")[0] < np.mean(_metric(foley_run, "loss")[:3])
+
+
+def test_export_checkpoint_gives_the_final_ema_weights(data, vae_run, foley_run, tmp_path):
+    from kling_foley_core.default_model.build import load_default_model
+    from kling_foley_core.training.export import export_checkpoint, main as export_main
+
+    run = data["tmp"] / "foley_aux"  # trained with Mono2Stereo; its last checkpoint is the step of final/
+    if not (run / "final").is_dir():
+        test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run)
+    ckpt = sorted((run / "checkpoints").iterdir())[-1]
+    w = export_checkpoint(ckpt, tmp_path / "weights", vae=vae_run / "final" / "vae")
+    for part in ("transformer", "sync_encoder", "mono2stereo"):
+        a, b = _weights(run / "final" / part), _weights(w / part)
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{part}.{k}"
+    comps = load_default_model("cpu", directory=w, vocoder_iters=2)
+    assert comps["transformer"].config.sync_layout == "time"
+    assert export_main([str(tmp_path / "not-a-checkpoint"), str(tmp_path / "w2")]) == 2

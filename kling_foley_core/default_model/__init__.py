@@ -15,12 +15,10 @@ _EXPORTS = {
     "load_default_model": "build", "weights_dir": "build", "FOLEY_TINY": "components", "NAME": "components",
 }
 
-__all__ = sorted([*_EXPORTS, "load_default_pipeline"])
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    if name == "load_default_pipeline":  # the name the CLI's `eval --model default` imports
-        name = "default_pipeline"
     if name in _EXPORTS:
         return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

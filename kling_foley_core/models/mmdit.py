@@ -38,6 +38,7 @@ from torch import nn
 from ..layers import ChannelLastConv1d, ConvSwiGLU, RopeCache, SwiGLU, TimestepEmbedding
 from .duration import DurationEmbedding, DurationError, SequenceLengths, as_seconds, sequence_lengths
 from .mmdit_blocks import FinalBlock, JointBlock, StreamBlock
+from .sync_layout import overlap_average, resample_to_latents
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         sample_rate, mel_hop, latent_downsample: the audio latent rate, for duration → length.
         default_duration: the training clip length, used when no duration is given.
         max_duration: the longest duration accepted (also the range of the duration embedding).
+        sync_layout: how Synchformer tokens reach the latent frames: ``"windows"`` (MMAudio: window-major order
+            stretched by nearest neighbour) or ``"time"`` (overlapping windows averaged per 2-frame slot, then
+            interpolated at each latent frame's own time; see ``sync_layout.py``).
     """
 
     _supports_gradient_checkpointing = False
@@ -158,8 +162,11 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                  t_frequency_dim: int | None = None, t_max_period: float = 1.0, rope_theta: float = 10000.0,
                  use_duration: bool = False, duration_fourier_dim: int = 256, learned_empty_text: bool = False,
                  final_cond: str = "global", sample_rate: int = 44100, mel_hop: int = 512,
-                 latent_downsample: int = 2, default_duration: float = 8.0, max_duration: float = 30.0):
+                 latent_downsample: int = 2, default_duration: float = 8.0, max_duration: float = 30.0,
+                 sync_layout: str = "windows"):
         super().__init__()
+        if sync_layout not in ("windows", "time"):
+            raise ValueError(f"sync_layout={sync_layout!r} must be 'windows' (MMAudio) or 'time' (see sync_layout.py)")
         if proj_style not in ("v1", "v2"):
             raise ValueError(f"proj_style={proj_style!r} must be 'v1' or 'v2'")
         if final_cond not in ("global", "extended"):
@@ -278,12 +285,19 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         sync_f = sync_f.view(b, ns // SYNC_TOKENS_PER_WINDOW, SYNC_TOKENS_PER_WINDOW, -1) + self.sync_pos_emb
         sync_f = sync_f.flatten(1, 2)  # (B, Ns, Cs)
 
+        time_layout = self.config.sync_layout == "time"
+        if time_layout:
+            sync_f = overlap_average(sync_f)  # (B, Ns/2 + 4, Cs): one token per 2-frame slot, in time order
+
         clip_f = self.clip_input_proj(clip_f)  # (B, Nc, D)
         sync_f = self.sync_input_proj(sync_f)  # (B, Ns, D)
         text_f = self.text_input_proj(text_f)  # (B, Nt, D)
 
-        # sync tokens (24/s) → latent rate, added to the audio stream's per-token adaLN condition
-        sync_f = F.interpolate(sync_f.transpose(1, 2), size=latent_seq_len, mode="nearest-exact").transpose(1, 2)
+        # sync tokens → latent rate, added to the audio stream's per-token adaLN condition
+        if time_layout:
+            sync_f = resample_to_latents(sync_f, latent_seq_len, self.latent_rate)  # (B, N, D)
+        else:  # MMAudio: stretch the window-major sequence
+            sync_f = F.interpolate(sync_f.transpose(1, 2), size=latent_seq_len, mode="nearest-exact").transpose(1, 2)
 
         clip_c = self.clip_cond_proj(clip_f.mean(dim=1))  # (B, D)
         if text_mask is None:

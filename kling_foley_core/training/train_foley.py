@@ -210,14 +210,28 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
-def build_parts(vocabulary: list[str], overrides: dict[str, dict], seed: int):
+def build_parts(vocabulary: list[str], overrides: dict[str, dict], seed: int, sizes: dict[str, dict] | None = None):
+    """The jointly trained parts at foley-tiny's sizes (or the ``sizes`` a run recorded) plus ``overrides``."""
     from ..default_model import components as C
 
+    sizes = sizes or {}
+
+    def kw(part):
+        return {**sizes.get(part, {}), **overrides.get(part, {})}
+
     torch.manual_seed(seed)  # module initialisers use the global RNG: make the start reproducible
-    return C.FoleyTrainBundle(transformer=C.build_transformer(**overrides.get("transformer", {})),
-                              visual_encoder=C.build_visual_encoder(**overrides.get("visual_encoder", {})),
-                              sync_encoder=C.build_sync_encoder(**overrides.get("sync_encoder", {})),
-                              text_encoder=C.build_text_encoder(vocabulary, **overrides.get("text_encoder", {})))
+    return C.FoleyTrainBundle(transformer=C.build_transformer(**kw("transformer")),
+                              visual_encoder=C.build_visual_encoder(**kw("visual_encoder")),
+                              sync_encoder=C.build_sync_encoder(**kw("sync_encoder")),
+                              text_encoder=C.build_text_encoder(vocabulary, **kw("text_encoder")))
+
+
+def run_sizes(overrides: dict[str, dict]) -> dict[str, dict]:
+    """The part sizes a run trains (foley-tiny's plus overrides), recorded so an export rebuilds the same parts."""
+    from ..default_model.components import config
+
+    return {part: config(part, **overrides.get(part, {}))
+            for part in ("transformer", "visual_encoder", "sync_encoder", "text_encoder", "mono2stereo")}
 
 
 def load_parts(parts, folder: Path) -> None:
@@ -286,7 +300,8 @@ def run(args) -> Path:
         tr.latent_std.copy_(torch.tensor(latents.stats["std"]).view(1, 1, -1))
     if accelerator.is_main_process:
         write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
-                              "overrides": overrides, "vocabulary": vocabulary, "vae_tag": tag,
+                              "overrides": overrides, "sizes": run_sizes(overrides), "vocabulary": vocabulary,
+                              "vae_tag": tag,
                               "cache": str(cache.dir), "num_clips": len(cache)})
     m2s = None
     if args.mono2stereo_weight > 0:

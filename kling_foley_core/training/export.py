@@ -1,0 +1,94 @@
+"""Turn a ``train_foley`` checkpoint into a default-model weights folder (EMA weights), without touching the run.
+
+    python -m kling_foley_core.training.export RUN/checkpoints/step-0000750 OUT [--vae VAE_FOLDER]
+
+``OUT`` can then be evaluated (``kling-foley eval synthhits --model OUT``) or loaded
+(``default_pipeline(directory=OUT)``) while the run goes on. The parts are rebuilt from the sizes recorded in the
+run's ``config.json`` and filled with the checkpoint's EMA weights; Mono2Stereo comes along when the run trained it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .common import TrainingError, cli_main
+
+# accelerate numbers objects registered for checkpointing in registration order (train_foley: EMA, step
+# counter, then the Mono2Stereo EMA when it is trained)
+EMA_FILE, M2S_EMA_FILE = "custom_checkpoint_0.pkl", "custom_checkpoint_2.pkl"
+
+
+def _shadow(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "shadow" not in state:
+        raise TrainingError(f"'{path}' holds no EMA state; pass a train_foley checkpoint folder")
+    return state["shadow"]
+
+
+def _fill(module: torch.nn.Module, shadow: dict[str, torch.Tensor], what: str) -> None:
+    sd = module.state_dict()
+    floats = {k for k, v in sd.items() if v.is_floating_point()}
+    if floats != set(shadow):
+        diff = sorted(floats ^ set(shadow))
+        raise TrainingError(f"{what}: the checkpoint's EMA does not fit the parts built from the run's config "
+                            f"({len(diff)} keys differ, e.g. {diff[:3]}); export with the library version that "
+                            f"trained it")
+    for k, v in shadow.items():
+        sd[k].copy_(v.to(sd[k].dtype))
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Path | None = None) -> Path:
+    from ..default_model.build import assemble
+    from .train_foley import build_parts, export_parts
+
+    ckpt = Path(checkpoint)
+    run = ckpt.parent.parent
+    cfg_path = run / "config.json"
+    if not (ckpt / EMA_FILE).is_file() or not cfg_path.is_file():
+        raise TrainingError(f"checkpoint '{ckpt}': expected RUN/checkpoints/step-N with {EMA_FILE} and RUN/config.json"
+                            f"; pass a train_foley checkpoint folder")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("trainer") != "foley":
+        raise TrainingError(f"checkpoint '{ckpt}': the run was trained by {cfg.get('trainer')!r}, not train_foley")
+    vae = Path(vae) if vae is not None else Path(cfg["args"]["vae"])
+    parts = build_parts(cfg["vocabulary"], cfg.get("overrides", {}), seed=0, sizes=cfg.get("sizes"))
+    _fill(parts, _shadow(ckpt / EMA_FILE), "foley parts")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        export_parts(parts.eval(), tmp / "foley")
+        m2s_dir = None
+        if (ckpt / M2S_EMA_FILE).is_file():
+            from ..default_model.components import build_mono2stereo
+
+            sizes = (cfg.get("sizes") or {}).get("mono2stereo", {})
+            m2s = build_mono2stereo(**{**sizes, "video_dim": parts.visual_encoder.dim})
+            _fill(m2s, _shadow(ckpt / M2S_EMA_FILE), "mono2stereo")
+            m2s_dir = tmp / "mono2stereo"
+            m2s.eval().save_pretrained(m2s_dir)
+        return assemble(Path(out), vae=vae, foley=tmp / "foley", mono2stereo=m2s_dir,
+                        notes={"exported_from": f"{run.name}/{ckpt.name}"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m kling_foley_core.training.export",
+                                 description="Export a train_foley checkpoint's EMA weights as a weights folder.")
+    ap.add_argument("checkpoint", type=Path, help="RUN/checkpoints/step-N")
+    ap.add_argument("out", type=Path, help="weights folder to write (parts are replaced)")
+    ap.add_argument("--vae", type=Path, default=None, help="Mel-VAE folder (default: the one the run trained with)")
+    return ap
+
+
+def run(args) -> Path:
+    return export_checkpoint(args.checkpoint, args.out, vae=args.vae)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return cli_main(build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
