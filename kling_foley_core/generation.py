@@ -182,6 +182,13 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
         return vae.decode(latents.to(vae.device, vae.dtype)).float()
 
 
+def stereo_video_features(mono2stereo, clip_f: torch.Tensor | None, sync_f: torch.Tensor | None):
+    """The video features a Mono2Stereo module was trained on: semantic (8 fps) or Synchformer tokens."""
+    if mono2stereo is None:
+        return None
+    return sync_f if getattr(mono2stereo.config, "video_features", "semantic") == "sync" else clip_f
+
+
 def mel_to_stereo(mono2stereo, mel: torch.Tensor, video_f: torch.Tensor | None = None) -> torch.Tensor:
     """Mono log-mel ``(B, M, F)`` → stereo ``(B, 2, M, F)``; without a module both channels are the mono mel."""
     if mel.ndim == 4:

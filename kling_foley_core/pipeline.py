@@ -11,7 +11,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .generation import (FoleyConditions, GenerationError, SamplerSettings, decode_latents, frame_specs,
-                         generate_latents, mel_to_stereo, vocode)
+                         generate_latents, mel_to_stereo, stereo_video_features, vocode)
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
         latents = generate_latents(self.transformer, cond, settings, seed=seed, generator=generator,
                                    callback=callback)
         # 5. Mel-VAE decode → mono mel → Mono2Stereo → stereo mel
-        mel = mel_to_stereo(self.mono2stereo, decode_latents(self.vae, latents), clip_f)
+        mel = mel_to_stereo(self.mono2stereo, decode_latents(self.vae, latents),
+                            stereo_video_features(self.mono2stereo, clip_f, sync_f))
         # 6. Vocoder per channel, trimmed to the requested duration
         sr = int(self.vocoder.sample_rate)
         wave = vocode(self.vocoder, mel, num_samples=int(math.floor(cond.duration * sr)))

@@ -40,9 +40,10 @@ class KlingFoleyMono2Stereo:
                     "tooltip": "From Kling-Foley Mono2Stereo Loader; leave empty for centred (dual-mono) sound."})}}
 
     def stereo(self, mel, mono2stereo=None):
-        from kling_foley_core.generation import mel_to_stereo
+        from kling_foley_core.generation import mel_to_stereo, stereo_video_features
 
-        return ({**mel, "mel": mel_to_stereo(mono2stereo, mel["mel"], mel.get("clip_features"))},)
+        video = stereo_video_features(mono2stereo, mel.get("clip_features"), mel.get("sync_features"))
+        return ({**mel, "mel": mel_to_stereo(mono2stereo, mel["mel"], video)},)
 
 
 class KlingFoleyVocode:
@@ -172,10 +173,14 @@ class KlingFoleyAudioMono2Stereo:
             "audio": ("AUDIO", {"tooltip": "Mono audio to pan."}),
             "mono2stereo": (C.MONO2STEREO, {"tooltip": "From Kling-Foley Mono2Stereo Loader."}),
         }, "optional": {
-            "clip_features": (C.FEATURES, {"tooltip": "Visual features (where the sound source is on screen)."}),
+            "clip_features": (C.FEATURES, {"tooltip": "Visual features (where the sound source is on screen); "
+                                                      "for modules trained on them."}),
+            "sync_features": (C.FEATURES, {"tooltip": "Synchformer features (which object touches something when); "
+                                                      "for modules trained on them, such as foley-tiny's."}),
         }}
 
-    def stereo(self, audio, mono2stereo, clip_features=None):
+    def stereo(self, audio, mono2stereo, clip_features=None, sync_features=None):
+        from kling_foley_core.generation import stereo_video_features
         from kling_foley_core.stereo import pan_waveform
 
         _check_audio("Kling-Foley Audio Mono2Stereo", audio)
@@ -184,7 +189,8 @@ class KlingFoleyAudioMono2Stereo:
             return (audio,)
         if wave.shape[1] != 1:
             raise node_error("Kling-Foley Audio Mono2Stereo", f"audio has {wave.shape[1]} channels; give mono audio")
-        return ({"waveform": pan_waveform(mono2stereo, wave, audio["sample_rate"], clip_features),
+        return ({"waveform": pan_waveform(mono2stereo, wave, audio["sample_rate"],
+                                             stereo_video_features(mono2stereo, clip_features, sync_features)),
                  "sample_rate": audio["sample_rate"]},)
 
 

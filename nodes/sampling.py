@@ -85,7 +85,7 @@ class KlingFoleySampler:
             latents = generate_latents(model, conditioning, settings, seed=seed,
                                        callback=lambda d: bar.update_absolute(d["step"], d["total"]))
         return ({"latents": latents, "duration": conditioning.duration,
-                 "clip_features": conditioning.clip_f},)
+                 "clip_features": conditioning.clip_f, "sync_features": conditioning.sync_f},)
 
 
 NODES = [KlingFoleySamplerSelect, KlingFoleySchedule, KlingFoleySampler]

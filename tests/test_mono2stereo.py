@@ -174,3 +174,25 @@ def test_bad_inputs():
         Mono2Stereo.from_preset("huge")
     with pytest.raises(Mono2StereoError, match="log_base"):
         Mono2Stereo(log_base="2")
+
+
+def test_sync_features_are_put_in_time_order_before_use():
+    from kling_foley_core.models.mono2stereo import Mono2Stereo, Mono2StereoError
+
+    torch.manual_seed(0)
+    m = Mono2Stereo(n_mels=16, hidden_dim=16, num_layers=1, kernel_size=3, video_dim=4, log_base="10",
+                    video_features="sync", frame_rate=62.5)
+    # window-major tokens of 3 windows: a token's first channel is its first frame (8w + 2j)
+    frames = torch.tensor([8 * w + 2 * j for w in range(3) for j in range(8)], dtype=torch.float32)
+    tokens = frames.view(1, -1, 1).expand(1, 24, 4).contiguous()
+    per_frame = m._video_per_frame(tokens, 80)  # (1, 80, 4): 80 mel frames = 1.28 s
+    assert torch.all(per_frame[0, 1:, 0] >= per_frame[0, :-1, 0])  # monotonic in time, unlike the raw order
+    t = (torch.arange(80) + 0.5) / 62.5 * 25 - 0.5  # the frame instant at each mel frame, minus a slot's centre
+    inside = (t > 0) & (t < 30)
+    assert torch.allclose(per_frame[0, inside, 0], t[inside], atol=1e-4)
+    mono = torch.randn(1, 16, 80) - 3
+    assert m(mono, tokens).left.shape == (1, 16, 80)
+    with pytest.raises(Mono2StereoError, match="multiple of 8"):
+        m(mono, tokens[:, :20])
+    with pytest.raises(Mono2StereoError, match="frame_rate"):
+        Mono2Stereo(n_mels=16, video_dim=4, video_features="sync")

@@ -243,21 +243,36 @@ def test_contact_targets_follow_the_token_spans():
     assert t.sum() == 3
 
 
+def test_pan_targets_sit_on_the_contact_tokens():
+    from kling_foley_core.training.train_foley import contact_and_pan_targets
+
+    hits, pans = contact_and_pan_targets([{"time": 0.33, "pan": -0.5}, {"time": 0.34, "pan": 0.7},
+                                          {"time": 1.0, "pan": 0.25}], 3)
+    hits, pans = hits.view(3, 8), pans.view(3, 8)
+    assert hits[0, 4] == 1 and hits[1, 0] == 1 and hits.max() == 1  # two hits in one span count once
+    assert pans[0, 4] == pytest.approx(0.1) and pans[2, 4] == pytest.approx(0.25)
+    assert pans[hits == 0].abs().max() == 0
+
+
 def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     out = data["tmp"] / "foley_aux"
     args = _common(data, out, 4, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
                    "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
-                   "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5", "--mono2stereo-weight", "2")
+                   "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5", "--mono2stereo-weight", "2",
+                   "--aux-pan-weight", "1")
     for o in FOLEY_OVERRIDES:
         args += ["--override", o]
     assert train_foley.main(args) == 0
     aux = _metric(out, "aux_sync")
     assert len(aux) == 4 and all(a > 0 for a in aux)
+    assert all(a > 0 for a in _metric(out, "aux_pan"))  # every clip has hits, so every batch has pan targets
     assert all(v > 0 for v in _metric(out, "mono2stereo"))  # Mono2Stereo trained jointly on the visual features
     from kling_foley_core.models.mono2stereo import Mono2Stereo
 
     m2s = Mono2Stereo.from_pretrained(str(out / "final" / "mono2stereo"))
-    assert m2s.config.video_dim == 64 and float(m2s.out_proj.weight.detach().abs().sum()) > 0
+    # foley-tiny's Mono2Stereo reads the Synchformer tokens (32-d in this test's small sync encoder)
+    assert m2s.config.video_features == "sync" and m2s.config.video_dim == 32
+    assert float(m2s.out_proj.weight.detach().abs().sum()) > 0
     # --init starts from the earlier run's weights, so the first loss is the trained one, not ~2 (random init)
     assert _metric(out, "loss")[0] < np.mean(_metric(foley_run, "loss")[:3])
 

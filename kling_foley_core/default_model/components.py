@@ -57,7 +57,7 @@ FOLEY_TINY: dict[str, dict] = {
     "vae": dict(n_mels=80, latent_dim=20, hidden_dim=64, num_blocks=4, kernel_size=5, norm_groups=8,
                 time_downsample=2),
     "mono2stereo": dict(n_mels=80, hidden_dim=64, num_layers=4, kernel_size=5, video_dim=64, log_base="10",
-                        pan_law="linear"),
+                        pan_law="linear", video_features="sync", frame_rate=62.5),
 }
 
 

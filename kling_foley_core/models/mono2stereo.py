@@ -11,7 +11,10 @@ Input
     ``mono``  (B, n_mels, F) log-mel of the library's front-end (``log_base`` "e": natural log, 44.1 kHz mode;
     "10": log10, 16 kHz mode), floor ``log(clip_val)``.
     ``video`` (B, N, video_dim), optional: per-frame visual features over the same time span (any frame rate N;
-    they are linearly resampled to the F mel frames). Only used when the model was built with ``video_dim > 0``;
+    they are linearly resampled to the F mel frames). With ``video_features="sync"`` they are instead Synchformer
+    tokens in the encoder's window-major order (8 per 16-frame window, stride 8); they are put in time order and
+    interpolated at each mel frame's time (``frame_rate`` mel frames per second), so the module sees *which*
+    object touches something *when*, not only where objects are. Only used when the model was built with ``video_dim > 0``;
     if such a model gets no video, a learned "no video" embedding stands in (like the empty conditions of CFG).
 Output
     :class:`StereoMel` with ``left``, ``right`` (B, n_mels, F) log-mels in the input's base and floor, and ``pan``
@@ -130,8 +133,16 @@ class Mono2Stereo(ModelMixin, ConfigMixin):
         log_base: str = "e",
         pan_law: str = "constant_power",
         clip_val: float = 1e-5,
+        video_features: str = "semantic",
+        frame_rate: float | None = None,
     ):
         super().__init__()
+        if video_features not in ("semantic", "sync"):
+            raise Mono2StereoError(f"Mono2Stereo video_features={video_features!r}: use 'semantic' (8 fps visual "
+                                   f"features) or 'sync' (Synchformer tokens)")
+        if video_features == "sync" and not frame_rate:
+            raise Mono2StereoError("Mono2Stereo video_features='sync' needs frame_rate (mel frames per second, "
+                                   "e.g. 62.5 for the 16 kHz front-end) to place the tokens in time")
         if log_base not in ("e", "10"):
             raise Mono2StereoError(f"Mono2Stereo log_base={log_base!r}: use 'e' (44.1 kHz mode) or '10' (16 kHz mode)")
         if pan_law not in PAN_LAWS:
@@ -177,6 +188,16 @@ class Mono2Stereo(ModelMixin, ConfigMixin):
             raise Mono2StereoError(f"Mono2Stereo: video must be (B={mono.shape[0]}, N, {vd}) per-frame features, "
                                    f"got {shape}")
 
+    def _video_per_frame(self, video: torch.Tensor, frames: int) -> torch.Tensor:
+        if self.config.video_features == "sync":
+            from .sync_layout import TOKENS_PER_WINDOW, overlap_average, resample_to_latents
+
+            if video.shape[1] % TOKENS_PER_WINDOW:
+                raise Mono2StereoError(f"Mono2Stereo: sync features have {video.shape[1]} tokens, not a multiple of "
+                                       f"{TOKENS_PER_WINDOW} per window; pass the Synchformer encoder's output")
+            return resample_to_latents(overlap_average(video), frames, self.config.frame_rate)  # (B, F, D)
+        return resample_frames(video, frames)  # (B, F, D)
+
     def predict_pan(self, mono: torch.Tensor, video: torch.Tensor | None = None) -> torch.Tensor:
         """Pan mask ``(B, M, F)`` ∈ [0, 1] for a mono log-mel ``(B, M, F)``."""
         self._check(mono, video)
@@ -188,7 +209,7 @@ class Mono2Stereo(ModelMixin, ConfigMixin):
             if video is None:
                 h = h + self.empty_video
             else:
-                v = resample_frames(video.to(dtype), mono.shape[-1])  # (B, F, video_dim)
+                v = self._video_per_frame(video.to(dtype), mono.shape[-1])  # (B, F, video_dim)
                 h = h + self.video_proj(v)  # (B, F, D)
         for block in self.blocks:
             h = block(h)  # (B, F, D)

@@ -62,10 +62,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
         export_parts(parts.eval(), tmp / "foley")
         m2s_dir = None
         if (ckpt / M2S_EMA_FILE).is_file():
-            from ..default_model.components import build_mono2stereo
+            from ..default_model.components import config as part_config
+            from .train_foley import build_joint_mono2stereo
 
-            sizes = (cfg.get("sizes") or {}).get("mono2stereo", {})
-            m2s = build_mono2stereo(**{**sizes, "video_dim": parts.visual_encoder.dim})
+            m2s_cfg = (cfg.get("sizes") or {}).get("mono2stereo") or part_config("mono2stereo")
+            m2s = build_joint_mono2stereo(parts, m2s_cfg)
             _fill(m2s, _shadow(ckpt / M2S_EMA_FILE), "mono2stereo")
             m2s_dir = tmp / "mono2stereo"
             m2s.eval().save_pretrained(m2s_dir)

@@ -45,13 +45,15 @@ class FoleyObjective(nn.Module):
     """The jointly trained parts and the flow-matching loss as ``forward`` (so DDP sees one module call)."""
 
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
-                 mono2stereo: nn.Module | None = None):
+                 mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0):
         super().__init__()
         self.parts = parts
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
         self.aux_sync_weight = aux_sync_weight
         # training-only head: does this sync token's 2-frame span contain a contact? (not exported)
         self.sync_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_sync_weight > 0 else None
+        # training-only head: where on screen (pan −1…1) is the contact of a token that holds one?
+        self.pan_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_pan_weight > 0 else None
         # Mono2Stereo trained jointly: its loss is what teaches the visual features where objects are (the
         # mono flow-matching loss has no use for x-positions)
         self.mono2stereo = mono2stereo
@@ -76,12 +78,17 @@ class FoleyObjective(nn.Module):
         return nn.functional.binary_cross_entropy_with_logits(
             logits, hits, pos_weight=torch.tensor(4.0, device=logits.device))
 
+    def pan_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor, pans: torch.Tensor) -> torch.Tensor:
+        """Squared error of the pan head on the tokens that hold a contact (pans: (B, Ns) in −1…1)."""
+        pred = torch.tanh(self.pan_head(sync_f)[..., 0])  # (B, Ns)
+        return ((pred - pans) ** 2 * hits).sum() / hits.sum().clamp_min(1.0)
+
     def forward(self, x1: torch.Tensor, sem: torch.Tensor, sync: torch.Tensor, ids: torch.Tensor,
                 mask: torch.Tensor, empty_ids: torch.Tensor, empty_mask: torch.Tensor, duration: float,
                 gen: torch.Generator, hits: torch.Tensor | None = None,
-                stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(flow-matching loss, auxiliary sync loss or 0, Mono2Stereo loss or 0)."""
+                stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                pans: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss); unused ones are 0."""
         from ..sampling import flow_matching_loss
 
         model = self.parts.transformer
@@ -90,12 +97,17 @@ class FoleyObjective(nn.Module):
         aux = x1.new_zeros(())
         if self.sync_head is not None and hits is not None:
             aux = self.sync_aux_loss(sync_f, hits)
+        aux_pan = x1.new_zeros(())
+        if self.pan_head is not None and hits is not None and pans is not None:
+            aux_pan = self.pan_aux_loss(sync_f, hits, pans)
         m2s = x1.new_zeros(())
         if self.mono2stereo is not None and stereo is not None:
+            from ..generation import stereo_video_features
             from ..models.mono2stereo import mono2stereo_loss
 
-            mono, left, right = stereo  # (B, M, F) each; clip_f is resampled to F inside, as at inference
-            m2s = mono2stereo_loss(self.mono2stereo(mono, clip_f), left, right)
+            mono, left, right = stereo  # (B, M, F) each; features are put on the F mel frames inside, as at inference
+            video = stereo_video_features(self.mono2stereo, clip_f, sync_f)
+            m2s = mono2stereo_loss(self.mono2stereo(mono, video), left, right)
         # the empty prompt's encoding ("no description") for half of the text-dropped clips
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
@@ -112,17 +124,25 @@ class FoleyObjective(nn.Module):
         mask = mask | placeholder[:, None]
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask)
-        return flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen), aux, m2s
+        fm = flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
+        return fm, aux, m2s, aux_pan
 
 
 def contact_targets(events: list[dict], n_windows: int) -> torch.Tensor:
     """(W·8,) 0/1: sync token j of window w spans frames 8w + 2j, 8w + 2j + 1 (tubelets of 2 at 25 fps); it is 1
     when a hit's time falls in that 80 ms span."""
+    return contact_and_pan_targets(events, n_windows)[0]
+
+
+def contact_and_pan_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``contact_targets`` and, per token with a contact, the pan (−1…1) of its hit(s) (the mean if two)."""
     starts = (torch.arange(n_windows)[:, None] * STRIDE + torch.arange(WINDOW // 2)[None] * 2).flatten() / 25.0
-    out = torch.zeros(len(starts))
+    hits, pan_sum = torch.zeros(len(starts)), torch.zeros(len(starts))
     for e in events:
-        out[(starts <= e["time"]) & (e["time"] < starts + 2 / 25.0)] = 1.0
-    return out
+        inside = (starts <= e["time"]) & (e["time"] < starts + 2 / 25.0)
+        hits += inside.float()
+        pan_sum += inside.float() * float(e.get("pan", 0.0))
+    return hits.clamp(max=1.0), pan_sum / hits.clamp_min(1.0)
 
 
 def batch_duration(cache: FeatureCache, idx: np.ndarray, gen: torch.Generator, min_duration: float,
@@ -161,12 +181,14 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
 
     ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
     empty_ids, empty_mask = text_encoder.tokenize([""])
-    hits = torch.stack([contact_targets(cache.clips[int(i)]["events"], lens.sync // 8) for i in idx])  # (B, Ns)
+    targets = [contact_and_pan_targets(cache.clips[int(i)]["events"], lens.sync // 8) for i in idx]
+    hits = torch.stack([t[0] for t in targets])  # (B, Ns)
+    pans = torch.stack([t[1] for t in targets])  # (B, Ns)
     n_mel = min(2 * lens.latent, min(cache.clips[int(i)]["mel"][1] for i in idx))  # the mel frames of d seconds
     stereo = tuple(torch.stack([torch.from_numpy(cache.mel(int(i), ch)[:, :n_mel]) for i in idx])
                    for ch in ("mono", "left", "right"))  # 3 × (B, M, F)
     return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
-                empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo)
+                empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo, pans=pans)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux-sync-weight", type=float, default=0.0,
                     help="weight of an auxiliary contact-detection loss on the sync tokens (labels: the clips' "
                          "hit times); 0 = flow matching only")
+    ap.add_argument("--aux-pan-weight", type=float, default=0.0,
+                    help="weight of an auxiliary loss that makes the sync tokens of a contact tell its x-position "
+                         "(labels: the hits' pans); 0 = off")
     ap.add_argument("--mono2stereo-weight", type=float, default=0.0,
                     help="train Mono2Stereo jointly (on the visual features) with this loss weight; 0 = off")
     ap.add_argument("--init", type=Path, default=None,
@@ -232,6 +257,14 @@ def run_sizes(overrides: dict[str, dict]) -> dict[str, dict]:
 
     return {part: config(part, **overrides.get(part, {}))
             for part in ("transformer", "visual_encoder", "sync_encoder", "text_encoder", "mono2stereo")}
+
+
+def build_joint_mono2stereo(parts, m2s_cfg: dict):
+    """Mono2Stereo reading the features it is configured for (Synchformer tokens or semantic features)."""
+    from ..default_model.components import build_mono2stereo
+
+    source = parts.sync_encoder if m2s_cfg.get("video_features") == "sync" else parts.visual_encoder
+    return build_mono2stereo(**{**m2s_cfg, "video_dim": source.dim})
 
 
 def load_parts(parts, folder: Path) -> None:
@@ -305,15 +338,17 @@ def run(args) -> Path:
                               "cache": str(cache.dir), "num_clips": len(cache)})
     m2s = None
     if args.mono2stereo_weight > 0:
-        from ..default_model.components import build_mono2stereo
-
-        m2s = build_mono2stereo(video_dim=parts.visual_encoder.dim)
-        if args.init is not None and (Path(args.init) / "mono2stereo" / "config.json").is_file():
+        m2s_cfg = run_sizes(overrides)["mono2stereo"]
+        m2s = build_joint_mono2stereo(parts, m2s_cfg)
+        init_cfg = Path(args.init or "") / "mono2stereo" / "config.json"
+        if args.init is not None and init_cfg.is_file() and \
+                json.loads(init_cfg.read_text()).get("video_features", "semantic") == m2s_cfg["video_features"]:
             from ..compat.checkpoints import load_state_dict_strict, read_state_dict
 
             load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
-    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s)
+    objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
+                               args.aux_pan_weight)
     ema_m2s = EMA(m2s, args.ema) if m2s is not None else None
     n_params = sum(p.numel() for p in parts.parameters())
     log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
@@ -342,11 +377,13 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        loss, aux, m2s_loss = objective(b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev),
-                                        b["mask"].to(dev), b["empty_ids"].to(dev), b["empty_mask"].to(dev),
-                                        b["duration"], gen, b["hits"].to(dev), tuple(x.to(dev) for x in b["stereo"]))
+        loss, aux, m2s_loss, aux_pan = objective(
+            b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
+            b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
+            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev))
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss)
+        accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
+                             args.aux_pan_weight * aux_pan)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
@@ -355,14 +392,14 @@ def run(args) -> Path:
         counter.step = step + 1
         if (step + 1) % args.log_every == 0 or step == start:
             metrics.write(step + 1, {"loss": float(loss.detach()), "aux_sync": float(aux.detach()),
-                                     "mono2stereo": float(m2s_loss.detach()),
+                                     "mono2stereo": float(m2s_loss.detach()), "aux_pan": float(aux_pan.detach()),
                                      "grad_norm": float(gnorm),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
         bar.update(1)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
             save_checkpoint(accelerator, out, step + 1)
-            metrics.plot(["loss", "aux_sync", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
+            metrics.plot(["loss", "aux_sync", "aux_pan", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
     bar.close()
     if end < args.steps:
         log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
@@ -371,7 +408,7 @@ def run(args) -> Path:
         export_parts(ema.averaged(raw.parts).eval(), out / "final")
         if ema_m2s is not None:
             ema_m2s.averaged(raw.mono2stereo).eval().save_pretrained(out / "final" / "mono2stereo")
-        metrics.plot(["loss", "aux_sync", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
+        metrics.plot(["loss", "aux_sync", "aux_pan", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
         log.info("foley: %d steps in %.0f s; EMA weights in %s", args.steps - start, timer.seconds(), out / "final")
     return out / "final"
 

@@ -104,7 +104,8 @@ def run(args) -> Path:
         feats = clip_features(cache, vis)
         video_dim = vis.dim
     torch.manual_seed(args.seed)
-    model = build_mono2stereo(hidden_dim=args.hidden_dim, num_layers=args.num_layers, video_dim=video_dim)
+    model = build_mono2stereo(hidden_dim=args.hidden_dim, num_layers=args.num_layers, video_dim=video_dim,
+                              video_features="semantic", frame_rate=None)  # frozen 8 fps visual features
     ema = EMA(model, args.ema)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     model, opt = accelerator.prepare(model, opt)
