@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -208,15 +209,32 @@ class SampledVideo:
 
 
 class FrameCollector:
-    """Keeps the picks of one consumer as small CHW tensors; converts each source frame at most once."""
+    """Keeps the picks of one consumer and builds its output; each source frame is converted at most once.
 
-    def __init__(self, name: str, spec: FrameSpec, picker: TimestampPicker):
+    Two ways to fill it (not mixed):
+
+    * :meth:`add` keeps one converted (C, H, W) tensor per pick (repeats share it) and scales them all into the
+      output in :meth:`finish`. The IMAGE-batch path uses this (its items are already float).
+    * :meth:`reserve` + :meth:`put` (the file loader): the main thread reserves output slots for a picked frame,
+      then whichever thread converts that frame writes the uint8 picture, already scaled to the output range,
+      straight into a preallocated output. The scaling then runs on the loader's worker thread while the next
+      frames decode, instead of as a serial pass over every frame at the end.
+    """
+
+    def __init__(self, name: str, spec: FrameSpec, picker: TimestampPicker, *, capacity: int | None = None):
         self.name, self.spec, self.picker = name, spec, picker
-        self.items: list = []  # (C, H, W) uint8/float tensors (or futures of them), one per pick; repeats shared
+        self.items: list = []  # add(): (C, H, W) uint8/float tensors (or futures of them), one per pick
         self.src_idx: list[int] = []
         self.src_time: list[Fraction] = []
         self._last_key: int | None = None
+        # reserve()/put(): output rows in the spec's dtype; `capacity` is the expected number of picks (exact when
+        # the duration is known), so the buffer normally never grows. Pages never written are never touched.
+        self._capacity = capacity
+        self._buf: np.ndarray | None = None  # (capacity, C, H, W)
+        self._reserved = 0
+        self._lock = threading.Lock()  # put() from a worker vs. a buffer growth from the main thread
 
+    # -- per-pick items (IMAGE batches) -------------------------------------------------------------------------
     def add(self, count: int, key: int, src_index: int, src_time: Fraction,
             convert: Callable[[FrameSpec], torch.Tensor]) -> None:
         if count <= 0:
@@ -230,54 +248,81 @@ class FrameCollector:
         self.src_idx.extend([src_index] * count)
         self.src_time.extend([src_time] * count)
 
-    def finish(self, n: int, origin_start: Fraction) -> FrameSet:
-        """Truncate to n picks, pad to min_frames, stack into the output tensor chunk by chunk."""
+    # -- streaming into the output (file loader) ---------------------------------------------------------------
+    @staticmethod
+    def streams_uint8(spec: FrameSpec) -> bool:
+        """True if uint8 pictures can be written straight into this spec's output (numpy dtypes only)."""
+        return spec.output == "uint8" or spec.dtype in _NUMPY_DTYPES
+
+    def reserve(self, count: int, src_index: int, src_time: Fraction) -> int:
+        """Book ``count`` consecutive picks of one source frame; returns the first slot for :meth:`put`."""
+        start = self._reserved
+        self._reserved += count
+        self.src_idx.extend([src_index] * count)
+        self.src_time.extend([src_time] * count)
+        if self._buf is None or self._reserved > len(self._buf):
+            with self._lock:
+                self._grow(self._reserved)
+        return start
+
+    def put(self, start: int, count: int, picture: torch.Tensor) -> None:
+        """Write a converted (C, H, W) uint8 picture into slots [start, start + count), scaled to the output."""
+        src = picture.numpy()
+        with self._lock:
+            rows = self._buf[start:start + count]  # (count, C, H, W)
+            _scale_uint8_into(rows[0], src, self.spec.output)
+            if count > 1:  # the source is slower than the target rate: the same picture several times
+                rows[1:] = rows[0]
+
+    def _grow(self, need: int) -> None:
         spec = self.spec
-        del self.items[n:], self.src_idx[n:], self.src_time[n:]
-        # items may be futures from the loader's resize thread
-        self.items = [item.result() if isinstance(item, Future) else item for item in self.items]
-        if not self.items:
+        if self._buf is None:
+            cap = max(need, self._capacity or 0, spec.min_frames)
+        else:
+            cap = max(need, len(self._buf) * 3 // 2 + 16)
+        h, w = spec.hw
+        dtype = np.dtype(np.uint8) if spec.output == "uint8" else _NUMPY_DTYPES[spec.dtype]
+        # numpy, not torch, allocates: numpy asks for transparent huge pages on big arrays, which makes the first
+        # touch of a fresh ~200 MB float32 output about 3x cheaper in page faults
+        buf = np.empty((cap, 3, h, w), dtype)  # (cap, C, H, W)
+        if self._buf is not None:
+            buf[:len(self._buf)] = self._buf
+        self._buf = buf
+
+    def _finish_streamed(self, n: int) -> tuple[torch.Tensor, int]:
+        kept = min(n, self._reserved)
+        if kept == 0:
             raise RuntimeError(f"internal: no frames picked for '{self.name}'")
-        padded = max(0, spec.min_frames - len(self.items))
+        padded = max(0, self.spec.min_frames - kept)
+        total = kept + padded
+        with self._lock:
+            if total > len(self._buf):
+                self._grow(total)
+            buf = self._buf
+        if padded:
+            buf[kept:total] = buf[kept - 1]
+        if len(buf) - total > max(2, total // 20):
+            out = buf[:total].copy()  # the estimate was far off: do not keep a much larger allocation alive
+        else:
+            out = buf[:total]  # a view; at most a few unused (and never touched) rows stay allocated
+        self._buf = None
+        return torch.from_numpy(out), padded
+
+    # -- result ------------------------------------------------------------------------------------------------
+    def finish(self, n: int, origin_start: Fraction) -> FrameSet:
+        """Truncate to n picks, pad to min_frames, return the consumer's output."""
+        spec = self.spec
+        del self.src_idx[n:], self.src_time[n:]
+        if self._reserved:
+            out, padded = self._finish_streamed(n)
+        else:
+            out, padded = self._finish_items(n)
         if padded:
             log.info("video: %s stream has %d frames, fewer than %d; padded by repeating the last frame %d times",
-                     self.name, len(self.items), spec.min_frames, padded)
-            self.items.extend([self.items[-1]] * padded)
+                     self.name, len(self.src_idx), spec.min_frames, padded)
             self.src_idx.extend([self.src_idx[-1]] * padded)
             self.src_time.extend([self.src_time[-1]] * padded)
-        total = len(self.items)
-        c, (h, w) = self.items[0].shape[0], spec.hw
-        out_dtype = torch.uint8 if spec.output == "uint8" else spec.dtype
-        from_uint8 = self.items[0].dtype == torch.uint8
-        np_dtype = _NUMPY_DTYPES.get(out_dtype)
-        if from_uint8 and np_dtype is not None:
-            # numpy, not torch, allocates the output: numpy asks for transparent huge pages on big arrays, which
-            # makes first-touch page faults of a fresh ~200 MB float32 output about 3x cheaper. Each item is
-            # read once (strided if it is a CHW view of an HWC picture) and written scaled in one fused pass;
-            # torch's per-frame copy_ is ~20x slower on a busy 2-core CPU (intra-op thread hand-offs)
-            out_np = np.empty((total, c, h, w), dtype=np_dtype)  # (N, C, H, W)
-            out = torch.from_numpy(out_np)
-            if out_dtype == torch.uint8:
-                for i, item in enumerate(self.items):
-                    np.copyto(out_np[i], item.numpy())
-            else:
-                scale, shift = (1.0 / 255.0, 0.0) if spec.output == "unit" else (1.0 / 127.5, -1.0)
-                scale = np_dtype.type(scale)  # a python float would make numpy compute in float64
-                for i, item in enumerate(self.items):
-                    if i and item is self.items[i - 1]:  # a repeated pick (input slower than the target rate)
-                        out_np[i] = out_np[i - 1]
-                        continue
-                    np.multiply(item.numpy(), scale, out=out_np[i], casting="unsafe")
-                    if shift:
-                        np.add(out_np[i], np_dtype.type(shift), out=out_np[i])
-        else:
-            out = torch.empty(total, c, h, w, dtype=out_dtype)  # (N, C, H, W)
-            for i, item in enumerate(self.items):  # frame by frame into the output: no second full-size copy
-                if out_dtype == torch.uint8 and item.dtype != torch.uint8:
-                    item = item.clamp(0.0, 1.0).mul(255.0).round_()
-                out[i].copy_(item)  # uint8 -> float happens in the copy
-            _finalize_(out, from_uint8, spec.output)
-        self.items = []
+        total = out.shape[0]
         rate = spec.rate
         times = torch.tensor([float(Fraction(k) / rate) for k in range(total)], dtype=torch.float64)
         return FrameSet(
@@ -289,9 +334,60 @@ class FrameCollector:
             padded=padded,
         )
 
+    def _finish_items(self, n: int) -> tuple[torch.Tensor, int]:
+        spec = self.spec
+        del self.items[n:]
+        # items may be futures from a resize thread
+        items = [item.result() if isinstance(item, Future) else item for item in self.items]
+        self.items = []
+        if not items:
+            raise RuntimeError(f"internal: no frames picked for '{self.name}'")
+        padded = max(0, spec.min_frames - len(items))
+        items.extend([items[-1]] * padded)
+        total = len(items)
+        c, (h, w) = items[0].shape[0], spec.hw
+        out_dtype = torch.uint8 if spec.output == "uint8" else spec.dtype
+        from_uint8 = items[0].dtype == torch.uint8
+        if from_uint8 and self.streams_uint8(spec):
+            np_dtype = np.dtype(np.uint8) if spec.output == "uint8" else _NUMPY_DTYPES[spec.dtype]
+            out_np = np.empty((total, c, h, w), dtype=np_dtype)  # numpy allocates: see _grow
+            for i, item in enumerate(items):
+                if i and item is items[i - 1]:  # a repeated pick
+                    out_np[i] = out_np[i - 1]
+                else:
+                    _scale_uint8_into(out_np[i], item.numpy(), spec.output)
+            return torch.from_numpy(out_np), padded
+        out = torch.empty(total, c, h, w, dtype=out_dtype)  # (N, C, H, W)
+        for i, item in enumerate(items):  # frame by frame into the output: no second full-size copy
+            if out_dtype == torch.uint8 and item.dtype != torch.uint8:
+                item = item.clamp(0.0, 1.0).mul(255.0).round_()
+            out[i].copy_(item)  # uint8 -> float happens in the copy
+        _finalize_(out, from_uint8, spec.output)
+        return out, padded
+
 
 _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np.float64),
-                 torch.float16: np.dtype(np.float16), torch.uint8: np.dtype(np.uint8)}
+                 torch.float16: np.dtype(np.float16)}
+
+
+def _scale_uint8_into(dst: np.ndarray, src: np.ndarray, output: OutputMode) -> None:
+    """dst (C, H, W) float/uint8 <- src (C, H, W) uint8 in the requested value range, in one fused numpy pass
+    (torch's per-frame copy_ is ~20x slower on a busy 2-core CPU because of intra-op thread hand-offs)."""
+    if output == "uint8":
+        np.copyto(dst, src)
+        return
+    # float32 arithmetic (a Python float would make numpy compute in float64); float16 outputs take the cast
+    ftype = np.float64 if dst.dtype == np.float64 else np.float32
+    scale, shift = (ftype(1.0 / 255.0), None) if output == "unit" else (ftype(1.0 / 127.5), ftype(1.0))
+    if dst.dtype == np.float16:
+        tmp = np.multiply(src, scale, dtype=np.float32)
+        if shift is not None:
+            tmp -= shift
+        np.copyto(dst, tmp, casting="unsafe")
+        return
+    np.multiply(src, scale, out=dst, casting="unsafe")
+    if shift is not None:
+        np.subtract(dst, shift, out=dst, casting="unsafe")
 
 
 def _finalize_(out: torch.Tensor, from_uint8: bool, output: OutputMode) -> None:
