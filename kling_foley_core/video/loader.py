@@ -83,8 +83,11 @@ class _FrameConverter:
         # loader already overlaps conversion with decoding on its own worker thread
         g.threads = 1
         src = g.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=Fraction(1, 1000))
-        chain = [g.add("crop", f"{sw}:{sh}:{sx}:{sy}"), g.add("scale", f"{tw}:{th}:flags={interpolation.lower()}"),
-                 g.add("format", "gbrp"), g.add("buffersink")]
+        scale = f"{tw}:{th}:flags={interpolation.lower()}"
+        if interpolation == "BICUBIC":  # swscale's default cubic is B=0, C=0.6; PIL/torchvision use a = -0.5
+            scale += ":param0=0:param1=0.5"
+        chain = [g.add("crop", f"{sw}:{sh}:{sx}:{sy}"), g.add("scale", scale), g.add("format", "gbrp"),
+                 g.add("buffersink")]
         prev = src
         for node in chain:
             prev.link_to(node)
@@ -176,6 +179,7 @@ def load_video(
         stream = select_video_stream(container, path)
         stream.thread_type = "AUTO"
         tb = stream.time_base
+        tb_n, tb_d = tb.numerator, tb.denominator
         origin = Fraction(stream.start_time) * tb if stream.start_time is not None else None
         avg = stream.average_rate or stream.guessed_rate
         default_step = Fraction(1) / Fraction(avg) if avg else Fraction(1, 25)
@@ -212,7 +216,15 @@ def load_video(
             prev = None  # (frame, index, time) of the frame currently "on screen"
             index = 0
             skipped = 0
-            last_step = default_step
+            # how long the newest frame stays on screen, kept as its parts and only turned into a Fraction when
+            # needed (a frame without pts, or the clip end): its own duration (time-base units) if the container
+            # says, else the gap to the frame before it, else the stream's nominal frame period
+            last_dur, last_gap = 0, None
+
+            def last_step() -> Fraction:
+                if last_dur:
+                    return Fraction(last_dur) * tb
+                return last_gap[1] - last_gap[0] if last_gap is not None else default_step
             stopped_early = False
 
             def emit(until: Fraction) -> None:
@@ -254,20 +266,22 @@ def load_video(
                             continue
                         if frame.pts is None:
                             base = origin or Fraction(0)
-                            t_abs = (prev[2] + base + last_step) if prev is not None else base
+                            t = (prev[2] + last_step()) if prev is not None else Fraction(0)
+                            if origin is None:
+                                origin = base
                         else:
-                            t_abs = Fraction(frame.pts) * tb
-                        if origin is None:
-                            origin = t_abs
-                        t = t_abs - origin
+                            if origin is None:
+                                origin = Fraction(frame.pts) * tb
+                            # t = pts * tb - origin as one exact Fraction (this runs for every decoded frame)
+                            t = Fraction(frame.pts * tb_n * origin.denominator - origin.numerator * tb_d,
+                                         tb_d * origin.denominator)
                         if prev is not None:
                             if t <= prev[2]:
                                 log.debug("video '%s': frame with non-increasing time %s dropped", path, float(t))
                                 continue
-                            last_step = t - prev[2]
+                            last_gap = (prev[2], t)
                             emit(t)
-                        if frame.duration:
-                            last_step = Fraction(frame.duration) * tb
+                        last_dur = frame.duration or 0
                         prev = (frame, index, t)
                         index += 1
                     if all(c.picker.done for c in collectors.values()):
@@ -280,7 +294,7 @@ def load_video(
             if prev is None:
                 raise VideoInputError(path, "no_frames", "no video frame could be decoded in the requested range; "
                                       "check start/duration or re-encode the file.")
-            end = prev[2] + last_step  # the last frame stays on screen for its own duration
+            end = prev[2] + last_step()  # the last frame stays on screen for its own duration
             if not stopped_early:
                 emit(end)
                 if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:

@@ -143,10 +143,13 @@ class TimestampPicker:
     """
 
     def __init__(self, fps: Fraction, start: Fraction, limit: int | None):
-        self.fps = fps
-        self.start = start
+        self.fps = Fraction(fps)
+        self.start = Fraction(start)
         self.limit = limit  # n when known in advance (a requested duration); None = until the stream ends
         self.k = 0
+        # advance() runs once per decoded frame and consumer: plain integers there, no Fraction objects
+        self._s = (self.start.numerator, self.start.denominator)
+        self._f = (self.fps.numerator, self.fps.denominator)
 
     def target(self, k: int) -> Fraction:
         return self.start + Fraction(k) / self.fps
@@ -159,8 +162,11 @@ class TimestampPicker:
         """Number of targets T_k (from the current k) with T_k < until; consumes them."""
         if self.done:
             return 0
-        # first k with target >= until:  k >= (until - start) * fps  ->  ceil
-        k_end = max(0, math.ceil((until - self.start) * self.fps))
+        # first k with target >= until:  k >= (until - start) * fps  ->  ceil, exactly, in integers:
+        # (u_n/u_d - s_n/s_d) * f_n/f_d = (u_n*s_d - s_n*u_d) * f_n / (u_d*s_d*f_d)
+        (s_n, s_d), (f_n, f_d) = self._s, self._f
+        u_n, u_d = until.numerator, until.denominator
+        k_end = max(0, -((s_n * u_d - u_n * s_d) * f_n // (u_d * s_d * f_d)))  # ceil(a / b) == -(-a // b), b > 0
         if self.limit is not None:
             k_end = min(k_end, self.limit)
         n = max(0, k_end - self.k)
