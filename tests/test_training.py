@@ -252,6 +252,14 @@ def test_pan_targets_sit_on_the_contact_tokens():
     assert hits[0, 4] == 1 and hits[1, 0] == 1 and hits.max() == 1  # two hits in one span count once
     assert pans[0, 4] == pytest.approx(0.1) and pans[2, 4] == pytest.approx(0.25)
     assert pans[hits == 0].abs().max() == 0
+    from kling_foley_core.data.recordings import SOUND_CLASSES
+    from kling_foley_core.training.train_foley import token_targets
+
+    _, _, cls = token_targets([{"time": 0.33, "sound_class": "bell"}, {"time": 0.34, "sound_class": "kick"},
+                               {"time": 1.0, "sound_class": "not-a-class"}], 3)
+    cls = cls.view(3, 8)
+    assert cls[0, 4] == list(SOUND_CLASSES).index("bell")  # the first hit of a span names its class
+    assert cls[2, 4] == -100 and (cls >= 0).sum() == 2
 
 
 def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
@@ -259,13 +267,14 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     args = _common(data, out, 4, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
                    "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
                    "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5", "--mono2stereo-weight", "2",
-                   "--aux-pan-weight", "1")
+                   "--aux-pan-weight", "1", "--aux-class-weight", "0.5")
     for o in FOLEY_OVERRIDES:
         args += ["--override", o]
     assert train_foley.main(args) == 0
     aux = _metric(out, "aux_sync")
     assert len(aux) == 4 and all(a > 0 for a in aux)
     assert all(a > 0 for a in _metric(out, "aux_pan"))  # every clip has hits, so every batch has pan targets
+    assert all(a > 0 for a in _metric(out, "aux_class"))
     assert all(v > 0 for v in _metric(out, "mono2stereo"))  # Mono2Stereo trained jointly on the visual features
     from kling_foley_core.models.mono2stereo import Mono2Stereo
 

@@ -34,6 +34,7 @@ from torch import nn
 from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, TrainingError, add_common_args,
                      check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
                      set_lr, step_generator, write_json)
+from ..data.recordings import SOUND_CLASSES
 from .dataset import FeatureCache, LatentTable, batch_for_step, build_cache, encode_latents
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class FoleyObjective(nn.Module):
     """The jointly trained parts and the flow-matching loss as ``forward`` (so DDP sees one module call)."""
 
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
-                 mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0):
+                 mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0):
         super().__init__()
         self.parts = parts
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
@@ -54,6 +55,8 @@ class FoleyObjective(nn.Module):
         self.sync_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_sync_weight > 0 else None
         # training-only head: where on screen (pan −1…1) is the contact of a token that holds one?
         self.pan_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_pan_weight > 0 else None
+        # training-only head: which sound class (the object's look) makes the contact of such a token?
+        self.class_head = nn.Linear(parts.sync_encoder.dim, len(SOUND_CLASSES)) if aux_class_weight > 0 else None
         # Mono2Stereo trained jointly: its loss is what teaches the visual features where objects are (the
         # mono flow-matching loss has no use for x-positions)
         self.mono2stereo = mono2stereo
@@ -83,12 +86,20 @@ class FoleyObjective(nn.Module):
         pred = torch.tanh(self.pan_head(sync_f)[..., 0])  # (B, Ns)
         return ((pred - pans) ** 2 * hits).sum() / hits.sum().clamp_min(1.0)
 
+    def class_aux_loss(self, sync_f: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the class head on the tokens that hold a contact (classes: (B, Ns), −100 elsewhere)."""
+        logits = self.class_head(sync_f)  # (B, Ns, K)
+        if not (classes >= 0).any():
+            return logits.sum() * 0.0
+        return nn.functional.cross_entropy(logits.flatten(0, 1), classes.flatten(), ignore_index=-100)
+
     def forward(self, x1: torch.Tensor, sem: torch.Tensor, sync: torch.Tensor, ids: torch.Tensor,
                 mask: torch.Tensor, empty_ids: torch.Tensor, empty_mask: torch.Tensor, duration: float,
                 gen: torch.Generator, hits: torch.Tensor | None = None,
                 stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                pans: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss); unused ones are 0."""
+                pans: torch.Tensor | None = None, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
+        loss); unused ones are 0."""
         from ..sampling import flow_matching_loss
 
         model = self.parts.transformer
@@ -100,6 +111,9 @@ class FoleyObjective(nn.Module):
         aux_pan = x1.new_zeros(())
         if self.pan_head is not None and hits is not None and pans is not None:
             aux_pan = self.pan_aux_loss(sync_f, hits, pans)
+        aux_cls = x1.new_zeros(())
+        if self.class_head is not None and classes is not None:
+            aux_cls = self.class_aux_loss(sync_f, classes)
         m2s = x1.new_zeros(())
         if self.mono2stereo is not None and stereo is not None:
             from ..generation import stereo_video_features
@@ -125,7 +139,7 @@ class FoleyObjective(nn.Module):
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask)
         fm = flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
-        return fm, aux, m2s, aux_pan
+        return fm, aux, m2s, aux_pan, aux_cls
 
 
 def contact_targets(events: list[dict], n_windows: int) -> torch.Tensor:
@@ -136,13 +150,24 @@ def contact_targets(events: list[dict], n_windows: int) -> torch.Tensor:
 
 def contact_and_pan_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``contact_targets`` and, per token with a contact, the pan (−1…1) of its hit(s) (the mean if two)."""
+    hits, pans, _ = token_targets(events, n_windows)
+    return hits, pans
+
+
+def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per sync token: contact 0/1, the pan of its hit(s) (mean if two) and the sound-class index of its first hit
+    in :data:`SOUND_CLASSES` order (−100, "ignore", for tokens without a contact or with an unknown class)."""
     starts = (torch.arange(n_windows)[:, None] * STRIDE + torch.arange(WINDOW // 2)[None] * 2).flatten() / 25.0
     hits, pan_sum = torch.zeros(len(starts)), torch.zeros(len(starts))
+    classes = torch.full((len(starts),), -100, dtype=torch.long)
+    index = {c: i for i, c in enumerate(SOUND_CLASSES)}
     for e in events:
         inside = (starts <= e["time"]) & (e["time"] < starts + 2 / 25.0)
         hits += inside.float()
         pan_sum += inside.float() * float(e.get("pan", 0.0))
-    return hits.clamp(max=1.0), pan_sum / hits.clamp_min(1.0)
+        k = index.get(e.get("sound_class"), -100)
+        classes = torch.where(inside & (classes < 0), torch.tensor(k), classes)
+    return hits.clamp(max=1.0), pan_sum / hits.clamp_min(1.0), classes
 
 
 def batch_duration(cache: FeatureCache, idx: np.ndarray, gen: torch.Generator, min_duration: float,
@@ -181,14 +206,16 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
 
     ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
     empty_ids, empty_mask = text_encoder.tokenize([""])
-    targets = [contact_and_pan_targets(cache.clips[int(i)]["events"], lens.sync // 8) for i in idx]
+    targets = [token_targets(cache.clips[int(i)]["events"], lens.sync // 8) for i in idx]
     hits = torch.stack([t[0] for t in targets])  # (B, Ns)
     pans = torch.stack([t[1] for t in targets])  # (B, Ns)
+    classes = torch.stack([t[2] for t in targets])  # (B, Ns)
     n_mel = min(2 * lens.latent, min(cache.clips[int(i)]["mel"][1] for i in idx))  # the mel frames of d seconds
     stereo = tuple(torch.stack([torch.from_numpy(cache.mel(int(i), ch)[:, :n_mel]) for i in idx])
                    for ch in ("mono", "left", "right"))  # 3 × (B, M, F)
     return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
-                empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo, pans=pans)
+                empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo, pans=pans,
+                classes=classes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux-pan-weight", type=float, default=0.0,
                     help="weight of an auxiliary loss that makes the sync tokens of a contact tell its x-position "
                          "(labels: the hits' pans); 0 = off")
+    ap.add_argument("--aux-class-weight", type=float, default=0.0,
+                    help="weight of an auxiliary loss that makes the sync tokens of a contact tell the sound class of "
+                         "the object that makes it (labels: the hits' classes); 0 = off")
     ap.add_argument("--mono2stereo-weight", type=float, default=0.0,
                     help="train Mono2Stereo jointly (on the visual features) with this loss weight; 0 = off")
     ap.add_argument("--init", type=Path, default=None,
@@ -348,7 +378,7 @@ def run(args) -> Path:
             load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
-                               args.aux_pan_weight)
+                               args.aux_pan_weight, args.aux_class_weight)
     ema_m2s = EMA(m2s, args.ema) if m2s is not None else None
     n_params = sum(p.numel() for p in parts.parameters())
     log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
@@ -377,13 +407,13 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        loss, aux, m2s_loss, aux_pan = objective(
+        loss, aux, m2s_loss, aux_pan, aux_cls = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
-            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev))
+            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
-                             args.aux_pan_weight * aux_pan)
+                             args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
@@ -393,13 +423,14 @@ def run(args) -> Path:
         if (step + 1) % args.log_every == 0 or step == start:
             metrics.write(step + 1, {"loss": float(loss.detach()), "aux_sync": float(aux.detach()),
                                      "mono2stereo": float(m2s_loss.detach()), "aux_pan": float(aux_pan.detach()),
+                                     "aux_class": float(aux_cls.detach()),
                                      "grad_norm": float(gnorm),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
         bar.update(1)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
             save_checkpoint(accelerator, out, step + 1)
-            metrics.plot(["loss", "aux_sync", "aux_pan", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
+            metrics.plot(["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
     bar.close()
     if end < args.steps:
         log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
@@ -408,7 +439,7 @@ def run(args) -> Path:
         export_parts(ema.averaged(raw.parts).eval(), out / "final")
         if ema_m2s is not None:
             ema_m2s.averaged(raw.mono2stereo).eval().save_pretrained(out / "final" / "mono2stereo")
-        metrics.plot(["loss", "aux_sync", "aux_pan", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
+        metrics.plot(["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
         log.info("foley: %d steps in %.0f s; EMA weights in %s", args.steps - start, timer.seconds(), out / "final")
     return out / "final"
 
