@@ -215,3 +215,42 @@ def test_cross_check_against_open_clip(tmp_path):
     with torch.inference_mode():
         assert torch.allclose(enc.encode(pixels, preprocessed=True)[0], ref.encode_image(pixels, normalize=True),
                               atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tiny-clip", "tiny-siglip"])
+@pytest.mark.parametrize("hw", ["native", (40, 90)])
+def test_uint8_and_float_frames_give_the_same_features(name, hw):
+    """The loader's uint8 frames (fused normalisation) and ComfyUI-style float 0..1 frames of the same pixels
+    give the same features; at the encoder's own size (the loader's case) and when a resize is needed."""
+    enc = get_visual_encoder(name, generator=G(1))
+    h, w = (enc.image_size, enc.image_size) if hw == "native" else hw
+    u8 = torch.randint(0, 256, (2, 5, 3, h, w), dtype=torch.uint8, generator=G(2))
+    f = u8.float() / 255.0
+    keep = f.clone()
+    a, b = enc.encode(u8, batch_size=3), enc.encode(f, batch_size=4)
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    assert torch.equal(f, keep)  # the caller's float frames are never modified in place
+    assert torch.allclose(enc.preprocess(u8), enc.preprocess(f), atol=1e-5, rtol=0)
+
+
+def test_fused_uint8_normalisation_matches_the_formula():
+    from kling_foley_core.encoders.base import normalize_frames, preprocess_frames
+
+    u8 = torch.arange(256, dtype=torch.uint8).repeat(3, 1).view(1, 3, 16, 16)
+    mean, std = torch.tensor(OPENAI_CLIP_MEAN).view(3, 1, 1), torch.tensor(OPENAI_CLIP_STD).view(3, 1, 1)
+    want = (u8.double() / 255.0 - mean.double()) / std.double()
+    got = normalize_frames(u8, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    assert got.dtype == torch.float32 and float((got.double() - want).abs().max()) < 1e-6
+    # a float input takes the unchanged float path
+    assert torch.allclose(normalize_frames(u8.float() / 255.0, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD), got, atol=1e-6)
+    # grey uint8 frames become three differently normalised channels; a wider frame is centre-cropped as a view
+    grey = torch.full((2, 1, 16, 20), 77, dtype=torch.uint8)
+    px = preprocess_frames(grey, size=16, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)
+    assert px.shape == (2, 3, 16, 16)
+    assert torch.allclose(px[0, :, 0, 0], ((77 / 255.0 - mean) / std).view(3), atol=1e-6)
+    wide = torch.randint(0, 256, (1, 3, 16, 20), dtype=torch.uint8, generator=G(3))
+    assert torch.allclose(preprocess_frames(wide, size=16, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
+                          preprocess_frames(wide.float() / 255, size=16, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
+                          atol=1e-6)
+    with pytest.raises(EncoderError, match="int64"):
+        preprocess_frames(wide.long(), size=16, mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD)

@@ -159,3 +159,18 @@ def test_random_init_uses_only_the_given_generator():
                      torch.Generator().manual_seed(9))
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (40, 60)])
+def test_uint8_and_float_frames_give_the_same_tokens(hw):
+    """uint8 frames at the model's size are normalised per window batch (the clip stays uint8); the tokens equal
+    those of the same pixels as float 0..1 frames, also for short clips (padding) and frames that need a resize."""
+    enc = get_sync_encoder("tiny-synchformer", generator=torch.Generator().manual_seed(0))
+    for t in (3, 11):
+        u8 = torch.randint(0, 256, (2, t, 3, *hw), dtype=torch.uint8, generator=torch.Generator().manual_seed(t))
+        f = u8.float() / 255.0
+        keep = f.clone()
+        a, b = enc.encode(u8, batch_size=3), enc.encode(f, batch_size=2)
+        assert a.shape == b.shape == (2, num_sync_windows(t, 4, 2) * 2, 32)
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+        assert torch.equal(f, keep)

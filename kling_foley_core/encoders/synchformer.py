@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .base import HALF_MEAN, HALF_STD, EncoderError, build_model, preprocess_frames
+from .base import HALF_MEAN, HALF_STD, EncoderError, build_model, check_frames, needs_resize, preprocess_frames
 
 log = logging.getLogger(__name__)
 
@@ -278,8 +279,12 @@ def num_sync_windows(num_frames: int, segment: int = SEGMENT_FRAMES, stride: int
 
 
 def encode_sync_frames(model: MotionFormer, frames: torch.Tensor, *, batch_size: int = 4,
-                       stride: int | None = None) -> torch.Tensor:
+                       stride: int | None = None,
+                       transform: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """Preprocessed 25 fps frames ``[T, C, H, W]`` or ``[B, T, C, H, W]`` -> sync tokens ``[B, S*t, D]``.
+
+    ``transform``, if given, is applied to each batch of windows ``[n, 16, C, H, W]`` on the model's device
+    before the forward (the encoder passes its uint8 -> normalised float step here, so the clip itself stays uint8).
 
     Windows of ``model.config.num_frames`` (16) frames every ``stride`` (default half a window: 8); trailing frames that do not
     fill a window are dropped, as in the reference. A clip shorter than one window is padded by repeating its
@@ -307,6 +312,8 @@ def encode_sync_frames(model: MotionFormer, frames: torch.Tensor, *, batch_size:
     outs = []
     for i in range(0, len(index), batch_size):
         chunk = torch.stack([frames[bi, si * stride : si * stride + seg] for bi, si in index[i : i + batch_size]])
+        if transform is not None:
+            chunk = transform(chunk.to(device=param.device))  # (n, 16, C, H, W) float32
         chunk = chunk.to(device=param.device, dtype=param.dtype).unsqueeze(1)  # (n, 1, 16, C, H, W)
         outs.append(model(chunk).float()[:, 0])  # (n, t, D)
     tokens = torch.cat(outs)  # (B*S, t, D)
@@ -345,5 +352,16 @@ class SynchformerEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor, *, batch_size: int | None = None, preprocessed: bool = False) -> torch.Tensor:
-        x = frames if preprocessed else self.preprocess(frames)
-        return encode_sync_frames(self.model, x, batch_size=batch_size or self.batch_size)
+        """25 fps frames ``[T, C, H, W]`` or ``[B, T, C, H, W]`` (uint8 0..255, float 0..1, or normalised pixels
+        with ``preprocessed=True``) -> sync tokens ``[B, S*8, 768]``.
+
+        uint8 frames already at the model's size (what the video loader gives) stay uint8: each batch of windows
+        is normalised on the model's device in one fused pass right before its forward. Anything else is
+        preprocessed once up front (interpolating overlapping windows twice would cost more)."""
+        bs = batch_size or self.batch_size
+        if preprocessed:
+            return encode_sync_frames(self.model, frames, batch_size=bs)
+        check_frames(frames, what="sync frames")
+        if frames.dtype == torch.uint8 and not needs_resize(frames, self.image_size):
+            return encode_sync_frames(self.model, frames, batch_size=bs, transform=self.preprocess)
+        return encode_sync_frames(self.model, self.preprocess(frames), batch_size=bs)
