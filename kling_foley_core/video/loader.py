@@ -7,10 +7,14 @@ YUV to the consumer's small planar-RGB size and writes it, already in the output
 preallocated output tensor. At most a few full-size frames wait for the worker, so a 10-minute 1080p file never
 exists as one big tensor.
 
-Where the time goes (10 s of 720p, 29.97 fps, both default consumers): decoding ~1 ms per frame; converting a
-picked frame ~0.55 ms (bicubic; "area" ~0.45 ms); writing ~600 KB of float32 per pick and consumer, whose fresh
-pages the kernel must also zero. So on top of a bare decode the loader adds ~0.6-0.9x the decode's CPU time;
-see bench/bench_video.py.
+Where the time goes (720p H.264, both default consumers, uint8 outputs as the pipeline requests them): decoding
+~1.1 ms per frame for a 0.5 Mbit/s clip, ~1.8 ms for Big Buck Bunny's 1.6 Mbit/s; converting a picked frame
+~0.5 ms of swscale (crop 720x720 -> 224x224 bicubic -> planar RGB; "area" ~0.37 ms, but ~20 % further from
+torchvision's Resize+CenterCrop) plus ~0.1 ms of copying and bookkeeping. Both consumers share one 224 px
+geometry, so a frame is converted once however many streams pick it, and at 25-30 fps input nearly every frame is
+picked by the 25 fps stream. That puts the loader at ~1.4-1.6x a bare decode's CPU time (bench/bench_video.py):
+swscale's bicubic filter is the floor. Float outputs cost one more pass over ~600 KB per pick and 4x the memory
+(~2x a bare decode in all), which is why the pipeline asks for uint8 and lets each encoder normalise its batches.
 
 Rotation: phones store portrait video as landscape pictures plus a display matrix; frames are turned upright
 (``frame.rotation``, counter-clockwise degrees) after the cheap downscale. Horizontal flips in the matrix are rare
@@ -53,6 +57,9 @@ _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA",
 # Seek instead of decoding from the beginning when the trim starts this late (keyframe-accurate seek, then the
 # timestamp rule as usual). After a seek the absolute frame index is unknown, so source_indices become -1.
 AUTO_SEEK_AFTER = 10.0
+
+# picked frames go to the worker in batches of _BATCH; at most _MAX_PENDING batches wait (bounded memory)
+_BATCH, _MAX_PENDING = 3, 2
 
 
 class _FrameConverter:
@@ -118,10 +125,6 @@ class _FrameConverter:
         if self.quarter:  # display matrix angle is counter-clockwise; np.rot90 turns CCW too (a strided view)
             rgb = tuple(np.rot90(p, k=self.quarter) for p in rgb)
         return rgb
-
-    def picture(self, frame: av.VideoFrame) -> torch.Tensor:
-        """The converted frame as one contiguous (3, th, tw) uint8 tensor."""
-        return torch.from_numpy(np.stack(self(frame)))  # (3, th, tw) uint8
 
 
 def _converter_for(cache: dict, frame: av.VideoFrame, spec: FrameSpec, rotation: int, interpolation: str):
@@ -208,7 +211,7 @@ def load_video(
         converters: dict = {}
         pending: deque[Future] = deque()
         batch: list = []
-        batch_size, max_pending = 3, 2
+        batch_size, max_pending = _BATCH, _MAX_PENDING
 
         def flush() -> None:
             if batch:
