@@ -7,9 +7,9 @@
                                                    # v.sync.frames (200, 3, 224, 224) in [-1, 1]
     v.sync.source_indices                          # which decoded frame each 25 fps timestamp used
 
-    # what the pipeline does: uint8 frames (a quarter of the memory, and cheaper to produce); every encoder's
-    # encode() normalises uint8 batches itself in one fused pass
-    v = load_video("clip.mp4", semantic=FrameSpec(fps=8, output="uint8"), sync=FrameSpec(fps=25, output="uint8"))
+    # what the pipeline does: uint8 frames (a quarter of the memory, and cheaper to produce); each encoder's
+    # encode() normalises uint8 batches itself in one fused pass  (replace = dataclasses.replace)
+    v = load_video("clip.mp4", semantic=replace(SEMANTIC, output="uint8"), sync=replace(SYNC, output="uint8"))
 
 The sampling rule (last frame whose time <= k/fps) is documented in ``resample``.
 """
