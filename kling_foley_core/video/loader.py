@@ -58,9 +58,6 @@ _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "area": "AREA",
 # timestamp rule as usual). After a seek the absolute frame index is unknown, so source_indices become -1.
 AUTO_SEEK_AFTER = 10.0
 
-# picked frames go to the worker in batches of _BATCH; at most _MAX_PENDING batches wait (bounded memory)
-_BATCH, _MAX_PENDING = 3, 2
-
 
 class _FrameConverter:
     """Crop-then-scale for one (source size, consumer geometry, rotation): a libavfilter graph
@@ -109,22 +106,20 @@ class _FrameConverter:
         g.configure()
         self.graph = g
 
-    def __call__(self, frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The picked frame cropped and scaled: R, G, B planes, each (th, tw) uint8 in display orientation.
-
-        The planes are (possibly strided) views of the filter graph's output frame, which they keep alive; the
-        collectors copy them straight into their outputs, so no intermediate (3, th, tw) picture is built."""
+    def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
         th, tw = self.size
+        arr = np.empty((3, th, tw), np.uint8)  # (3, th, tw) R, G, B
         with self.lock:  # a graph processes one frame at a time
             self.count += 1  # the graph wants increasing timestamps; the loader has read the real ones already
             frame.pts, frame.time_base = self.count, Fraction(1, 1000)
             self.graph.push(frame)
             out = self.graph.pull()
         planes = out.planes  # gbrp stores G, B, R; rows are padded to line_size
-        rgb = tuple(np.frombuffer(planes[i], np.uint8).reshape(-1, planes[i].line_size)[:th, :tw] for i in (2, 0, 1))
-        if self.quarter:  # display matrix angle is counter-clockwise; np.rot90 turns CCW too (a strided view)
-            rgb = tuple(np.rot90(p, k=self.quarter) for p in rgb)
-        return rgb
+        for dst, plane in zip(arr, (planes[2], planes[0], planes[1])):
+            dst[...] = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:th, :tw]
+        if self.quarter:  # display matrix angle is counter-clockwise; np.rot90 turns CCW too
+            arr = np.ascontiguousarray(np.rot90(arr, k=self.quarter, axes=(1, 2)))  # torch refuses negative strides
+        return torch.from_numpy(arr)  # (3, th, tw) uint8
 
 
 def _converter_for(cache: dict, frame: av.VideoFrame, spec: FrameSpec, rotation: int, interpolation: str):
@@ -211,7 +206,7 @@ def load_video(
         converters: dict = {}
         pending: deque[Future] = deque()
         batch: list = []
-        batch_size, max_pending = _BATCH, _MAX_PENDING
+        batch_size, max_pending = 3, 2
 
         def flush() -> None:
             if batch:
@@ -356,15 +351,15 @@ def _convert_batch(jobs: list) -> None:
     the consumers that keep items (through `item`, a Future)."""
     for conv, frame, writes, item in jobs:
         try:
-            planes = conv(frame)  # R, G, B (th, tw) uint8 views
+            picture = conv(frame)  # (3, th, tw) uint8
             for col, slot, n in writes:
-                col.put(slot, n, planes)
-            if item is not None:
-                item.set_result(torch.from_numpy(np.stack(planes)))  # (3, th, tw) uint8
+                col.put(slot, n, picture)
         except BaseException as e:
-            if item is not None and not item.done():
+            if item is not None:
                 item.set_exception(e)
             raise
+        if item is not None:
+            item.set_result(picture)
 
 
 def _expected_count(known: int | None, declared: float | None, start: Fraction, spec: FrameSpec) -> int | None:

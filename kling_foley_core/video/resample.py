@@ -271,16 +271,12 @@ class FrameCollector:
                 self._grow(self._reserved)
         return start
 
-    def put(self, start: int, count: int, picture) -> None:
-        """Write a converted uint8 picture into slots [start, start + count), scaled to the output range.
-
-        ``picture`` is a (C, H, W) uint8 tensor/array or a sequence of C (H, W) uint8 planes (strided views are
-        fine: the loader passes views of swscale's output frame, so each plane is read exactly once)."""
-        planes = picture.numpy() if isinstance(picture, torch.Tensor) else picture
+    def put(self, start: int, count: int, picture: torch.Tensor) -> None:
+        """Write a converted (C, H, W) uint8 picture into slots [start, start + count), scaled to the output."""
+        src = picture.numpy()
         with self._lock:
             rows = self._buf[start:start + count]  # (count, C, H, W)
-            for dst, src in zip(rows[0], planes):
-                _scale_uint8_into(dst, src, self.spec.output)
+            _scale_uint8_into(rows[0], src, self.spec.output)
             if count > 1:  # the source is slower than the target rate: the same picture several times
                 rows[1:] = rows[0]
 
@@ -381,7 +377,7 @@ _NUMPY_DTYPES = {torch.float32: np.dtype(np.float32), torch.float64: np.dtype(np
 
 
 def _scale_uint8_into(dst: np.ndarray, src: np.ndarray, output: OutputMode) -> None:
-    """dst float/uint8 <- src uint8 of the same shape ((C, H, W) or one (H, W) plane) in the requested value range, in one fused numpy pass
+    """dst (C, H, W) float/uint8 <- src (C, H, W) uint8 in the requested value range, in one fused numpy pass
     (torch's per-frame copy_ is ~20x slower on a busy 2-core CPU because of intra-op thread hand-offs)."""
     if output == "uint8":
         np.copyto(dst, src)
