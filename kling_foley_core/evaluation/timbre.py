@@ -5,13 +5,15 @@ What it is trained on
     audio, never a model's output. The held-out split is held out from the *generator* (a model trained on
     SynthHits never hears those sounds); the judge is a measuring instrument, like a pretrained audio
     classifier, and it must know every sound it will be asked to name. ``train_split="train"`` trains it on the
-    train split only and reports the held-out accuracy too (the old behaviour, kept for comparison).
+    train split only and also reports its accuracy on the held-out split (for comparison, not for scoring).
 
 How good it is on sounds it has not heard
     Reported with it as grouped k-fold cross-validation (:class:`TimbreReport`): recordings are grouped like the
     bank's split (all velocity layers of one instrument form one group), each group goes to one fold, and every
     fold is scored by an ensemble trained on the other folds only — same features, augmentations and
-    hyper-parameters as the shipped judge.
+    hyper-parameters as the shipped judge. On the real bank (586 recordings, 8 classes) that is 0.81 (balanced
+    0.72): unseen wood knocks and bells are its weak spot (named clap/snap and cymbal), which is one reason it
+    is trained on every recording it will be asked about.
 
 Bandwidth
     Features are computed from audio resampled to 16 kHz, so nothing above 8 kHz reaches the judge: a 16 kHz
@@ -28,12 +30,14 @@ Features (numpy, :func:`segment_features`)
 Classifier
     Small MLPs (torch, CPU, one thread) on standardised features, averaged over ``n_models`` seeds. Each
     recording is used clean and in ``augment`` clip-like versions: onset error of a few ms, another sound's
-    tail underneath, a cut where the next hit starts, a noise floor, gain, random low-pass / tilt.
+    tail underneath, an early cut, the next hit starting 0.12–0.3 s later, a noise floor, gain, random
+    low-pass / tilt.
 
 How it is used (:mod:`.metrics`): only on ground-truth hits that are isolated in the clip's event list, the
 0.3 s after the system's matched onset is classified and compared with the struck object's class.
-Training takes well under two minutes of one CPU core; :func:`get_timbre_classifier` caches the judge beside the
-recording bank, keyed by the bank's audio content, :data:`JUDGE_VERSION` and the training options.
+Training (cross-validation included) takes about 50 s of one CPU core on the real bank;
+:func:`get_timbre_classifier` caches the judge beside the recording bank, keyed by the bank's audio content,
+:data:`JUDGE_VERSION` and the training options.
 """
 from __future__ import annotations
 
@@ -56,7 +60,7 @@ log = logging.getLogger(__name__)
 SEGMENT_SECONDS = 0.3
 # Bump when features, augmentations, training or the report change: it is part of the cache key, so a judge
 # cached by an older version is retrained instead of silently reused.
-JUDGE_VERSION = 3
+JUDGE_VERSION = 4
 _CONTEXT_SECONDS = 1.0  # of each recording kept for training (a segment plus the tails lent to other examples)
 
 
@@ -277,7 +281,7 @@ def _spectral_shape(y: np.ndarray, rng: np.random.Generator, sr: int) -> np.ndar
 
 def _augment(x: np.ndarray, others: Sequence[np.ndarray], rng: np.random.Generator, sr: int) -> np.ndarray:
     """One clip-like version of a recording (at the judge's rate): onset jitter, another sound's tail underneath,
-    an early cut where the next hit starts, gain, a noise floor, random low-pass / tilt."""
+    an early cut, the next hit starting inside the window, gain, a noise floor, random low-pass / tilt."""
     n = int(SEGMENT_SECONDS * sr)
     y = np.zeros(n + int(0.02 * sr))
     shift = int(rng.uniform(-0.006, 0.010) * sr)  # detected onsets land a few ms early or late
@@ -290,8 +294,16 @@ def _augment(x: np.ndarray, others: Sequence[np.ndarray], rng: np.random.Generat
         lag = int(rng.uniform(0.12, 0.8) * sr)  # it started 120–800 ms before this hit
         tail = o[lag : lag + len(y)]
         y[: len(tail)] += tail * 10 ** (rng.uniform(-24, -6) / 20)
-    if rng.uniform() < 0.3:  # the next hit starts (min gap 0.12 s): cut there
+    if rng.uniform() < 0.3:  # the sound is choked / the system stops it early (SynthHits min gap: 0.12 s)
         y[int(rng.uniform(0.12, SEGMENT_SECONDS) * sr) :] = 0
+    if others and rng.uniform() < 0.25:
+        # The next hit starts inside the window, up to 6 dB louder: the class must come from the first 120 ms
+        # and the decay before it, not from whatever starts later. (Scoring skips such hits, but a system's
+        # onsets may drift, and this raised cross-validated accuracy from 0.78 to 0.80.)
+        o = others[int(rng.integers(len(others)))]
+        s0 = int(rng.uniform(0.12, SEGMENT_SECONDS) * sr)
+        nxt = o[: len(y) - s0]
+        y[s0 : s0 + len(nxt)] += nxt * np.abs(y).max() * 10 ** (rng.uniform(-12, 6) / 20)
     y *= 10 ** (rng.uniform(-12, 0) / 20)
     y += rng.standard_normal(len(y)) * 10 ** (rng.uniform(-80, -45) / 20)
     y = _spectral_shape(y, rng, sr)
@@ -376,8 +388,8 @@ def train_timbre_classifier(bank, *, seed: int = 0, augment: int = 16, steps: in
     if n_folds == 1 or n_folds < 0:
         raise EvaluationError(f"n_folds={n_folds}; use 0 (no cross-validation) or at least 2")
     if cfg.sample_rate > bank.sample_rate:
-        raise EvaluationError(f"FeatureConfig.sample_rate={cfg.sample_rate} exceeds the bank's "
-                              f"{bank.sample_rate} Hz; the judge must not see less than its features assume")
+        raise EvaluationError(f"FeatureConfig.sample_rate={cfg.sample_rate} exceeds the recording bank's "
+                              f"{bank.sample_rate} Hz; use a feature rate <= {bank.sample_rate} (default 16000)")
     pool = bank.select("train") if train_split == "train" else list(bank.recordings)
     count = {c: sum(r.sound_class == c for r in pool) for c in bank.classes()}
     classes = [c for c in bank.classes() if count[c] >= 2]  # a class needs two recordings to be learnt at all
