@@ -54,12 +54,14 @@ def components():
 @shipped
 def test_shipped_parts_match_the_foley_tiny_design(components):
     tr = components["transformer"]
-    for k in ("hidden_dim", "depth", "fused_depth", "latent_dim", "max_duration"):
+    for k in ("hidden_dim", "depth", "fused_depth", "latent_dim", "max_duration", "sync_layout"):
         assert tr.config[k] == FOLEY_TINY["transformer"][k]
     assert tr.config.use_duration and tr.config.learned_empty_text and tr.config.sample_rate == 16000
     assert components["vae"].latent_channels == 20 and components["vae"].mel_mode == "16k"
-    assert components["visual_encoder"].dim == tr.config.clip_dim == components["mono2stereo"].config.video_dim
-    assert components["sync_encoder"].dim == tr.config.sync_dim
+    assert components["visual_encoder"].dim == tr.config.clip_dim
+    m2s = components["mono2stereo"].config
+    assert m2s.video_features == FOLEY_TINY["mono2stereo"]["video_features"] == "sync"  # stereo from the sync tokens
+    assert components["sync_encoder"].dim == tr.config.sync_dim == m2s.video_dim
     assert components["sync_encoder"].tokens_per_window == 8  # the MM-DiT's sync contract
     assert components["text_encoder"].max_length == tr.config.text_seq_len
     assert len(components["text_encoder"].config.vocabulary) > 10
