@@ -11,17 +11,20 @@ sync encoder        MotionFormer, 48 px, patch 24 (2×2), tubelet 2, width 64, 2
                                                                                      stride 8 → 8 tokens, 64-d
 text encoder        WordTextEncoder: caption vocabulary + 256 hashed buckets, 2 layers  ≤ 24 tokens, 64-d
 MM-DiT              KlingFoleyMMDiT (Kling design: duration embeddings, learned      20-d latents @ 31.25 Hz
-                    placeholders, extended final adaLN), width 96, 3 heads,
-                    2 joint + 2 audio-only blocks, MLP ratio 2, max 10 s
+                    placeholders, extended final adaLN, sync tokens in time
+                    order), width 96, 3 heads, 2 joint + 2 audio-only blocks,
+                    MLP ratio 2, max 10 s
 Mel-VAE             KlingMelVAE 16 kHz (80 mels, 20-d, ×2 in time), width 64, 4 blocks  log10-mel ↔ latents
-Mono2Stereo         Mono2Stereo 16k, width 64, 4 layers, video_dim 64, linear pan law   mono mel → L/R mels
+Mono2Stereo         Mono2Stereo 16k, width 64, 4 layers, linear pan law, reading the   mono mel → L/R mels
+                    sync tokens (64-d, time-ordered)
 vocoder             GriffinLimVocoder("16k") — weight-free                               mel → 16 kHz waveform
 ==================  =============================================================  ==========================
 
 Why these sizes: SynthHits frames are 112 px with objects 15–25 % of the frame wide, so 48 px keeps every
-object's shape and colour (≥ 7 px); the semantic tower's 4×4 patch grid keeps the object's x-position (which
-Mono2Stereo reads from these features), while the sync tower only has to see *when* something touches the floor,
-so its 24-px tubelets (2×2 grid, 32 tokens per window) make it 4× cheaper. Training cost decided the MM-DiT:
+object's shape and colour (≥ 7 px). The sync tower sees *when* something touches the floor, and (trained with
+auxiliary contact, pan and class heads, see ``training/train_foley.py``) *where* and *what*: that per-contact
+information is what the MM-DiT's per-token condition and Mono2Stereo read; its 24-px tubelets (2×2 grid, 32
+tokens per window) keep it 4× cheaper than the semantic tower's 4×4 grid. Training cost decided the MM-DiT:
 measured on the shared 2-core CPU, a width-128, 6-block model took ~11 s CPU per batch of 8 six-second clips
 (the ConvSwiGLU input projections and 1-D conv MLPs dominate), width 96 with 4 blocks ~3.7 s, so the latter is
 what an hour of CPU training can afford; inference (8 s, 25 Euler steps, batched CFG) stays far below the 10 s
