@@ -195,3 +195,20 @@ def test_save_output_takes_the_next_name_when_another_process_grabbed_it(tmp_pat
     with pytest.raises(InterruptedError):
         paths.save_output("take", "wav", failing, tmp_path)
     assert sorted(x.name for x in tmp_path.iterdir()) == ["take_00001.wav", "take_00002.wav"]
+
+
+def test_outputs_get_the_usual_permissions_not_owner_only(tmp_path):
+    import os
+    import stat
+
+    from kling_foley_core.runner.paths import atomic_write, save_output
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "a.wav") as tmp:
+            tmp.write_bytes(b"x")
+        b = save_output("clip", "wav", lambda p: p.write_bytes(b"y"), output_dir=tmp_path)
+    finally:
+        os.umask(mask)
+    for path in (tmp_path / "a.wav", b):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -133,6 +133,17 @@ def output_ui_entry(path: str | os.PathLike, output_dir: str | os.PathLike | Non
     return {"filename": p.name, "subfolder": sub, "type": "output"}
 
 
+def _temp_file(folder: Path, prefix: str, suffix: str) -> Path:
+    """An empty temporary file in ``folder`` with the permissions a plainly created file would get (mkstemp makes
+    it owner-only, which the finished output would otherwise keep)."""
+    fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=folder)
+    os.close(fd)
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(name, 0o666 & ~mask)
+    return Path(name)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only if the block finishes without error.
@@ -144,9 +155,7 @@ def atomic_write(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     if not overwrite and final.exists():
         raise OutputPathError(f"output file {final} already exists; refusing to overwrite it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temp_file(final.parent, f".{final.stem}.", f".partial{final.suffix}")
     try:
         yield tmp
         if overwrite:
@@ -176,9 +185,7 @@ def save_output(filename_prefix: str, ext: str, write: Callable[[Path], None],
     """
     folder, stem = resolve_output_prefix(filename_prefix, output_dir)
     first = next_output_path(filename_prefix, ext, output_dir)  # checks ext, creates the folder
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".partial.{ext.lstrip('.')}", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = _temp_file(folder, f".{stem}.", f".partial.{ext.lstrip('.')}")
     try:
         write(tmp)
         path = first
