@@ -234,9 +234,9 @@ def test_bad_arguments_are_one_line_errors(data, tmp_path, capsys):
 
 
 def test_contact_targets_follow_the_token_spans():
-    from kling_foley_core.training.train_foley import contact_targets
+    from kling_foley_core.training.train_foley import token_targets
 
-    t = contact_targets([{"time": 0.33}, {"time": 1.0}], 3).view(3, 8)
+    t = token_targets([{"time": 0.33}, {"time": 1.0}], 3)[0].view(3, 8)
     # 0.33 s is frame 8.25: token 4 of window 0 (frames 8-9) and token 0 of window 1 (which starts at frame 8)
     assert t[0].nonzero().flatten().tolist() == [4] and t[1].nonzero().flatten().tolist() == [0]
     assert t[2].nonzero().flatten().tolist() == [4]  # 1.0 s = frame 25: window 2 (frames 16-31), token 4
@@ -244,16 +244,15 @@ def test_contact_targets_follow_the_token_spans():
 
 
 def test_pan_targets_sit_on_the_contact_tokens():
-    from kling_foley_core.training.train_foley import contact_and_pan_targets
+    from kling_foley_core.training.train_foley import token_targets
 
-    hits, pans = contact_and_pan_targets([{"time": 0.33, "pan": -0.5}, {"time": 0.34, "pan": 0.7},
-                                          {"time": 1.0, "pan": 0.25}], 3)
+    hits, pans, _ = token_targets([{"time": 0.33, "pan": -0.5}, {"time": 0.34, "pan": 0.7},
+                                   {"time": 1.0, "pan": 0.25}], 3)
     hits, pans = hits.view(3, 8), pans.view(3, 8)
     assert hits[0, 4] == 1 and hits[1, 0] == 1 and hits.max() == 1  # two hits in one span count once
     assert pans[0, 4] == pytest.approx(0.1) and pans[2, 4] == pytest.approx(0.25)
     assert pans[hits == 0].abs().max() == 0
     from kling_foley_core.data.recordings import SOUND_CLASSES
-    from kling_foley_core.training.train_foley import token_targets
 
     _, _, cls = token_targets([{"time": 0.33, "sound_class": "bell"}, {"time": 0.34, "sound_class": "kick"},
                                {"time": 1.0, "sound_class": "not-a-class"}], 3)

@@ -38,13 +38,13 @@ from torch import nn
 from ..layers import ChannelLastConv1d, ConvSwiGLU, RopeCache, SwiGLU, TimestepEmbedding
 from .duration import DurationEmbedding, DurationError, SequenceLengths, as_seconds, sequence_lengths
 from .mmdit_blocks import FinalBlock, JointBlock, StreamBlock
-from .sync_layout import overlap_average, resample_to_latents
+from .sync_layout import TOKENS_PER_WINDOW, overlap_average, resample_to_latents
 
 log = logging.getLogger(__name__)
 
 __all__ = ["KlingFoleyMMDiT", "PreparedConditions", "MMDiTInputError"]
 
-SYNC_TOKENS_PER_WINDOW = 8
+SYNC_TOKENS_PER_WINDOW = TOKENS_PER_WINDOW
 
 
 class MMDiTInputError(ValueError):

@@ -15,30 +15,25 @@ from pathlib import Path
 
 import torch
 
-from .common import TrainingError, cli_main
+from .common import EMA, TrainingError, cli_main
 
 # accelerate numbers objects registered for checkpointing in registration order (train_foley: EMA, step
 # counter, then the Mono2Stereo EMA when it is trained)
 EMA_FILE, M2S_EMA_FILE = "custom_checkpoint_0.pkl", "custom_checkpoint_2.pkl"
 
 
-def _shadow(path: Path) -> dict[str, torch.Tensor]:
+def _load_ema(module: torch.nn.Module, path: Path, what: str) -> None:
+    """Fill ``module`` with the EMA weights saved at ``path`` (the trainer's own EMA state and loader)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "shadow" not in state:
         raise TrainingError(f"'{path}' holds no EMA state; pass a train_foley checkpoint folder")
-    return state["shadow"]
-
-
-def _fill(module: torch.nn.Module, shadow: dict[str, torch.Tensor], what: str) -> None:
-    sd = module.state_dict()
-    floats = {k for k, v in sd.items() if v.is_floating_point()}
-    if floats != set(shadow):
-        diff = sorted(floats ^ set(shadow))
-        raise TrainingError(f"{what}: the checkpoint's EMA does not fit the parts built from the run's config "
-                            f"({len(diff)} keys differ, e.g. {diff[:3]}); export with the library version that "
-                            f"trained it")
-    for k, v in shadow.items():
-        sd[k].copy_(v.to(sd[k].dtype))
+    ema = EMA(module)
+    try:
+        ema.load_state_dict(state)
+    except TrainingError as e:
+        raise TrainingError(f"{what}: the checkpoint does not fit the parts built from the run's config ({e}); "
+                            f"export with the library version that trained it") from None
+    ema.copy_to(module)
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Path | None = None) -> Path:
@@ -56,7 +51,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
         raise TrainingError(f"checkpoint '{ckpt}': the run was trained by {cfg.get('trainer')!r}, not train_foley")
     vae = Path(vae) if vae is not None else Path(cfg["args"]["vae"])
     parts = build_parts(cfg["vocabulary"], cfg.get("overrides", {}), seed=0, sizes=cfg.get("sizes"))
-    _fill(parts, _shadow(ckpt / EMA_FILE), "foley parts")
+    _load_ema(parts, ckpt / EMA_FILE, "foley parts")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         export_parts(parts.eval(), tmp / "foley")
@@ -67,7 +62,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
 
             m2s_cfg = (cfg.get("sizes") or {}).get("mono2stereo") or part_config("mono2stereo")
             m2s = build_joint_mono2stereo(parts, m2s_cfg)
-            _fill(m2s, _shadow(ckpt / M2S_EMA_FILE), "mono2stereo")
+            _load_ema(m2s, ckpt / M2S_EMA_FILE, "mono2stereo")
             m2s_dir = tmp / "mono2stereo"
             m2s.eval().save_pretrained(m2s_dir)
         return assemble(Path(out), vae=vae, foley=tmp / "foley", mono2stereo=m2s_dir,

@@ -40,6 +40,7 @@ from .dataset import FeatureCache, LatentTable, batch_for_step, build_cache, enc
 log = logging.getLogger(__name__)
 
 WINDOW, STRIDE = 16, 8
+CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"]  # drawn in loss.png
 
 
 class FoleyObjective(nn.Module):
@@ -142,21 +143,11 @@ class FoleyObjective(nn.Module):
         return fm, aux, m2s, aux_pan, aux_cls
 
 
-def contact_targets(events: list[dict], n_windows: int) -> torch.Tensor:
-    """(W·8,) 0/1: sync token j of window w spans frames 8w + 2j, 8w + 2j + 1 (tubelets of 2 at 25 fps); it is 1
-    when a hit's time falls in that 80 ms span."""
-    return contact_and_pan_targets(events, n_windows)[0]
-
-
-def contact_and_pan_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``contact_targets`` and, per token with a contact, the pan (−1…1) of its hit(s) (the mean if two)."""
-    hits, pans, _ = token_targets(events, n_windows)
-    return hits, pans
-
-
 def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per sync token: contact 0/1, the pan of its hit(s) (mean if two) and the sound-class index of its first hit
-    in :data:`SOUND_CLASSES` order (−100, "ignore", for tokens without a contact or with an unknown class)."""
+    """Per sync token (token j of window w spans frames 8w + 2j, 8w + 2j + 1: tubelets of 2 at 25 fps): contact
+    0/1 (a hit's time falls in that 80 ms span), the pan of its hit(s) (mean if two) and the sound-class index of
+    its first hit in :data:`SOUND_CLASSES` order (−100, "ignore", for tokens without a contact or with an unknown
+    class)."""
     starts = (torch.arange(n_windows)[:, None] * STRIDE + torch.arange(WINDOW // 2)[None] * 2).flatten() / 25.0
     hits, pan_sum = torch.zeros(len(starts)), torch.zeros(len(starts))
     classes = torch.full((len(starts),), -100, dtype=torch.long)
@@ -351,6 +342,7 @@ def run(args) -> Path:
         vocabulary = list(json.loads((Path(args.init) / "text_encoder" / "config.json").read_text())["vocabulary"])
     else:
         vocabulary = build_vocabulary([c["caption"] for c in cache.clips])
+    sizes = run_sizes(overrides)
     parts = build_parts(vocabulary, overrides, args.seed)
     if args.init is not None:
         load_parts(parts, Path(args.init))
@@ -363,12 +355,12 @@ def run(args) -> Path:
         tr.latent_std.copy_(torch.tensor(latents.stats["std"]).view(1, 1, -1))
     if accelerator.is_main_process:
         write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
-                              "overrides": overrides, "sizes": run_sizes(overrides), "vocabulary": vocabulary,
+                              "overrides": overrides, "sizes": sizes, "vocabulary": vocabulary,
                               "vae_tag": tag,
                               "cache": str(cache.dir), "num_clips": len(cache)})
     m2s = None
     if args.mono2stereo_weight > 0:
-        m2s_cfg = run_sizes(overrides)["mono2stereo"]
+        m2s_cfg = sizes["mono2stereo"]
         m2s = build_joint_mono2stereo(parts, m2s_cfg)
         init_cfg = Path(args.init or "") / "mono2stereo" / "config.json"
         if args.init is not None and init_cfg.is_file() and \
@@ -430,7 +422,7 @@ def run(args) -> Path:
         bar.update(1)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
             save_checkpoint(accelerator, out, step + 1)
-            metrics.plot(["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
+            metrics.plot(CURVES, title="foley-tiny flow matching")
     bar.close()
     if end < args.steps:
         log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
@@ -439,7 +431,7 @@ def run(args) -> Path:
         export_parts(ema.averaged(raw.parts).eval(), out / "final")
         if ema_m2s is not None:
             ema_m2s.averaged(raw.mono2stereo).eval().save_pretrained(out / "final" / "mono2stereo")
-        metrics.plot(["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"], title="foley-tiny flow matching")
+        metrics.plot(CURVES, title="foley-tiny flow matching")
         log.info("foley: %d steps in %.0f s; EMA weights in %s", args.steps - start, timer.seconds(), out / "final")
     return out / "final"
 
