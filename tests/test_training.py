@@ -225,6 +225,8 @@ def test_mono2stereo_loss_falls_and_resumes(data, foley_run):
 def test_bad_arguments_are_one_line_errors(data, tmp_path, capsys):
     assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path / "nope"))) == 2
     assert "--vae" in capsys.readouterr().out
+    assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path), "--aux-pan-weight", "-1")) == 2
+    assert "--aux-pan-weight=-1.0 must be >= 0" in capsys.readouterr().out
     assert train_mel_vae.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "--data" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="--override"):

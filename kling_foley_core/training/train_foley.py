@@ -321,6 +321,9 @@ def run(args) -> Path:
     for name in ("p_drop_video", "p_drop_text"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
+    for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight"):
+        if not getattr(args, name) >= 0.0:
+            raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns that loss off)")
     if not (Path(args.vae) / "config.json").is_file():
         raise TrainingError(f"--vae {args.vae}: no Mel-VAE folder (config.json + weights); train one with "
                             f"`python -m kling_foley_core.training.train_mel_vae`")
