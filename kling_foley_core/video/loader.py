@@ -227,6 +227,11 @@ def load_video(
             prev = None  # (frame, index, time) of the frame currently "on screen"
             index = 0
             skipped = 0
+            # packets with data handed to the decoder against frames it gave back: a damaged packet the decoder
+            # conceals by dropping raises nothing and flags nothing, so the gap is how it shows (field-coded
+            # interlaced video legitimately takes two packets per frame, so the count is not used for it)
+            sent = returned = 0
+            fields = False
             # how long the newest frame stays on screen, kept as its parts and only turned into a Fraction when
             # needed (a frame without pts, or the clip end): its own duration (time-base units) if the container
             # says, else the gap to the frame before it, else the stream's nominal frame period
@@ -263,6 +268,8 @@ def load_video(
                 for packet in container.demux(stream):
                     try:
                         frames = packet.decode()
+                        sent += packet.size > 0
+                        returned += len(frames)
                     except av.error.InvalidDataError:
                         skipped += 1
                         warn(f"skipped a corrupt packet at t={_packet_time(packet, origin)}")
@@ -271,6 +278,7 @@ def load_video(
                                                   "file is badly damaged: re-encode or re-download it.") from None
                         continue
                     for frame in frames:
+                        fields = fields or frame.interlaced_frame
                         if frame.is_corrupt:
                             skipped += 1
                             warn(f"skipped a frame the decoder flagged corrupt (pts {frame.pts})")
@@ -308,6 +316,10 @@ def load_video(
             end = prev[2] + last_step()  # the last frame stays on screen for its own duration
             if not stopped_early:
                 emit(end)
+                if returned < sent and not fields:
+                    skipped += sent - returned
+                    warn(f"the decoder dropped {sent - returned} corrupt frame(s) without an error; the frame before "
+                         "each stays on screen in its place")
                 if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:
                     warn(f"decoded only {float(end):.3f}s of the declared {info.duration:.3f}s; the file may be "
                          "truncated")
