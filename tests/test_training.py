@@ -304,3 +304,17 @@ def test_export_checkpoint_gives_the_final_ema_weights(data, vae_run, foley_run,
     comps = load_default_model("cpu", directory=w, vocoder_iters=2)
     assert comps["transformer"].config.sync_layout == "time"
     assert export_main([str(tmp_path / "not-a-checkpoint"), str(tmp_path / "w2")]) == 2
+
+
+def test_export_mel_vae_checkpoint_gives_the_final_ema_weights(vae_run, tmp_path):
+    from kling_foley_core.training.export import main as export_main
+
+    ckpt = sorted((vae_run / "checkpoints").iterdir())[-1]  # the last step, which final/ was written at
+    assert export_main([str(ckpt), str(tmp_path / "vae")]) == 0
+    a, b = _weights(vae_run / "final" / "vae"), _weights(tmp_path / "vae")
+    assert a.keys() == b.keys() and "data_mean" in a
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # a Mel-VAE run's checkpoint takes no --vae
+    assert export_main([str(ckpt), str(tmp_path / "w"), "--vae", str(tmp_path / "vae")]) == 2
+    assert not (tmp_path / "w").exists()

@@ -1,10 +1,12 @@
-"""Turn a ``train_foley`` checkpoint into a default-model weights folder (EMA weights), without touching the run.
+"""Turn a training checkpoint into weights (EMA weights), without touching the run.
 
     python -m kling_foley_core.training.export RUN/checkpoints/step-0000750 OUT [--vae VAE_FOLDER]
 
-``OUT`` can then be evaluated (``kling-foley eval synthhits --model OUT``) or loaded
-(``default_pipeline(directory=OUT)``) while the run goes on. The parts are rebuilt from the sizes recorded in the
-run's ``config.json`` and filled with the checkpoint's EMA weights; Mono2Stereo comes along when the run trained it.
+A ``train_foley`` checkpoint becomes a default-model weights folder: ``OUT`` can then be evaluated
+(``kling-foley eval synthhits --model OUT``) or loaded (``default_pipeline(directory=OUT)``) while the run goes on.
+The parts are rebuilt from the sizes recorded in the run's ``config.json`` and filled with the checkpoint's EMA
+weights; Mono2Stereo comes along when the run trained it. A ``train_mel_vae`` checkpoint becomes a Mel-VAE folder
+(what ``--vae`` of the other commands takes).
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ import torch
 
 from .common import EMA, TrainingError, cli_main
 
-# accelerate numbers objects registered for checkpointing in registration order (train_foley: EMA, step
-# counter, then the Mono2Stereo EMA when it is trained)
+# accelerate numbers objects registered for checkpointing in registration order (train_foley and train_mel_vae:
+# EMA, step counter, then train_foley's Mono2Stereo EMA when it is trained)
 EMA_FILE, M2S_EMA_FILE = "custom_checkpoint_0.pkl", "custom_checkpoint_2.pkl"
 
 
@@ -47,8 +49,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
         raise TrainingError(f"checkpoint '{ckpt}': expected RUN/checkpoints/step-N with {EMA_FILE} and RUN/config.json"
                             f"; pass a train_foley checkpoint folder")
     cfg = json.loads(cfg_path.read_text())
+    if cfg.get("trainer") == "mel_vae":
+        if vae is not None:
+            raise TrainingError(f"--vae {vae}: checkpoint '{ckpt}' is a Mel-VAE run's; drop --vae")
+        return export_vae_checkpoint(ckpt, cfg, Path(out))
     if cfg.get("trainer") != "foley":
-        raise TrainingError(f"checkpoint '{ckpt}': the run was trained by {cfg.get('trainer')!r}, not train_foley")
+        raise TrainingError(f"checkpoint '{ckpt}': the run was trained by {cfg.get('trainer')!r}, not train_foley "
+                            f"or train_mel_vae")
     vae = Path(vae) if vae is not None else Path(cfg["args"]["vae"])
     parts = build_parts(cfg["vocabulary"], cfg.get("overrides", {}), seed=0, sizes=cfg.get("sizes"))
     _load_ema(parts, ckpt / EMA_FILE, "foley parts")
@@ -69,9 +76,20 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
                         notes={"exported_from": f"{run.name}/{ckpt.name}"})
 
 
+def export_vae_checkpoint(ckpt: Path, cfg: dict, out: Path) -> Path:
+    """A ``train_mel_vae`` checkpoint's EMA weights (with its mel statistics) → a Mel-VAE folder at ``out``."""
+    from ..models.mel_vae_kling import KlingMelVAE
+
+    vae = KlingMelVAE(**cfg["vae"])
+    _load_ema(vae, ckpt / EMA_FILE, "Mel-VAE")
+    vae.eval().save_pretrained(out)
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m kling_foley_core.training.export",
-                                 description="Export a train_foley checkpoint's EMA weights as a weights folder.")
+                                 description="Export a train_foley checkpoint's EMA weights as a weights folder, or "
+                                             "a train_mel_vae checkpoint's as a Mel-VAE folder.")
     ap.add_argument("checkpoint", type=Path, help="RUN/checkpoints/step-N")
     ap.add_argument("out", type=Path, help="weights folder to write (parts are replaced)")
     ap.add_argument("--vae", type=Path, default=None, help="Mel-VAE folder (default: the one the run trained with)")
