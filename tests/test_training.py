@@ -150,6 +150,29 @@ def test_mel_vae_resume_continues_exactly(data, vae_run):
         [r["step"] for r in map(json.loads, (vae_run / "metrics.jsonl").read_text().splitlines())]
 
 
+def test_mel_vae_refit_decoder_keeps_the_latent_space(data, vae_run):
+    from kling_foley_core.models.mel_vae_kling import KlingMelVAE
+
+    out = data["tmp"] / "vae_refit"
+    args = [a for a in VAE_ARGS if a != "--stages"]
+    args = args[:args.index("0.25")] + args[args.index("0.75") + 1:]
+    assert train_mel_vae.main(_common(data, out, 16, "--save-every", "16", "--refine-from",
+                                      str(vae_run / "final" / "vae"), "--decoder-hidden-dim", "24", *args)) == 0
+    assert set(_metric(out, "stage")) == {4}  # decoder refinement only
+    mse = _metric(out, "g_mse")
+    assert np.mean(mse[-4:]) < 0.7 * np.mean(mse[:3])  # a fresh decoder learns
+    a, b = _weights(vae_run / "final" / "vae"), _weights(out / "final" / "vae")
+    enc = [k for k in a if not k.startswith("decoder.")]
+    assert "data_mean" in enc and "encoder.conv_in.weight" in enc
+    for k in enc:
+        assert torch.equal(a[k], b[k]), k  # same encoder and statistics: the same latents
+    refit = KlingMelVAE.from_pretrained(str(out / "final" / "vae"))
+    assert refit.config.decoder_hidden_dim == 24 and refit.decoder.conv_in.out_channels == 24
+    mel = torch.randn(1, 80, 64)
+    assert refit.decode(refit.encode(mel).mean).shape == (1, 80, 64)
+    assert train_mel_vae.main(_common(data, data["tmp"] / "bad", 4, "--refine-from", str(data["tmp"]))) == 2
+
+
 # -- MM-DiT + encoders -------------------------------------------------------------------------------------------
 def test_foley_loss_falls(foley_run):
     loss = _metric(foley_run, "loss")

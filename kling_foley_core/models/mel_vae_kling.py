@@ -129,7 +129,8 @@ class KlingMelVAE(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, n_mels: int = 128, latent_dim: int = 40, hidden_dim: int = 512, num_blocks: int = 15,
-                 kernel_size: int = 5, norm_groups: int = 32, time_downsample: int = 2, dropout: float = 0.0):
+                 kernel_size: int = 5, norm_groups: int = 32, time_downsample: int = 2, dropout: float = 0.0,
+                 decoder_hidden_dim: int | None = None, decoder_num_blocks: int | None = None):
         super().__init__()
         if time_downsample < 1 or time_downsample & (time_downsample - 1):
             raise ValueError(f"KlingMelVAE: time_downsample={time_downsample} must be a power of two (2 in the paper)")
@@ -139,9 +140,18 @@ class KlingMelVAE(ModelMixin, ConfigMixin):
         positions = _resample_positions(num_blocks, time_downsample.bit_length() - 1)
         self.encoder = _ConvStack(n_mels, 2 * latent_dim, hidden_dim, num_blocks, kernel_size, groups, "down",
                                   positions, dropout)
-        # The decoder mirrors the encoder: its up blocks sit where the encoder's down blocks are, counted from the end.
-        self.decoder = _ConvStack(latent_dim, n_mels, hidden_dim, num_blocks, kernel_size, groups, "up",
-                                  {num_blocks - 1 - p for p in positions}, dropout)
+        # The decoder mirrors the encoder (its up blocks sit where the encoder's down blocks are, counted from the
+        # end); decoder_hidden_dim / decoder_num_blocks (None = the encoder's) let a decoder be refitted at another
+        # size on the same latent space.
+        dec_dim = hidden_dim if decoder_hidden_dim is None else decoder_hidden_dim
+        dec_blocks = num_blocks if decoder_num_blocks is None else decoder_num_blocks
+        if dec_dim < 1 or dec_blocks < 1:
+            raise ValueError(f"KlingMelVAE: decoder_hidden_dim={decoder_hidden_dim}, decoder_num_blocks="
+                             f"{decoder_num_blocks}; give positive sizes or None (the encoder's)")
+        dec_groups = _groups(dec_dim, norm_groups, "KlingMelVAE decoder")
+        dec_positions = _resample_positions(dec_blocks, time_downsample.bit_length() - 1)
+        self.decoder = _ConvStack(latent_dim, n_mels, dec_dim, dec_blocks, kernel_size, dec_groups, "up",
+                                  {dec_blocks - 1 - p for p in dec_positions}, dropout)
         self.register_buffer("data_mean", torch.zeros(1, n_mels, 1))  # (1, M, 1)
         self.register_buffer("data_std", torch.ones(1, n_mels, 1))  # (1, M, 1)
 

@@ -72,8 +72,8 @@ class EMA:
         self.num_updates += 1
         d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
         for k, v in module.state_dict().items():
-            if k in self.shadow:
-                self.shadow[k].mul_(d).add_(v.detach().float(), alpha=1.0 - d)
+            if k in self.shadow:  # lerp keeps an entry that does not train (frozen encoder, statistics) exact
+                self.shadow[k].lerp_(v.detach().float(), 1.0 - d)
 
     @torch.no_grad()
     def copy_to(self, module: nn.Module) -> nn.Module:

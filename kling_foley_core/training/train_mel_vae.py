@@ -6,6 +6,10 @@ adversarial loss → decoder refinement with the encoder frozen) are placed at f
 ``--crop-frames`` mel frames; the mel statistics (per-bin mean/std) are measured on the training clips and stored
 in the VAE's buffers.
 
+``--refine-from VAE_FOLDER`` trains only the decoder of an already trained Mel-VAE (every step is a stage-4 step):
+the encoder, bottleneck and mel statistics stay as they are, so an MM-DiT trained on its latents keeps working with
+the refined decoder. With ``--decoder-hidden-dim`` / ``--decoder-blocks`` the decoder is a new one of that size.
+
     python -m kling_foley_core.training.train_mel_vae --data DIR --out RUN [--steps 3000] [--resume latest]
 
 Outputs: ``RUN/final/vae`` (EMA weights, ``save_pretrained``), ``RUN/checkpoints/step-N`` (resumable state),
@@ -32,7 +36,32 @@ log = logging.getLogger(__name__)
 
 def vae_config(args) -> dict:
     return dict(n_mels=80, latent_dim=args.latent_dim, hidden_dim=args.hidden_dim, num_blocks=args.num_blocks,
-                kernel_size=args.kernel_size, norm_groups=args.norm_groups, time_downsample=2)
+                kernel_size=args.kernel_size, norm_groups=args.norm_groups, time_downsample=2,
+                decoder_hidden_dim=args.decoder_hidden_dim, decoder_num_blocks=args.decoder_blocks)
+
+
+def vae_to_refine(args):
+    """``--refine-from``: the folder's Mel-VAE, with a fresh decoder when ``--decoder-hidden-dim`` /
+    ``--decoder-blocks`` ask for another size. Its encoder, bottleneck and mel statistics are kept as they are, so the
+    latent space (what an MM-DiT was trained on) does not change."""
+    from ..models.mel_vae_kling import KlingMelVAE
+
+    try:
+        base = KlingMelVAE.from_pretrained(str(args.refine_from))
+    except (OSError, ValueError, EnvironmentError) as e:
+        raise TrainingError(f"--refine-from {args.refine_from}: not a Mel-VAE folder ({str(e).splitlines()[0]}); "
+                            f"pass a folder written by this trainer (RUN/final/vae)") from None
+    cfg = {k: v for k, v in base.config.items() if not k.startswith("_")}
+    for key, value in (("decoder_hidden_dim", args.decoder_hidden_dim), ("decoder_num_blocks", args.decoder_blocks)):
+        if value is not None:
+            cfg[key] = value
+    vae = KlingMelVAE(**cfg)
+    state = {k: v for k, v in base.state_dict().items() if not k.startswith("decoder.")}
+    same_decoder = all(cfg.get(k) == base.config.get(k) for k in ("decoder_hidden_dim", "decoder_num_blocks"))
+    if same_decoder:
+        state.update({k: v for k, v in base.state_dict().items() if k.startswith("decoder.")})
+    vae.load_state_dict(state, strict=same_decoder)
+    return vae, cfg
 
 
 def mel_statistics(cache: FeatureCache, max_clips: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -80,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--kernel-size", type=int, default=5)
     ap.add_argument("--norm-groups", type=int, default=8)
     ap.add_argument("--crop-frames", type=int, default=120, help="mel frames per example (even; 62.5 per second)")
+    ap.add_argument("--decoder-hidden-dim", type=int, default=None, help="decoder width (default: --hidden-dim)")
+    ap.add_argument("--decoder-blocks", type=int, default=None, help="decoder residual blocks (default: --num-blocks)")
+    ap.add_argument("--refine-from", type=Path, default=None,
+                    help="a trained Mel-VAE folder: keep its encoder, bottleneck and mel statistics (its latent "
+                         "space) and train only the decoder, every step in stage 4; with --decoder-hidden-dim / "
+                         "--decoder-blocks the decoder is a new one of that size")
     ap.add_argument("--stages", type=float, nargs=3, default=[0.3, 0.55, 0.8],
                     help="ends of stages 1-3 as fractions of --steps (Algorithm 2)")
     ap.add_argument("--kl-upper", type=float, default=1e-3)
@@ -102,6 +137,8 @@ def run(args) -> Path:
     if args.crop_frames % 2 or args.crop_frames < 32:
         raise TrainingError(f"--crop-frames={args.crop_frames} must be an even number >= 32")
     s1, s2, s3 = (int(round(f * args.steps)) for f in args.stages)
+    if args.refine_from is not None:  # every step is a stage-4 step (the stage ends only need to be valid)
+        s1, s2, s3 = 0, 1, 2
     if not 0 <= s1 < s2 < s3:
         raise TrainingError(f"--stages {args.stages} give stage ends {s1}, {s2}, {s3} for --steps {args.steps}; "
                             f"need increasing fractions in (0, 1)")
@@ -112,11 +149,15 @@ def run(args) -> Path:
     out = Path(args.out)
 
     torch.manual_seed(args.seed)  # module initialisers draw from the global RNG: make the start reproducible
-    vae = KlingMelVAE(**vae_config(args))
+    if args.refine_from is not None:
+        vae, vae_cfg = vae_to_refine(args)
+    else:
+        vae_cfg = vae_config(args)
+        vae = KlingMelVAE(**vae_cfg)
     disc = MelDiscriminator(n_mels=80, channels=args.disc_channels, num_layers=3, max_channels=4 * args.disc_channels,
                             scales=(1, 2))
-    mean, std = mel_statistics(cache)
-    vae.set_data_statistics(mean, std)
+    if args.refine_from is None:
+        vae.set_data_statistics(*mel_statistics(cache))
     ema = EMA(vae, args.ema)
     opt_g = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.8, 0.99), weight_decay=1e-4)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
@@ -128,7 +169,7 @@ def run(args) -> Path:
     metrics.truncate(start)
     if accelerator.is_main_process:
         write_json(out / "config.json", {"trainer": "mel_vae", "args": {k: str(v) for k, v in vars(args).items()},
-                                         "vae": vae_config(args), "cache": str(cache.dir),
+                                         "vae": vae_cfg, "cache": str(cache.dir),
                                          "schedule": [s1, s2, s3]})
     raw_vae = accelerator.unwrap_model(vae)
     raw_disc = accelerator.unwrap_model(disc)
@@ -137,9 +178,12 @@ def run(args) -> Path:
     end = end_step(args)
     for step in range(start, end):
         gen = step_generator(args.seed, step, accelerator.process_index)
-        w = schedule(step)
-        if step == s3 + 1:
-            freeze_encoder_at_average(raw_vae, ema)
+        if args.refine_from is not None:
+            w = schedule(s3 + 1 + step)
+        else:
+            w = schedule(step)
+            if step == s3 + 1:
+                freeze_encoder_at_average(raw_vae, ema)
         apply_trainable(raw_vae, w, raw_disc)
         set_lr(opt_g, lr_at(step, args.lr, args.warmup, args.steps))
         mel = crop_batch(cache, args.batch_size, args.crop_frames, gen).to(accelerator.device)
