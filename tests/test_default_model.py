@@ -58,6 +58,8 @@ def test_shipped_parts_match_the_foley_tiny_design(components):
         assert tr.config[k] == FOLEY_TINY["transformer"][k]
     assert tr.config.use_duration and tr.config.learned_empty_text and tr.config.sample_rate == 16000
     assert components["vae"].latent_channels == 20 and components["vae"].mel_mode == "16k"
+    for k in ("hidden_dim", "num_blocks", "decoder_hidden_dim"):  # the refitted decoder is what ships
+        assert components["vae"].config[k] == FOLEY_TINY["vae"][k]
     assert components["visual_encoder"].dim == tr.config.clip_dim
     m2s = components["mono2stereo"].config
     assert m2s.video_features == FOLEY_TINY["mono2stereo"]["video_features"] == "sync"  # stereo from the sync tokens

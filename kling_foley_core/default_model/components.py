@@ -14,7 +14,7 @@ MM-DiT              KlingFoleyMMDiT (Kling design: duration embeddings, learned 
                     placeholders, extended final adaLN, sync tokens in time
                     order), width 96, 3 heads, 2 joint + 2 audio-only blocks,
                     MLP ratio 2, max 10 s
-Mel-VAE             KlingMelVAE 16 kHz (80 mels, 20-d, ×2 in time), width 64, 4 blocks  log10-mel ↔ latents
+Mel-VAE             KlingMelVAE 16 kHz (80 mels, 20-d, ×2), enc 64 / dec 128 wide  log10-mel ↔ latents
 Mono2Stereo         Mono2Stereo 16k, width 64, 4 layers, linear pan law, reading the   mono mel → L/R mels
                     sync tokens (64-d, time-ordered)
 vocoder             GriffinLimVocoder("16k") — weight-free                               mel → 16 kHz waveform
@@ -58,7 +58,7 @@ FOLEY_TINY: dict[str, dict] = {
                         default_duration=8.0, max_duration=10.0,
                         sync_layout="time"),
     "vae": dict(n_mels=80, latent_dim=20, hidden_dim=64, num_blocks=4, kernel_size=5, norm_groups=8,
-                time_downsample=2),
+                time_downsample=2, decoder_hidden_dim=128),  # the decoder was refitted wider (TRAINING.md §2)
     "mono2stereo": dict(n_mels=80, hidden_dim=64, num_layers=4, kernel_size=5, video_dim=64, log_base="10",
                         pan_law="linear", video_features="sync", frame_rate=62.5),
 }
