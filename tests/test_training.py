@@ -171,6 +171,9 @@ def test_mel_vae_refit_decoder_keeps_the_latent_space(data, vae_run):
     mel = torch.randn(1, 80, 64)
     assert refit.decode(refit.encode(mel).mean).shape == (1, 80, 64)
     assert train_mel_vae.main(_common(data, data["tmp"] / "bad", 4, "--refine-from", str(data["tmp"]))) == 2
+    assert train_mel_vae.main(_common(data, data["tmp"] / "bad", 4, "--refine-from", str(vae_run / "final" / "vae"),
+                                      "--decoder-hidden-dim", "0")) == 2
+    assert not (data["tmp"] / "bad" / "final").exists()
 
 
 # -- MM-DiT + encoders -------------------------------------------------------------------------------------------

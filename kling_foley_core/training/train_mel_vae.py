@@ -149,11 +149,15 @@ def run(args) -> Path:
     out = Path(args.out)
 
     torch.manual_seed(args.seed)  # module initialisers draw from the global RNG: make the start reproducible
-    if args.refine_from is not None:
-        vae, vae_cfg = vae_to_refine(args)
-    else:
-        vae_cfg = vae_config(args)
-        vae = KlingMelVAE(**vae_cfg)
+    try:
+        if args.refine_from is not None:
+            vae, vae_cfg = vae_to_refine(args)
+        else:
+            vae_cfg = vae_config(args)
+            vae = KlingMelVAE(**vae_cfg)
+    except ValueError as e:  # a size the model refuses (e.g. --decoder-hidden-dim 0, or not divisible by groups)
+        raise TrainingError(f"{e}; fix the size options (--hidden-dim, --decoder-hidden-dim, --norm-groups, ...)") \
+            from None
     disc = MelDiscriminator(n_mels=80, channels=args.disc_channels, num_layers=3, max_channels=4 * args.disc_channels,
                             scales=(1, 2))
     if args.refine_from is None:
