@@ -19,6 +19,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .sync_layout import TOKENS_PER_WINDOW
+
 __all__ = ["DurationError", "SequenceLengths", "sequence_lengths", "min_duration", "NumberEmbedding",
            "DurationEmbedding", "as_seconds"]
 
@@ -26,7 +28,6 @@ CLIP_FPS = 8
 SYNC_FPS = 25
 SYNC_WINDOW = 16  # frames per Synchformer window
 SYNC_STRIDE = 8  # frames between window starts
-SYNC_TOKENS_PER_WINDOW = 8
 
 
 class DurationError(ValueError):
@@ -70,7 +71,7 @@ def sequence_lengths(duration: float, *, sample_rate: int = 44100, mel_hop: int 
     latent = int(math.ceil(d * sample_rate / mel_hop / latent_downsample))
     clip = int(d * CLIP_FPS)
     windows = (d * SYNC_FPS - SYNC_WINDOW) // SYNC_STRIDE + 1
-    sync = int(windows * SYNC_TOKENS_PER_WINDOW)
+    sync = int(windows * TOKENS_PER_WINDOW)
     return SequenceLengths(duration=d, latent=latent, clip=clip, sync=sync)
 
 

@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["KlingFoleyMMDiT", "PreparedConditions", "MMDiTInputError"]
 
-SYNC_TOKENS_PER_WINDOW = TOKENS_PER_WINDOW
-
 
 class MMDiTInputError(ValueError):
     """Conditioning or latent tensors whose shapes do not fit the model."""
@@ -198,7 +196,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         self.text_cond_proj = nn.Linear(d, d)
         self.global_cond_mlp = SwiGLU(d, d * 4)
         # one learned position per token of a Synchformer window (8 tokens per 16-frame window)
-        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, SYNC_TOKENS_PER_WINDOW, sync_dim))
+        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, TOKENS_PER_WINDOW, sync_dim))
         self.duration_embed = (DurationEmbedding(d, duration_fourier_dim, max_duration) if use_duration else None)
 
         self.t_embed = TimestepEmbedding(d, t_frequency_dim or d, t_max_period)
@@ -282,7 +280,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                  text_mask: torch.Tensor | None):
         """Stream projections and pooled features: the part of the conditioning that is per input, not per t."""
         b, ns = sync_f.shape[:2]
-        sync_f = sync_f.view(b, ns // SYNC_TOKENS_PER_WINDOW, SYNC_TOKENS_PER_WINDOW, -1) + self.sync_pos_emb
+        sync_f = sync_f.view(b, ns // TOKENS_PER_WINDOW, TOKENS_PER_WINDOW, -1) + self.sync_pos_emb
         sync_f = sync_f.flatten(1, 2)  # (B, Ns, Cs)
 
         time_layout = self.config.sync_layout == "time"
@@ -360,7 +358,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         self._check_features("clip_f", clip_f, c.clip_dim, batch)
         self._check_features("sync_f", sync_f, c.sync_dim, batch)
         self._check_features("text_f", text_f, c.text_dim, batch)
-        if sync_f is not None and sync_f.shape[1] % SYNC_TOKENS_PER_WINDOW:
+        if sync_f is not None and sync_f.shape[1] % TOKENS_PER_WINDOW:
             raise MMDiTInputError(f"sync_f has {sync_f.shape[1]} tokens; Synchformer gives 8 per window, so it must "
                                   f"be a multiple of 8")
         if text_mask is not None:
@@ -438,7 +436,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         n_lat, lens, total = self._resolve_lengths(duration, latent_seq_len)
         n_clip = clip_seq_len or lens.clip
         n_sync = sync_seq_len or lens.sync
-        if n_sync % SYNC_TOKENS_PER_WINDOW:
+        if n_sync % TOKENS_PER_WINDOW:
             raise MMDiTInputError(f"sync_seq_len={n_sync} must be a multiple of 8")
         if negative_text_f is not None:
             self._check_features("negative_text_f", negative_text_f, self.config.text_dim, None)

@@ -35,11 +35,11 @@ from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, 
                      check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
                      set_lr, step_generator, write_json)
 from ..data.recordings import SOUND_CLASSES
+from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .dataset import FeatureCache, LatentTable, batch_for_step, build_cache, encode_latents
 
 log = logging.getLogger(__name__)
 
-WINDOW, STRIDE = 16, 8
 CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"]  # drawn in loss.png
 
 
