@@ -309,6 +309,11 @@ def load_video(
             except av.error.FFmpegError as e:  # demuxer gave up mid-file (truncated download etc.)
                 warn(f"stopped reading at a damaged part of the file ({e.strerror or e}); using the frames decoded "
                      "so far")
+            else:  # only a decoder that was flushed to the end has given back every frame it will give
+                if not stopped_early and returned < sent and not fields:
+                    skipped += sent - returned
+                    warn(f"the decoder dropped {sent - returned} corrupt frame(s) without an error; the frame before "
+                         "each stays on screen in its place")
 
             if prev is None:
                 raise VideoInputError(path, "no_frames", "no video frame could be decoded in the requested range; "
@@ -316,10 +321,6 @@ def load_video(
             end = prev[2] + last_step()  # the last frame stays on screen for its own duration
             if not stopped_early:
                 emit(end)
-                if returned < sent and not fields:
-                    skipped += sent - returned
-                    warn(f"the decoder dropped {sent - returned} corrupt frame(s) without an error; the frame before "
-                         "each stays on screen in its place")
                 if info.duration is not None and float(end) + 2 * float(default_step) < info.duration and dur_f is None:
                     warn(f"decoded only {float(end):.3f}s of the declared {info.duration:.3f}s; the file may be "
                          "truncated")
