@@ -28,7 +28,7 @@ def _load_ema(module: torch.nn.Module, path: Path, what: str) -> None:
     """Fill ``module`` with the EMA weights saved at ``path`` (the trainer's own EMA state and loader)."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "shadow" not in state:
-        raise TrainingError(f"'{path}' holds no EMA state; pass a train_foley checkpoint folder")
+        raise TrainingError(f"'{path}' holds no EMA state; pass a train_foley or train_mel_vae checkpoint folder")
     ema = EMA(module)
     try:
         ema.load_state_dict(state)
@@ -47,7 +47,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
     cfg_path = run / "config.json"
     if not (ckpt / EMA_FILE).is_file() or not cfg_path.is_file():
         raise TrainingError(f"checkpoint '{ckpt}': expected RUN/checkpoints/step-N with {EMA_FILE} and RUN/config.json"
-                            f"; pass a train_foley checkpoint folder")
+                            f"; pass a train_foley or train_mel_vae checkpoint folder")
     cfg = json.loads(cfg_path.read_text())
     if cfg.get("trainer") == "mel_vae":
         if vae is not None:

@@ -48,7 +48,7 @@ def vae_to_refine(args):
 
     try:
         base = KlingMelVAE.from_pretrained(str(args.refine_from))
-    except (OSError, ValueError, EnvironmentError) as e:
+    except (OSError, ValueError) as e:
         raise TrainingError(f"--refine-from {args.refine_from}: not a Mel-VAE folder ({str(e).splitlines()[0]}); "
                             f"pass a folder written by this trainer (RUN/final/vae)") from None
     cfg = {k: v for k, v in base.config.items() if not k.startswith("_")}
