@@ -344,3 +344,8 @@ def test_export_mel_vae_checkpoint_gives_the_final_ema_weights(vae_run, tmp_path
     # a Mel-VAE run's checkpoint takes no --vae
     assert export_main([str(ckpt), str(tmp_path / "w"), "--vae", str(tmp_path / "vae")]) == 2
     assert not (tmp_path / "w").exists()
+    # an existing export is never overwritten, and a refused or failed export leaves no partial folder
+    before = {f.name: f.stat().st_mtime_ns for f in (tmp_path / "vae").iterdir()}
+    assert export_main([str(ckpt), str(tmp_path / "vae")]) == 2
+    assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "vae").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vae"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -39,10 +40,28 @@ def _load_ema(module: torch.nn.Module, path: Path, what: str) -> None:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Path | None = None) -> Path:
+    """Write the checkpoint's weights to ``out``, a new (or empty) folder: built beside it, then moved into place,
+    so an existing export is never overwritten and a failed one leaves nothing behind."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TrainingError(f"output '{out}' already exists; export to a new folder (nothing is overwritten)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        _export(Path(checkpoint), staging, vae)
+        if out.exists():
+            out.rmdir()  # the empty folder checked above
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def _export(ckpt: Path, out: Path, vae: str | Path | None) -> Path:
     from ..default_model.build import assemble
     from .train_foley import build_parts, export_parts
 
-    ckpt = Path(checkpoint)
     run = ckpt.parent.parent
     cfg_path = run / "config.json"
     if not (ckpt / EMA_FILE).is_file() or not cfg_path.is_file():
@@ -52,7 +71,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
     if cfg.get("trainer") == "mel_vae":
         if vae is not None:
             raise TrainingError(f"--vae {vae}: checkpoint '{ckpt}' is a Mel-VAE run's; drop --vae")
-        return export_vae_checkpoint(ckpt, cfg, Path(out))
+        return export_vae_checkpoint(ckpt, cfg, out)
     if cfg.get("trainer") != "foley":
         raise TrainingError(f"checkpoint '{ckpt}': the run was trained by {cfg.get('trainer')!r}, not train_foley "
                             f"or train_mel_vae")
@@ -72,7 +91,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, *, vae: str | Pat
             _load_ema(m2s, ckpt / M2S_EMA_FILE, "mono2stereo")
             m2s_dir = tmp / "mono2stereo"
             m2s.eval().save_pretrained(m2s_dir)
-        return assemble(Path(out), vae=vae, foley=tmp / "foley", mono2stereo=m2s_dir,
+        return assemble(out, vae=vae, foley=tmp / "foley", mono2stereo=m2s_dir,
                         notes={"exported_from": f"{run.name}/{ckpt.name}"})
 
 
@@ -91,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Export a train_foley checkpoint's EMA weights as a weights folder, or "
                                              "a train_mel_vae checkpoint's as a Mel-VAE folder.")
     ap.add_argument("checkpoint", type=Path, help="RUN/checkpoints/step-N")
-    ap.add_argument("out", type=Path, help="weights folder to write (parts are replaced)")
+    ap.add_argument("out", type=Path, help="new (or empty) folder to write; an existing export is never overwritten")
     ap.add_argument("--vae", type=Path, default=None, help="Mel-VAE folder (default: the one the run trained with)")
     return ap
 
