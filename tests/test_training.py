@@ -103,6 +103,16 @@ def test_length_buckets_are_a_pure_function_of_step():
     assert sorted(sorted(bt) for bt in a[:4]) == sorted(sorted(order[i: i + 2].tolist()) for i in range(0, 8, 2))
 
 
+def test_repeats_oversample_clips_without_changing_the_default():
+    d = np.array([2.0, 9.0, 2.1, 8.8, 5.0, 5.1, 3.3, 7.7])
+    ones = np.ones(8, dtype=int)
+    for s in range(8):
+        assert batch_for_step(d, 2, 0, s).tolist() == batch_for_step(d, 2, 0, s, repeats=ones).tolist()
+    rep = np.array([3, 1, 1, 1, 1, 1, 1, 3])  # clips 0 and 7 three times per epoch
+    epoch = [i for s in range(6) for i in batch_for_step(d, 2, 0, s, repeats=rep).tolist()]  # 12 entries = 1 epoch
+    assert sorted(epoch) == sorted([0, 0, 0, 7, 7, 7] + list(range(1, 7)))
+
+
 def test_step_generator_is_deterministic_and_distinct():
     x = torch.randn(4, generator=step_generator(0, 5))
     assert torch.equal(x, torch.randn(4, generator=step_generator(0, 5)))
@@ -253,6 +263,8 @@ def test_bad_arguments_are_one_line_errors(data, tmp_path, capsys):
     assert "--vae" in capsys.readouterr().out
     assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path), "--aux-pan-weight", "-1")) == 2
     assert "--aux-pan-weight=-1.0 must be >= 0" in capsys.readouterr().out
+    assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path), "--hitfree-repeat", "0")) == 2
+    assert "--hitfree-repeat=0 must be >= 1" in capsys.readouterr().out
     assert train_mel_vae.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "--data" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="--override"):

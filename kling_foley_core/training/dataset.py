@@ -410,15 +410,18 @@ def encode_latents(cache: FeatureCache, vae, *, batch_frames: int = 4096) -> str
 # ----------------------------------------------------------------------------------------------------------
 # Batching
 # ----------------------------------------------------------------------------------------------------------
-def length_buckets(durations: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+def length_buckets(durations: np.ndarray, batch_size: int, seed: int, epoch: int,
+                   repeats: np.ndarray | None = None) -> list[np.ndarray]:
     """Batches of clips of similar duration (sorted with a random tie-break), in a shuffled order.
 
     Each batch is later cut to its shortest clip, so the waste is the spread within a batch (small when sorted).
+    ``repeats[i]`` (default 1): how many times clip ``i`` appears per epoch (oversampling a rare kind of clip).
     """
-    n = len(durations)
+    pool = np.arange(len(durations)) if repeats is None else np.repeat(np.arange(len(durations)), repeats)
+    n = len(pool)
     if n < batch_size:
         raise TrainingError(f"--batch-size {batch_size} exceeds the number of clips ({n}); use a smaller batch")
-    perm = epoch_permutation(n, seed, epoch)
+    perm = pool[epoch_permutation(n, seed, epoch)]
     order = perm[np.argsort(durations[perm], kind="stable")]
     batches = [order[i: i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
     shuffle = epoch_permutation(len(batches), seed + 1, epoch)
@@ -426,15 +429,17 @@ def length_buckets(durations: np.ndarray, batch_size: int, seed: int, epoch: int
 
 
 def batch_for_step(durations: np.ndarray, batch_size: int, seed: int, step: int, *, rank: int = 0,
-                   world: int = 1) -> np.ndarray:
-    """The clip indices of global step ``step`` for process ``rank`` of ``world`` (a pure function of step)."""
-    per_epoch = len(durations) // batch_size
+                   world: int = 1, repeats: np.ndarray | None = None) -> np.ndarray:
+    """The clip indices of global step ``step`` for process ``rank`` of ``world`` (a pure function of step);
+    ``repeats`` as in :func:`length_buckets`."""
+    n = len(durations) if repeats is None else int(np.sum(repeats))
+    per_epoch = n // batch_size
     if per_epoch == 0:
-        raise TrainingError(f"--batch-size {batch_size} exceeds the number of clips ({len(durations)}); use a "
+        raise TrainingError(f"--batch-size {batch_size} exceeds the number of clips ({n}); use a "
                             f"smaller batch")
     k = step * world + rank
     epoch, pos = divmod(k, per_epoch)
-    return length_buckets(durations, batch_size, seed, epoch)[pos]
+    return length_buckets(durations, batch_size, seed, epoch, repeats)[pos]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -233,6 +233,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the object that makes it (labels: the hits' classes); 0 = off")
     ap.add_argument("--mono2stereo-weight", type=float, default=0.0,
                     help="train Mono2Stereo jointly (on the visual features) with this loss weight; 0 = off")
+    ap.add_argument("--hitfree-repeat", type=int, default=1,
+                    help="show each hit-free clip this many times per epoch (1 = as often as the others); more "
+                         "teaches that an object which moves without touching anything makes no sound")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from the parts of an earlier run's final folder (a new optimiser and schedule)")
     ap.add_argument("--override", action="append", default=[], metavar="PART.KEY=VALUE",
@@ -324,6 +327,8 @@ def run(args) -> Path:
     for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight"):
         if not getattr(args, name) >= 0.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns that loss off)")
+    if args.hitfree_repeat < 1:
+        raise TrainingError(f"--hitfree-repeat={args.hitfree_repeat} must be >= 1 (1 = no oversampling)")
     if not (Path(args.vae) / "config.json").is_file():
         raise TrainingError(f"--vae {args.vae}: no Mel-VAE folder (config.json + weights); train one with "
                             f"`python -m kling_foley_core.training.train_mel_vae`")
@@ -391,13 +396,14 @@ def run(args) -> Path:
     metrics.truncate(start)
     raw = accelerator.unwrap_model(objective)
     durations = cache.durations
+    repeats = np.where([len(c["events"]) == 0 for c in cache.clips], args.hitfree_repeat, 1)
     bar = progress(args.steps, start, args.no_progress or not accelerator.is_main_process, "foley")
     timer = Timer()
     end = end_step(args)
     for step in range(start, end):
         gen = step_generator(args.seed, step, accelerator.process_index)
         idx = batch_for_step(durations, args.batch_size, args.seed, step, rank=accelerator.process_index,
-                             world=accelerator.num_processes)
+                             world=accelerator.num_processes, repeats=repeats)
         d = batch_duration(cache, idx, gen, args.min_duration, args.max_duration)
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
