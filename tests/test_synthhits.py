@@ -294,6 +294,22 @@ def test_write_dataset_and_refuse_overwrite(bank, tmp_path):
     assert len(load_clips(out)) == 3  # falls back to mp4 + json sidecars
 
 
+def test_cli_writes_only_hit_free_clips_when_asked(bank, tmp_path, capsys):
+    from kling_foley_core.data.recordings import bank_dir
+    from kling_foley_core.data.synthhits import main
+
+    bank.save(bank_dir(tmp_path / "rec", bank.sample_rate))
+    args = ["--out", str(tmp_path / "ds"), "--n", "4", "--seed", "3", "--format", "npz", "--size", "48",
+            "--recordings", str(tmp_path / "rec")]
+    assert main(args + ["--p-no-hits", "1"]) == 0
+    clips = load_clips(tmp_path / "ds")
+    assert len(clips) == 4 and all(not c.events and not c.audio.any() for c in clips)
+    capsys.readouterr()
+    assert main(args[:1] + [str(tmp_path / "ds2")] + args[2:] + ["--p-no-hits", "1.5"]) == 2
+    assert "p_no_hits=1.5 must be a probability" in capsys.readouterr().out
+    assert not (tmp_path / "ds2").exists()
+
+
 # -- the real Debian recordings (opt-in: slow, needs the package mirror) -------------------------------------
 @pytest.mark.slow
 def test_real_recordings_bank():

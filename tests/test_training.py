@@ -14,7 +14,7 @@ from kling_foley_core.data.synthhits import SynthHitsConfig, generate_clip, writ
 from kling_foley_core.training import train_foley, train_mel_vae, train_mono2stereo
 from kling_foley_core.training.common import (EMA, TrainingError, plot_curves, step_generator)
 from kling_foley_core.training.dataset import (FeatureCache, batch_for_step, build_cache, encode_latents,
-                                               fft_resample)
+                                               fft_resample, merge_caches)
 
 N_CLIPS = 8
 VAE_ARGS = ["--hidden-dim", "16", "--num-blocks", "2", "--norm-groups", "4", "--crop-frames", "64",
@@ -323,6 +323,53 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     assert float(m2s.out_proj.weight.detach().abs().sum()) > 0
     # --init starts from the earlier run's weights, so the first loss is the trained one, not ~2 (random init)
     assert _metric(out, "loss")[0] < np.mean(_metric(foley_run, "loss")[:3])
+
+
+@pytest.fixture(scope="module")
+def merged_cache(data) -> Path:
+    """The test set's cache joined with a second cache of hit-free clips (another seed)."""
+    root = data["tmp"] / "hitfree"
+    root.mkdir()
+    cfg = SynthHitsConfig(size=48, min_duration=2.0, max_duration=2.6, p_no_hits=1.0)
+    write_shard([generate_clip(synthetic_bank(per_class=2), seed=1, index=i, split="train", config=cfg)
+                 for i in range(4)], root / "shard-00000.npz")
+    return merge_caches([data["cache"], build_cache(root, data["tmp"] / "hitfree_cache", image_size=48)],
+                        data["tmp"] / "merged_cache")
+
+
+def test_merged_cache_holds_every_clip_of_its_sources(data, merged_cache):
+    a, b, m = FeatureCache(data["cache"]), FeatureCache(data["tmp"] / "hitfree_cache"), FeatureCache(merged_cache)
+    assert len(m) == len(a) + len(b) == N_CLIPS + 4
+    for j, (src, i) in enumerate([(a, i) for i in range(len(a))] + [(b, i) for i in range(len(b))]):
+        assert m.clips[j]["clip_id"] == src.clips[i]["clip_id"]
+        assert np.array_equal(m.mel(j, "left"), src.mel(i, "left"))
+        assert np.array_equal(m.sync_frames(j), src.sync_frames(i))
+        assert np.array_equal(m.sem_frames(j), src.sem_frames(i))
+    assert all(not c["events"] for c in m.clips[N_CLIPS:])
+    with pytest.raises(TrainingError, match="already exists"):
+        merge_caches([data["cache"], data["tmp"] / "hitfree_cache"], merged_cache)
+    with pytest.raises(TrainingError, match="already in an earlier cache"):
+        merge_caches([data["cache"], data["cache"]], data["tmp"] / "twice")
+    assert not (data["tmp"] / "twice").exists()
+
+
+def test_init_keeps_its_latent_normalisation_on_new_data(data, vae_run, foley_run, merged_cache):
+    """An --init run on a cache with other latent statistics (a third of it silence) must keep the normalisation
+    its weights were trained with, or the continued model would see shifted latents."""
+    out = data["tmp"] / "foley_merged"
+    args = ["--data", str(data["data"]), "--cache", str(merged_cache), "--out", str(out), "--steps", "2",
+            "--seed", "0", "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--warmup", "1",
+            "--no-progress", "--threads", "1", "--max-duration", "2.6", "--init", str(foley_run / "final"),
+            "--hitfree-repeat", "2"]
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    init, new = _weights(foley_run / "final" / "transformer"), _weights(out / "final" / "transformer")
+    tag = json.loads((out / "config.json").read_text())["vae_tag"]
+    merged_mean = torch.tensor(FeatureCache(merged_cache).latents(tag).stats["mean"])
+    assert not torch.allclose(merged_mean, init["latent_mean"].flatten())  # the statistics do differ
+    assert torch.equal(new["latent_mean"], init["latent_mean"])
+    assert torch.equal(new["latent_std"], init["latent_std"])
 
 
 def test_export_checkpoint_gives_the_final_ema_weights(data, vae_run, foley_run, tmp_path):

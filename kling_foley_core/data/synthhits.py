@@ -667,14 +667,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", nargs="+", default=["mp4", "npz"], choices=["mp4", "npz"])
     ap.add_argument("--size", type=int, default=112)
     ap.add_argument("--shard-size", type=int, default=100)
+    ap.add_argument("--p-no-hits", type=float, default=SynthHitsConfig.p_no_hits,
+                    help="fraction of hit-free clips (default %(default)s; 1 = only hit-free clips, e.g. extra "
+                         "training data that teaches silence)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    bank = load_bank(args.recordings)
-    idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,
-                        config=SynthHitsConfig(size=args.size), shard_size=args.shard_size,
-                        overwrite=args.overwrite)
+    try:
+        config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits)
+        config.check()
+        bank = load_bank(args.recordings)
+        idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,
+                            config=config, shard_size=args.shard_size, overwrite=args.overwrite)
+    except SynthHitsError as e:
+        print(f"error: {e}")
+        return 2
     print(f"wrote {args.n} {args.split} clips to {args.out} in {idx['seconds']:.1f} s")
     return 0
 

@@ -17,6 +17,7 @@ memory-mapped at training time (a few GB for thousands of clips stay on disk, no
 The cache lives outside the repository (default ``~/.cache/kling_foley/features/<dataset>-<hash>``).
 
     python -m kling_foley_core.training.dataset --data DIR [--cache DIR] [--image-size 48]
+    python -m kling_foley_core.training.dataset --merge CACHE CACHE [...] --cache OUT   # join built caches
 """
 from __future__ import annotations
 
@@ -198,6 +199,34 @@ def _build_part(src: Path, part_dir: Path, image_size: int, limit: int | None) -
     return part_dir
 
 
+def _concatenate(pieces: list[tuple[Path, dict]], out: Path, limit: int | None = None) -> tuple[list, dict]:
+    """Append the arrays of ``pieces`` (a folder and its part.json / meta.json: ``clips`` and ``arrays``) into
+    ``out/<array>.bin``; returns the clips with their offsets shifted into the joint arrays, and the array specs."""
+    totals = {k: 0 for k in _ARRAYS}
+    specs: dict[str, dict] = {}
+    clips = []
+    outs = {k: (out / f"{k}.bin").open("wb") for k in _ARRAYS}
+    try:
+        for folder, desc in pieces:
+            for c in desc["clips"]:
+                if limit is not None and len(clips) >= limit:
+                    break
+                c = dict(c)
+                for key, name in (("mel", "mel_mono"), ("sem", "sem"), ("sync", "sync")):
+                    c[key] = [c[key][0] + totals[name], c[key][1]]
+                clips.append(c)
+            for k in _ARRAYS:
+                a = desc["arrays"][k]
+                with (folder / a["file"]).open("rb") as f:
+                    shutil.copyfileobj(f, outs[k])
+                specs[k] = a
+                totals[k] += a["rows"]
+    finally:
+        for f in outs.values():
+            f.close()
+    return clips, {k: {**specs[k], "file": f"{k}.bin", "rows": totals[k]} for k in _ARRAYS}
+
+
 def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size: int = 48,
                 overwrite: bool = False, limit: int | None = None, workers: int = 1) -> Path:
     """Precompute the features of every clip in ``data`` into ``cache`` (see the module docstring).
@@ -247,30 +276,10 @@ def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    totals = {k: 0 for k in _ARRAYS}
-    specs: dict[str, dict] = {}
-    clips = []
-    outs = {k: (tmp / f"{k}.bin").open("wb") for k in _ARRAYS}
-    for part in parts:
-        pj = json.loads((part / "part.json").read_text())
-        for c in pj["clips"]:
-            if limit is not None and len(clips) >= limit:
-                break
-            for key, name in (("mel", "mel_mono"), ("sem", "sem"), ("sync", "sync")):
-                c[key] = [c[key][0] + totals[name], c[key][1]]
-            clips.append(c)
-        for k in _ARRAYS:
-            a = pj["arrays"][k]
-            with (part / a["file"]).open("rb") as f:
-                shutil.copyfileobj(f, outs[k])
-            specs[k] = a
-            totals[k] += a["rows"]
-    for f in outs.values():
-        f.close()
+    clips, arrays = _concatenate([(part, json.loads((part / "part.json").read_text())) for part in parts], tmp, limit)
     if not clips:
         shutil.rmtree(tmp)
         raise TrainingError(f"--data {data}: no clips found")
-    arrays = {k: {**specs[k], "file": f"{k}.bin", "rows": totals[k]} for k in _ARRAYS}
     write_json(tmp / "meta.json", {"version": CACHE_VERSION, "source": str(data.resolve()), "image_size": image_size,
                                    "sample_rate": SAMPLE_RATE, "mel_preset": MEL_PRESET, "arrays": arrays,
                                    "clips": clips})
@@ -280,6 +289,41 @@ def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size
     shutil.rmtree(parts_root, ignore_errors=True)
     log.info("feature cache: %d clips in %s", len(clips), cache)
     return cache
+
+
+def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
+    """One cache holding the clips of several built caches (e.g. a dataset plus extra clips generated later), so
+    new data needs only its own features computed. Latents are not carried over: the trainers encode them for
+    the merged cache. ``out`` must not exist yet (nothing is overwritten)."""
+    out = Path(out)
+    if out.exists():
+        raise TrainingError(f"--cache {out} already exists; merge into a new folder")
+    if len(sources) < 2:
+        raise TrainingError(f"--merge takes at least two caches, got {len(sources)}")
+    metas = [(Path(src), FeatureCache(src).meta) for src in sources]
+    keys = ("version", "image_size", "sample_rate", "mel_preset")
+    first = {k: metas[0][1].get(k) for k in keys}
+    ids: set[str] = set()
+    for src, meta in metas:
+        other = {k: meta.get(k) for k in keys}
+        if other != first:
+            raise TrainingError(f"--merge {src}: built with {other}, unlike {metas[0][0]} ({first}); rebuild it with "
+                                f"the same settings")
+        dup = ids.intersection(c["clip_id"] for c in meta["clips"])
+        if dup:
+            raise TrainingError(f"--merge {src}: clip {sorted(dup)[0]} is already in an earlier cache; merge "
+                                f"caches of different datasets (another --seed)")
+        ids.update(c["clip_id"] for c in meta["clips"])
+    tmp = out.with_name(out.name + ".building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    clips, arrays = _concatenate(metas, tmp)
+    write_json(tmp / "meta.json", {**first, "source": [str(m.get("source")) for _, m in metas], "arrays": arrays,
+                                   "clips": clips})
+    os.replace(tmp, out)
+    log.info("feature cache: merged %d clips into %s", len(clips), out)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -445,17 +489,26 @@ def batch_for_step(durations: np.ndarray, batch_size: int, seed: int, step: int,
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m kling_foley_core.training.dataset",
                                  description="Precompute the training features of a SynthHits folder.")
-    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--image-size", type=int, default=48)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--workers", type=int, default=1, help="parallel processes (one source shard each)")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None, metavar="CACHE",
+                    help="instead of building: join these built caches into --cache (a new folder)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        path = build_cache(args.data, args.cache, image_size=args.image_size, overwrite=args.overwrite,
-                           limit=args.limit, workers=args.workers)
+        if args.merge:
+            if args.cache is None or args.data is not None:
+                raise TrainingError("--merge writes to --cache OUT and reads no --data; pass --cache and drop --data")
+            path = merge_caches(args.merge, args.cache)
+        else:
+            if args.data is None:
+                raise TrainingError("--data DIR is required (or --merge CACHE ... --cache OUT)")
+            path = build_cache(args.data, args.cache, image_size=args.image_size, overwrite=args.overwrite,
+                               limit=args.limit, workers=args.workers)
     except TrainingError as e:
         print(f"error: {e}")
         return 2

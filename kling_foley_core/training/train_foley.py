@@ -358,9 +358,10 @@ def run(args) -> Path:
         raise TrainingError(f"the encoders take {parts.visual_encoder.image_size}-px frames but the cache holds "
                             f"{cache.image_size}-px frames; pass --image-size {parts.visual_encoder.image_size}")
     tr = parts.transformer
-    with torch.no_grad():
-        tr.latent_mean.copy_(torch.tensor(latents.stats["mean"]).view(1, 1, -1))
-        tr.latent_std.copy_(torch.tensor(latents.stats["std"]).view(1, 1, -1))
+    if args.init is None:  # a new model normalises latents by this dataset's statistics; an --init keeps its own
+        with torch.no_grad():
+            tr.latent_mean.copy_(torch.tensor(latents.stats["mean"]).view(1, 1, -1))
+            tr.latent_std.copy_(torch.tensor(latents.stats["std"]).view(1, 1, -1))
     if accelerator.is_main_process:
         write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
                               "overrides": overrides, "sizes": sizes, "vocabulary": vocabulary,
