@@ -353,6 +353,18 @@ def test_merged_cache_holds_every_clip_of_its_sources(data, merged_cache):
     assert not (data["tmp"] / "twice").exists()
 
 
+def test_merge_command_errors_are_one_line(data, merged_cache, capsys):
+    from kling_foley_core.training.dataset import main
+
+    assert main(["--merge", str(data["cache"]), str(data["tmp"] / "hitfree_cache"), "--cache", str(merged_cache)]) == 2
+    assert "already exists; merge into a new folder" in capsys.readouterr().out
+    assert main(["--merge", str(data["cache"]), str(data["tmp"] / "nope"), "--cache", str(data["tmp"] / "m2")]) == 2
+    assert "has no meta.json" in capsys.readouterr().out
+    assert main(["--merge", str(data["cache"]), "--cache", str(data["tmp"] / "m2")]) == 2
+    assert "at least two caches" in capsys.readouterr().out
+    assert not (data["tmp"] / "m2").exists() and not (data["tmp"] / "m2.building").exists()
+
+
 def test_init_keeps_its_latent_normalisation_on_new_data(data, vae_run, foley_run, merged_cache):
     """An --init run on a cache with other latent statistics (a third of it silence) must keep the normalisation
     its weights were trained with, or the continued model would see shifted latents."""

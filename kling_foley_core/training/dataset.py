@@ -318,10 +318,14 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    clips, arrays = _concatenate(metas, tmp)
-    write_json(tmp / "meta.json", {**first, "source": [str(m.get("source")) for _, m in metas], "arrays": arrays,
-                                   "clips": clips})
-    os.replace(tmp, out)
+    try:
+        clips, arrays = _concatenate(metas, tmp)
+        write_json(tmp / "meta.json", {**first, "source": [str(m.get("source")) for _, m in metas],
+                                       "arrays": arrays, "clips": clips})
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a failed merge leaves nothing behind
+        raise
     log.info("feature cache: merged %d clips into %s", len(clips), out)
     return out
 
