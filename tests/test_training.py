@@ -160,7 +160,7 @@ def test_mel_vae_resume_continues_exactly(data, vae_run):
         [r["step"] for r in map(json.loads, (vae_run / "metrics.jsonl").read_text().splitlines())]
 
 
-def test_mel_vae_refit_decoder_keeps_the_latent_space(data, vae_run):
+def test_mel_vae_refit_decoder_keeps_the_latent_space(data, vae_run, capsys):
     from kling_foley_core.models.mel_vae_kling import KlingMelVAE
 
     out = data["tmp"] / "vae_refit"
@@ -180,7 +180,10 @@ def test_mel_vae_refit_decoder_keeps_the_latent_space(data, vae_run):
     assert refit.config.decoder_hidden_dim == 24 and refit.decoder.conv_in.out_channels == 24
     mel = torch.randn(1, 80, 64)
     assert refit.decode(refit.encode(mel).mean).shape == (1, 80, 64)
+    capsys.readouterr()
     assert train_mel_vae.main(_common(data, data["tmp"] / "bad", 4, "--refine-from", str(data["tmp"]))) == 2
+    msg = capsys.readouterr().out
+    assert "not a Mel-VAE folder" in msg and "fix the size options" not in msg  # the folder is at fault, not a size
     assert train_mel_vae.main(_common(data, data["tmp"] / "bad", 4, "--refine-from", str(vae_run / "final" / "vae"),
                                       "--decoder-hidden-dim", "0")) == 2
     assert not (data["tmp"] / "bad" / "final").exists()

@@ -155,6 +155,8 @@ def run(args) -> Path:
         else:
             vae_cfg = vae_config(args)
             vae = KlingMelVAE(**vae_cfg)
+    except TrainingError:  # already names the option at fault (it is a ValueError too)
+        raise
     except ValueError as e:  # a size the model refuses (e.g. --decoder-hidden-dim 0, or not divisible by groups)
         raise TrainingError(f"{e}; fix the size options (--hidden-dim, --decoder-hidden-dim, --norm-groups, ...)") \
             from None
