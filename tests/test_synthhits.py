@@ -235,6 +235,16 @@ def test_hit_free_clips_are_silent_but_moving(bank):
     assert detect_onsets(clip.audio, SR).size == 0
 
 
+def test_hover_range_sets_how_close_hit_free_objects_come_to_the_floor(bank):
+    low = SynthHitsConfig(size=48, min_duration=2.0, max_duration=3.5, hover=(0.05, 0.1))
+    default, near = (generate_clip(bank, seed=1, index=i, config=c, with_hits=False) for i, c in ((2, CFG), (2, low)))
+    assert all(0.12 <= o["hover"] <= 0.4 for o in default.objects)
+    assert all(0.05 <= o["hover"] <= 0.1 for o in near.objects)
+    assert not near.audio.any() and np.abs(near.frames.astype(int) - default.frames).max() > 20
+    with pytest.raises(SynthHitsError, match=r"hover=0.3 0.1: need 0.05 <= low <= high <= 0.5"):
+        generate_clip(bank, seed=0, index=0, config=SynthHitsConfig(hover=(0.3, 0.1)))
+
+
 def test_heldout_clips_use_only_heldout_recordings(bank):
     held = {r.name for r in bank.select("heldout")}
     for clip in _hit_clips(bank, 5, split="heldout"):
@@ -308,6 +318,9 @@ def test_cli_writes_only_hit_free_clips_when_asked(bank, tmp_path, capsys):
     assert main(args[:1] + [str(tmp_path / "ds2")] + args[2:] + ["--p-no-hits", "1.5"]) == 2
     assert "p_no_hits=1.5 must be a probability" in capsys.readouterr().out
     assert not (tmp_path / "ds2").exists()
+    assert main(args[:1] + [str(tmp_path / "ds3")] + args[2:] + ["--hover", "0.2", "0.9"]) == 2
+    assert "hover=0.2 0.9: need" in capsys.readouterr().out
+    assert not (tmp_path / "ds3").exists()
 
 
 # -- the real Debian recordings (opt-in: slow, needs the package mirror) -------------------------------------

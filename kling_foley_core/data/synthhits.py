@@ -115,6 +115,7 @@ class SynthHitsConfig:
     min_duration: float = 2.0
     max_duration: float = 10.0
     p_no_hits: float = 0.15  # fraction of hit-free clips
+    hover: tuple[float, float] = (0.12, 0.4)  # hit-free objects' height above the floor, fraction of floor height
     max_objects: int = 3
     hit_rate: tuple[float, float] = (0.4, 1.2)  # hits per second per object
     min_gap_object: float = 0.3  # s between two hits of one object
@@ -133,6 +134,10 @@ class SynthHitsConfig:
                                  f"0 < min <= max (e.g. 2 and 10)")
         if not 0.0 <= self.p_no_hits <= 1.0:
             raise SynthHitsError(f"p_no_hits={self.p_no_hits} must be a probability in [0, 1]")
+        lo, hi = self.hover
+        if not 0.05 <= lo <= hi <= 0.5:
+            raise SynthHitsError(f"hover={lo} {hi}: need 0.05 <= low <= high <= 0.5 (fractions of the floor "
+                                 f"height; default 0.12 0.4)")
         if self.max_objects < 1:
             raise SynthHitsError(f"max_objects={self.max_objects} must be >= 1")
         if self.min_duration < 2 * self.edge_margin + 0.1:
@@ -372,7 +377,7 @@ def _build_objects(rng, bank: RecordingBank, split: str, dur: float, cfg: SynthH
             room = t if i == 0 else (t - times[k][i - 1]) / 2  # the fall (and the rebound before it) must fit
             speeds.append(float(min(v, g * room)))
         v_end = float(rng.uniform(0.3, 1.0) * v_max)
-        hover = float(rng.uniform(0.12, 0.4) * ground)
+        hover = float(rng.uniform(*cfg.hover) * ground)
         recs = bank.select(split, cls)
         rec = recs[int(rng.integers(len(recs)))]
         objs.append(_Obj(k, cls, look, sprite, squash, x0, x1, times[k], speeds, g, v_end, hover, rec))
@@ -477,7 +482,8 @@ def generate_clip(bank: RecordingBank, *, seed: int, index: int, split: str = "t
     for e in events:
         e.gain = round(float(e.gain), 6)
     objects = [{"object_id": o.oid, "sound_class": o.cls, "shape": o.look.shape, "recording": o.recording.name,
-                "x_start": round(o.x0 / size, 4), "x_end": round(o.x1 / size, 4), "num_hits": len(o.hits)}
+                "x_start": round(o.x0 / size, 4), "x_end": round(o.x1 / size, 4), "num_hits": len(o.hits),
+                **({} if o.hits else {"hover": round(o.hover / ground, 4)})}
                for o in objs]
     return SynthHitsClip(clip_id=f"{split}-{seed}-{index:06d}", frames=frames, audio=audio.astype(np.float32),
                          sample_rate=sr, fps=fps, events=events, caption=_caption(events, objs), duration=dur,
@@ -670,12 +676,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--p-no-hits", type=float, default=SynthHitsConfig.p_no_hits,
                     help="fraction of hit-free clips (default %(default)s; 1 = only hit-free clips, e.g. extra "
                          "training data that teaches silence)")
+    ap.add_argument("--hover", type=float, nargs=2, metavar=("LOW", "HIGH"), default=SynthHitsConfig.hover,
+                    help="height of hit-free objects above the floor, as fractions of the floor height (default "
+                         "%(default)s; a low range such as 0.1 0.2 makes near misses, hard negatives for training)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits)
+        config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover))
         config.check()
         bank = load_bank(args.recordings)
         idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,
