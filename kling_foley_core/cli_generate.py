@@ -123,6 +123,8 @@ def cmd_demo(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     for e in clip.events:
         print(f"  hit at {e.time:6.3f} s  {e.sound_class:14s} pan {e.pan:+.2f}")
     args.video = str(video)
+    print("the output's first audio track is the generated one; the second, titled 'original', is the clip's "
+          "true soundtrack for comparison")
     return cmd_generate(args, node_classes, extra=['Mux Video.filename_prefix="kling_foley/demo"',
                                                    "Mux Video.keep_original_audio=true"])
 
