@@ -328,6 +328,35 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     assert _metric(out, "loss")[0] < np.mean(_metric(foley_run, "loss")[:3])
 
 
+def test_auxiliary_heads_are_kept_for_the_next_init(data, vae_run, foley_run, tmp_path):
+    """The final folder keeps the training-only heads, so an --init run continues them instead of starting from
+    random heads whose first large gradients would shake the pretrained sync encoder."""
+    from safetensors.torch import load_file
+
+    from kling_foley_core.training.train_foley import AUX_FILE, load_aux_heads, save_aux_heads
+
+    run = data["tmp"] / "foley_aux"
+    if not (run / "final").is_dir():
+        test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run)
+    saved = load_file(str(run / "final" / AUX_FILE))
+    assert {k.split(".")[0] for k in saved} == {"sync_head", "pan_head", "class_head"}
+    assert not (foley_run / "final" / AUX_FILE).exists()  # that run trained no heads
+
+    def heads(classes: int) -> torch.nn.Module:
+        m = torch.nn.Module()
+        m.sync_head, m.pan_head, m.class_head = torch.nn.Linear(32, 1), None, torch.nn.Linear(32, classes)
+        return m
+
+    src, dst = heads(5), heads(5)
+    save_aux_heads(src, tmp_path)
+    assert load_aux_heads(dst, tmp_path) == ["sync_head", "class_head"]
+    assert torch.equal(dst.sync_head.weight, src.sync_head.weight)
+    assert torch.equal(dst.class_head.bias, src.class_head.bias)
+    assert load_aux_heads(heads(5), tmp_path / "none") == []  # an older folder: heads start from random
+    with pytest.raises(ValueError, match="class_head"):
+        load_aux_heads(heads(6), tmp_path)
+
+
 @pytest.fixture(scope="module")
 def merged_cache(data) -> Path:
     """The test set's cache joined with a second cache of hit-free clips (another seed)."""

@@ -305,6 +305,36 @@ def load_parts(parts, folder: Path) -> None:
         load_state_dict_strict(module, read_state_dict(f), what=f"--init {name}")
 
 
+AUX_HEADS = ("sync_head", "pan_head", "class_head")
+AUX_FILE = "aux_heads.safetensors"  # the training-only heads, kept beside the final parts so --init resumes them
+
+
+def save_aux_heads(objective: FoleyObjective, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    sd = {f"{name}.{k}": v.detach().cpu().contiguous() for name in AUX_HEADS
+          if getattr(objective, name) is not None for k, v in getattr(objective, name).state_dict().items()}
+    if sd:
+        save_file(sd, str(folder / AUX_FILE))
+
+
+def load_aux_heads(objective: FoleyObjective, folder: Path) -> list[str]:
+    """Load the heads this run uses from an --init folder's aux_heads file; returns the names loaded (a head the
+    file lacks, or an older folder without the file, starts from random)."""
+    from ..compat.checkpoints import load_state_dict_strict, read_state_dict
+
+    f = folder / AUX_FILE
+    sd = read_state_dict(f) if f.is_file() else {}
+    loaded = []
+    for name in AUX_HEADS:
+        head = getattr(objective, name)
+        part = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
+        if head is not None and part:
+            load_state_dict_strict(head, part, what=f"--init {AUX_FILE} {name}")
+            loaded.append(name)
+    return loaded
+
+
 def export_parts(parts, out: Path) -> None:
     """save_pretrained of each part (the encoders' inner ModelMixin towers)."""
     parts.transformer.save_pretrained(out / "transformer")
@@ -380,6 +410,9 @@ def run(args) -> Path:
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
                                args.aux_pan_weight, args.aux_class_weight)
+    if args.init is not None:
+        heads = load_aux_heads(objective, Path(args.init))
+        log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
     ema_m2s = EMA(m2s, args.ema) if m2s is not None else None
     n_params = sum(p.numel() for p in parts.parameters())
     log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
@@ -439,6 +472,7 @@ def run(args) -> Path:
         return out / CHECKPOINTS
     if accelerator.is_main_process:
         export_parts(ema.averaged(raw.parts).eval(), out / "final")
+        save_aux_heads(raw, out / "final")
         if ema_m2s is not None:
             ema_m2s.averaged(raw.mono2stereo).eval().save_pretrained(out / "final" / "mono2stereo")
         metrics.plot(CURVES, title="foley-tiny flow matching")
