@@ -397,6 +397,29 @@ def test_merge_command_errors_are_one_line(data, merged_cache, capsys):
     assert not (data["tmp"] / "m2").exists() and not (data["tmp"] / "m2.building").exists()
 
 
+def test_merge_on_a_full_disk_is_a_one_line_error(data, merged_cache, monkeypatch, capsys):
+    import collections
+    import errno
+
+    from kling_foley_core.training import dataset
+
+    srcs = [str(data["cache"]), str(data["tmp"] / "hitfree_cache")]
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))
+    assert dataset.main(["--merge", *srcs, "--cache", str(data["tmp"] / "m3")]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("error: --cache") and "GB but its disk has 0.0 GB free; free space" in out
+    monkeypatch.undo()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(dataset, "_concatenate", full)
+    assert dataset.main(["--merge", *srcs, "--cache", str(data["tmp"] / "m3")]) == 2
+    assert "the merge failed (No space left on device); nothing was written" in capsys.readouterr().out
+    assert not (data["tmp"] / "m3").exists() and not (data["tmp"] / "m3.building").exists()
+
+
 def test_init_keeps_its_latent_normalisation_on_new_data(data, vae_run, foley_run, merged_cache):
     """An --init run on a cache with other latent statistics (a third of it silence) must keep the normalisation
     its weights were trained with, or the continued model would see shifted latents."""

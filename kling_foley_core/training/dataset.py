@@ -319,12 +319,21 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
+        need = sum((src / meta["arrays"][k]["file"]).stat().st_size for src, meta in metas for k in _ARRAYS)
+        free = shutil.disk_usage(tmp).free
+        if need > free:
+            raise TrainingError(f"--cache {out}: the merged cache needs {need / 1e9:.1f} GB but its disk has "
+                                f"{free / 1e9:.1f} GB free; free space (e.g. delete earlier merged caches) or "
+                                f"merge onto another disk")
         clips, arrays = _concatenate(metas, tmp)
         write_json(tmp / "meta.json", {**first, "source": [str(m.get("source")) for _, m in metas],
                                        "arrays": arrays, "clips": clips})
         os.replace(tmp, out)
-    except BaseException:
+    except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)  # a failed merge leaves nothing behind
+        raise TrainingError(f"--cache {out}: the merge failed ({e.strerror or e}); nothing was written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     log.info("feature cache: merged %d clips into %s", len(clips), out)
     return out
