@@ -416,8 +416,11 @@ def test_merge_on_a_full_disk_is_a_one_line_error(data, merged_cache, monkeypatc
 
     monkeypatch.setattr(dataset, "_concatenate", full)
     assert dataset.main(["--merge", *srcs, "--cache", str(data["tmp"] / "m3")]) == 2
-    assert "the merge failed (No space left on device); nothing was written" in capsys.readouterr().out
+    assert "writing the cache failed (No space left on device); nothing was written" in capsys.readouterr().out
     assert not (data["tmp"] / "m3").exists() and not (data["tmp"] / "m3.building").exists()
+    assert dataset.main(["--data", str(data["data"]), "--cache", str(data["tmp"] / "b3")]) == 2  # the build's twin
+    assert "writing the cache failed (No space left on device)" in capsys.readouterr().out
+    assert not (data["tmp"] / "b3").exists() and not (data["tmp"] / "b3.building").exists()
 
 
 def test_init_keeps_its_latent_normalisation_on_new_data(data, vae_run, foley_run, merged_cache):

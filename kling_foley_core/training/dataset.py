@@ -227,6 +227,36 @@ def _concatenate(pieces: list[tuple[Path, dict]], out: Path, limit: int | None =
     return clips, {k: {**specs[k], "file": f"{k}.bin", "rows": totals[k]} for k in _ARRAYS}
 
 
+def _publish(pieces: list[tuple[Path, dict]], out: Path, header: dict, limit: int | None = None) -> list:
+    """Join ``pieces`` (see ``_concatenate``) into the cache ``out`` (replacing it) through a staging folder, with
+    ``header`` in its meta.json; returns the clips. A disk too small, or any write error, is a TrainingError and
+    leaves no staging folder behind."""
+    tmp = out.with_name(out.name + ".building")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        need = sum((src / desc["arrays"][k]["file"]).stat().st_size for src, desc in pieces for k in _ARRAYS)
+        free = shutil.disk_usage(tmp).free
+        if need > free:
+            raise TrainingError(f"--cache {out}: the cache needs {need / 1e9:.1f} GB but its disk has "
+                                f"{free / 1e9:.1f} GB free; free space (e.g. delete earlier merged caches) or "
+                                f"write it onto another disk")
+        clips, arrays = _concatenate(pieces, tmp, limit)
+        write_json(tmp / "meta.json", {**header, "arrays": arrays, "clips": clips})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingError(f"--cache {out}: writing the cache failed ({e.strerror or e}); nothing was "
+                            f"written") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return clips
+
+
 def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size: int = 48,
                 overwrite: bool = False, limit: int | None = None, workers: int = 1) -> Path:
     """Precompute the features of every clip in ``data`` into ``cache`` (see the module docstring).
@@ -241,6 +271,8 @@ def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size
         raise TrainingError(f"image_size={image_size} must be in 16..256 pixels (48 for the default model)")
     if workers < 1:
         raise TrainingError(f"workers={workers} must be >= 1")
+    if limit is not None and limit < 1:
+        raise TrainingError(f"limit={limit} must be >= 1 (or none: every clip)")
     cache = Path(cache) if cache is not None else default_cache_dir(data, image_size)
     if (cache / "meta.json").is_file() and not overwrite:
         meta = json.loads((cache / "meta.json").read_text())
@@ -272,20 +304,12 @@ def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size
             for k, fut in enumerate(futures):
                 parts.append(fut.result())
                 log.info("feature cache: part %d/%d", k + 1, len(futures))
-    tmp = cache.with_name(cache.name + ".building")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    clips, arrays = _concatenate([(part, json.loads((part / "part.json").read_text())) for part in parts], tmp, limit)
-    if not clips:
-        shutil.rmtree(tmp)
+    pieces = [(part, json.loads((part / "part.json").read_text())) for part in parts]
+    if not any(desc["clips"] for _, desc in pieces):
         raise TrainingError(f"--data {data}: no clips found")
-    write_json(tmp / "meta.json", {"version": CACHE_VERSION, "source": str(data.resolve()), "image_size": image_size,
-                                   "sample_rate": SAMPLE_RATE, "mel_preset": MEL_PRESET, "arrays": arrays,
-                                   "clips": clips})
-    if cache.exists():
-        shutil.rmtree(cache)
-    os.replace(tmp, cache)
+    clips = _publish(pieces, cache, {"version": CACHE_VERSION, "source": str(data.resolve()),
+                                     "image_size": image_size, "sample_rate": SAMPLE_RATE, "mel_preset": MEL_PRESET},
+                     limit)
     shutil.rmtree(parts_root, ignore_errors=True)
     log.info("feature cache: %d clips in %s", len(clips), cache)
     return cache
@@ -314,27 +338,7 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
             raise TrainingError(f"--merge {src}: clip {sorted(dup)[0]} is already in an earlier cache; merge "
                                 f"caches of different datasets (another --seed)")
         ids.update(c["clip_id"] for c in meta["clips"])
-    tmp = out.with_name(out.name + ".building")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
-        need = sum((src / meta["arrays"][k]["file"]).stat().st_size for src, meta in metas for k in _ARRAYS)
-        free = shutil.disk_usage(tmp).free
-        if need > free:
-            raise TrainingError(f"--cache {out}: the merged cache needs {need / 1e9:.1f} GB but its disk has "
-                                f"{free / 1e9:.1f} GB free; free space (e.g. delete earlier merged caches) or "
-                                f"merge onto another disk")
-        clips, arrays = _concatenate(metas, tmp)
-        write_json(tmp / "meta.json", {**first, "source": [str(m.get("source")) for _, m in metas],
-                                       "arrays": arrays, "clips": clips})
-        os.replace(tmp, out)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)  # a failed merge leaves nothing behind
-        raise TrainingError(f"--cache {out}: the merge failed ({e.strerror or e}); nothing was written") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    clips = _publish(metas, out, {**first, "source": [str(m.get("source")) for _, m in metas]})
     log.info("feature cache: merged %d clips into %s", len(clips), out)
     return out
 
