@@ -245,6 +245,17 @@ def test_hover_range_sets_how_close_hit_free_objects_come_to_the_floor(bank):
         generate_clip(bank, seed=0, index=0, config=SynthHitsConfig(hover=(0.3, 0.1)))
 
 
+def test_object_range_sets_how_many_objects_a_clip_has(bank):
+    crowd = SynthHitsConfig(size=48, min_duration=2.0, max_duration=3.5, min_objects=3, max_objects=3)
+    counts = {len(generate_clip(bank, seed=4, index=i, config=crowd, with_hits=w).objects)
+              for i in range(6) for w in (False, True)}
+    assert counts == {3}
+    default = {len(generate_clip(bank, seed=4, index=i, config=CFG, with_hits=False).objects) for i in range(12)}
+    assert default == {1, 2, 3}
+    with pytest.raises(SynthHitsError, match=r"objects=3 2: need 1 <= min <= max <= 6"):
+        generate_clip(bank, seed=0, index=0, config=SynthHitsConfig(min_objects=3, max_objects=2))
+
+
 def test_heldout_clips_use_only_heldout_recordings(bank):
     held = {r.name for r in bank.select("heldout")}
     for clip in _hit_clips(bank, 5, split="heldout"):
@@ -321,6 +332,9 @@ def test_cli_writes_only_hit_free_clips_when_asked(bank, tmp_path, capsys):
     assert main(args[:1] + [str(tmp_path / "ds3")] + args[2:] + ["--hover", "0.2", "0.9"]) == 2
     assert "hover=0.2 0.9: need" in capsys.readouterr().out
     assert not (tmp_path / "ds3").exists()
+    assert main(args[:1] + [str(tmp_path / "ds4")] + args[2:] + ["--objects", "0", "2"]) == 2
+    assert "objects=0 2: need 1 <= min <= max <= 6" in capsys.readouterr().out
+    assert not (tmp_path / "ds4").exists()
 
 
 # -- the real Debian recordings (opt-in: slow, needs the package mirror) -------------------------------------

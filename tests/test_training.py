@@ -423,6 +423,68 @@ def test_merge_on_a_full_disk_is_a_one_line_error(data, merged_cache, monkeypatc
     assert not (data["tmp"] / "b3").exists() and not (data["tmp"] / "b3.building").exists()
 
 
+def test_cache_set_reads_like_the_merged_cache(data, vae_run, merged_cache):
+    """Several caches read in place (--data A B --cache CA CB) give the merged cache's clips, features, latents
+    and latent statistics, without a copy."""
+    from kling_foley_core.models.mel_vae_kling import KlingMelVAE
+    from kling_foley_core.training.cache_set import CacheSet, open_caches
+
+    caches = [data["cache"], data["tmp"] / "hitfree_cache"]
+    s = open_caches([data["data"], data["tmp"] / "hitfree"], caches, image_size=48)
+    m = FeatureCache(merged_cache)
+    assert isinstance(s, CacheSet) and len(s) == len(m) == N_CLIPS + 4
+    assert s.sources == [str(c) for c in caches]
+    assert np.array_equal(s.durations, m.durations)
+    for i in range(len(m)):
+        assert s.clips[i]["clip_id"] == m.clips[i]["clip_id"] and s.caption(i) == m.caption(i)
+        assert np.array_equal(s.mel(i, "right"), m.mel(i, "right"))
+        assert np.array_equal(s.sync_frames(i), m.sync_frames(i))
+        assert np.array_equal(s.sem_frames(i), m.sem_frames(i))
+    vae = KlingMelVAE.from_pretrained(str(vae_run / "final" / "vae"))
+    tag = encode_latents(s, vae)
+    assert all(FeatureCache(c).has_latents(tag) for c in caches)  # each member keeps its own latents
+    assert encode_latents(m, vae) == tag
+    ls, lm = s.latents(tag), m.latents(tag)
+    for i in (0, N_CLIPS - 1, N_CLIPS, N_CLIPS + 3):
+        for a, b in zip(ls.get(i), lm.get(i)):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for k in ("mean", "std"):  # pooled from the members' statistics = computed over the merged frames
+        np.testing.assert_allclose(ls.stats[k], lm.stats[k], rtol=1e-4, atol=1e-6)
+    assert not np.allclose(FeatureCache(caches[0]).latents(tag).stats["std"], lm.stats["std"], rtol=1e-3)
+    assert open_caches([data["data"]], [data["cache"]], image_size=48).sources == [str(data["cache"])]
+
+
+def test_cache_set_errors_are_one_line(data, vae_run, merged_cache, capsys):
+    args = ["--data", str(data["data"]), str(data["tmp"] / "hitfree"), "--out", str(data["tmp"] / "no_run"),
+            "--vae", str(vae_run / "final" / "vae"), "--steps", "1", "--no-progress"]
+    assert train_foley.main([*args, "--cache", str(data["cache"])]) == 2
+    assert "error: --cache takes one folder per --data folder: got 1 caches for 2" in capsys.readouterr().out
+    assert train_foley.main([*args, "--cache", str(data["cache"]), str(merged_cache)]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith(f"error: --cache {merged_cache}: clip ") and "already in an earlier cache" in out
+    assert not (data["tmp"] / "no_run").exists()
+
+
+def test_foley_trains_on_several_caches(data, vae_run, merged_cache):
+    from kling_foley_core.models.mel_vae_kling import KlingMelVAE
+
+    out = data["tmp"] / "foley_set"
+    args = ["--data", str(data["data"]), str(data["tmp"] / "hitfree"), "--cache", str(data["cache"]),
+            str(data["tmp"] / "hitfree_cache"), "--out", str(out), "--steps", "3", "--seed", "0", "--vae",
+            str(vae_run / "final" / "vae"), "--batch-size", "6", "--warmup", "1", "--no-progress", "--threads", "1",
+            "--max-duration", "2.6", "--log-every", "1"]
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["num_clips"] == N_CLIPS + 4 and len(cfg["cache"]) == 2
+    m = FeatureCache(merged_cache)  # a new model takes the whole set's latent statistics
+    stats = m.latents(encode_latents(m, KlingMelVAE.from_pretrained(str(vae_run / "final" / "vae")))).stats
+    got = _weights(out / "final" / "transformer")["latent_mean"].flatten()
+    np.testing.assert_allclose(got.numpy(), stats["mean"], rtol=1e-4, atol=1e-5)
+    assert len(_metric(out, "loss")) == 3
+
+
 def test_init_keeps_its_latent_normalisation_on_new_data(data, vae_run, foley_run, merged_cache):
     """An --init run on a cache with other latent statistics (a third of it silence) must keep the normalisation
     its weights were trained with, or the continued model would see shifted latents."""

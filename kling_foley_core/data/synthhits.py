@@ -116,6 +116,7 @@ class SynthHitsConfig:
     max_duration: float = 10.0
     p_no_hits: float = 0.15  # fraction of hit-free clips
     hover: tuple[float, float] = (0.12, 0.4)  # hit-free objects' height above the floor, fraction of floor height
+    min_objects: int = 1  # objects per clip: drawn uniformly in min_objects..max_objects
     max_objects: int = 3
     hit_rate: tuple[float, float] = (0.4, 1.2)  # hits per second per object
     min_gap_object: float = 0.3  # s between two hits of one object
@@ -138,8 +139,9 @@ class SynthHitsConfig:
         if not 0.05 <= lo <= hi <= 0.5:
             raise SynthHitsError(f"hover={lo} {hi}: need 0.05 <= low <= high <= 0.5 (fractions of the floor "
                                  f"height; default 0.12 0.4)")
-        if self.max_objects < 1:
-            raise SynthHitsError(f"max_objects={self.max_objects} must be >= 1")
+        if not 1 <= self.min_objects <= self.max_objects <= 6:
+            raise SynthHitsError(f"objects={self.min_objects} {self.max_objects}: need 1 <= min <= max <= 6 "
+                                 f"(objects per clip; default 1 3)")
         if self.min_duration < 2 * self.edge_margin + 0.1:
             raise SynthHitsError(f"min_duration={self.min_duration} too short for edge_margin={self.edge_margin}")
 
@@ -356,7 +358,7 @@ def _build_objects(rng, bank: RecordingBank, split: str, dur: float, cfg: SynthH
     ground = int(round(size * 0.8))
     v_max = cfg.max_speed * size
     g = v_max / cfg.fall_time
-    n_obj = int(rng.integers(1, cfg.max_objects + 1))
+    n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
     times = _hit_times(rng, n_obj, dur, cfg) if with_hits else [[] for _ in range(n_obj)]
     # Spread objects over the width: sorted random slots so they rarely overlap.
     slots = np.sort(rng.uniform(0.1, 0.9, size=n_obj))
@@ -679,12 +681,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hover", type=float, nargs=2, metavar=("LOW", "HIGH"), default=SynthHitsConfig.hover,
                     help="height of hit-free objects above the floor, as fractions of the floor height (default "
                          "%(default)s; a low range such as 0.1 0.2 makes near misses, hard negatives for training)")
+    ap.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"),
+                    default=(SynthHitsConfig.min_objects, SynthHitsConfig.max_objects),
+                    help="objects per clip, drawn uniformly in MIN..MAX (default %(default)s; e.g. 3 3 makes crowded "
+                         "scenes, where objects overlap)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover))
+        config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover),
+                                 min_objects=args.objects[0], max_objects=args.objects[1])
         config.check()
         bank = load_bank(args.recordings)
         idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,

@@ -288,10 +288,12 @@ def plot_curves(series: dict[str, list[tuple[float, float]]], path: Path, *, tit
 # Small shared helpers for the trainer CLIs
 # ----------------------------------------------------------------------------------------------------------
 def add_common_args(ap: argparse.ArgumentParser, *, steps: int, batch_size: int, lr: float) -> None:
-    ap.add_argument("--data", type=Path, required=True, help="SynthHits dataset folder (shard-*.npz or mp4+json)")
+    ap.add_argument("--data", type=Path, nargs="+", required=True,
+                    help="SynthHits dataset folder(s) (shard-*.npz or mp4+json); several train on all their clips")
     ap.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics, final weights")
-    ap.add_argument("--cache", type=Path, default=None,
-                    help="feature cache folder (default ~/.cache/kling_foley/features/<dataset hash>)")
+    ap.add_argument("--cache", type=Path, nargs="+", default=None,
+                    help="feature cache folder, one per --data folder (default ~/.cache/kling_foley/features/"
+                         "<dataset hash>)")
     ap.add_argument("--steps", type=int, default=steps, help="total optimisation steps")
     ap.add_argument("--batch-size", type=int, default=batch_size)
     ap.add_argument("--lr", type=float, default=lr)
@@ -311,9 +313,10 @@ def check_common_args(args) -> None:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be a positive integer")
     if not args.lr > 0:
         raise TrainingError(f"--lr={args.lr} must be > 0")
-    if not Path(args.data).is_dir():
-        raise TrainingError(f"--data {args.data}: no such folder; generate one with "
-                            f"`python -m kling_foley_core.data.synthhits --out DIR --n N`")
+    for data in args.data:
+        if not Path(data).is_dir():
+            raise TrainingError(f"--data {data}: no such folder; generate one with "
+                                f"`python -m kling_foley_core.data.synthhits --out DIR --n N`")
     if args.threads:
         torch.set_num_threads(args.threads)
 

@@ -315,6 +315,25 @@ def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size
     return cache
 
 
+def check_compatible(metas: list[tuple[Path, dict]], option: str) -> dict:
+    """Caches that can be read as one: built with the same settings, and no clip in two of them. Returns the
+    shared settings; a mismatch is a one-line error naming ``option`` and the cache."""
+    keys = ("version", "image_size", "sample_rate", "mel_preset")
+    first = {k: metas[0][1].get(k) for k in keys}
+    ids: set[str] = set()
+    for src, meta in metas:
+        other = {k: meta.get(k) for k in keys}
+        if other != first:
+            raise TrainingError(f"{option} {src}: built with {other}, unlike {metas[0][0]} ({first}); rebuild it "
+                                f"with the same settings")
+        dup = ids.intersection(c["clip_id"] for c in meta["clips"])
+        if dup:
+            raise TrainingError(f"{option} {src}: clip {sorted(dup)[0]} is already in an earlier cache; use caches "
+                                f"of different datasets (another --seed)")
+        ids.update(c["clip_id"] for c in meta["clips"])
+    return first
+
+
 def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
     """One cache holding the clips of several built caches (e.g. a dataset plus extra clips generated later), so
     new data needs only its own features computed. Latents are not carried over: the trainers encode them for
@@ -325,19 +344,7 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
     if len(sources) < 2:
         raise TrainingError(f"--merge takes at least two caches, got {len(sources)}")
     metas = [(Path(src), FeatureCache(src).meta) for src in sources]
-    keys = ("version", "image_size", "sample_rate", "mel_preset")
-    first = {k: metas[0][1].get(k) for k in keys}
-    ids: set[str] = set()
-    for src, meta in metas:
-        other = {k: meta.get(k) for k in keys}
-        if other != first:
-            raise TrainingError(f"--merge {src}: built with {other}, unlike {metas[0][0]} ({first}); rebuild it with "
-                                f"the same settings")
-        dup = ids.intersection(c["clip_id"] for c in meta["clips"])
-        if dup:
-            raise TrainingError(f"--merge {src}: clip {sorted(dup)[0]} is already in an earlier cache; merge "
-                                f"caches of different datasets (another --seed)")
-        ids.update(c["clip_id"] for c in meta["clips"])
+    first = check_compatible(metas, "--merge")
     clips = _publish(metas, out, {**first, "source": [str(m.get("source")) for _, m in metas]})
     log.info("feature cache: merged %d clips into %s", len(clips), out)
     return out
@@ -372,6 +379,14 @@ class FeatureCache:
     @property
     def durations(self) -> np.ndarray:
         return np.array([c["duration"] for c in self.clips], dtype=np.float64)
+
+    @property
+    def members(self) -> list["FeatureCache"]:  # a CacheSet's are several
+        return [self]
+
+    @property
+    def sources(self) -> list[str]:
+        return [str(self.dir)]
 
     def _rows(self, name: str, key: str, i: int) -> np.ndarray:
         off, n = self.clips[i][key]
@@ -430,11 +445,18 @@ def vae_tag(vae) -> str:
 
 
 @torch.no_grad()
-def encode_latents(cache: FeatureCache, vae, *, batch_frames: int = 4096) -> str:
-    """Encode every clip's mono mel with ``vae`` (posterior mean and std, ``(N, C)`` each) into the cache."""
+def encode_latents(cache, vae) -> str:
+    """Encode every clip's mono mel with ``vae`` (posterior mean and std, ``(N, C)`` each) into the cache (into each
+    member of a :class:`~.cache_set.CacheSet`); returns the VAE's tag."""
     tag = vae_tag(vae)
+    for member in cache.members:
+        _encode_into(member, vae, tag)
+    return tag
+
+
+def _encode_into(cache: FeatureCache, vae, tag: str) -> None:
     if cache.has_latents(tag):
-        return tag
+        return
     vae = vae.eval()
     c = vae.latent_channels
     tmp = cache.latents_path(tag).with_suffix(".tmp")
@@ -465,7 +487,6 @@ def encode_latents(cache: FeatureCache, vae, *, batch_frames: int = 4096) -> str
     os.replace(tmp, cache.latents_path(tag))
     write_json(cache.dir / f"latents-{tag}.json", {"rows": rows, "width": 2 * c, "offsets": offsets,
                                                    "stats": {"mean": mu.tolist(), "std": sd.tolist()}})
-    return tag
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, 
                      set_lr, step_generator, write_json)
 from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
-from .dataset import FeatureCache, LatentTable, batch_for_step, build_cache, encode_latents
+from .cache_set import open_caches
+from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def run(args) -> Path:
     overrides = parse_overrides(args.override)
     accelerator = make_accelerator()
     out = Path(args.out)
-    cache = FeatureCache(build_cache(args.data, args.cache, image_size=args.image_size))
+    cache = open_caches(args.data, args.cache, image_size=args.image_size)
     vae = KlingMelVAE.from_pretrained(str(args.vae)).eval()
     if accelerator.is_main_process:
         tag = encode_latents(cache, vae)
@@ -396,7 +397,7 @@ def run(args) -> Path:
         write_json(cfg_path, {"trainer": "foley", "args": {k: str(v) for k, v in vars(args).items()},
                               "overrides": overrides, "sizes": sizes, "vocabulary": vocabulary,
                               "vae_tag": tag,
-                              "cache": str(cache.dir), "num_clips": len(cache)})
+                              "cache": cache.sources, "num_clips": len(cache)})
     m2s = None
     if args.mono2stereo_weight > 0:
         m2s_cfg = sizes["mono2stereo"]

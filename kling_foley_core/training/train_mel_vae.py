@@ -27,7 +27,8 @@ import torch
 from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, TrainingError, add_common_args,
                      check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
                      set_lr, step_generator, write_json)
-from .dataset import FeatureCache, build_cache
+from .cache_set import open_caches
+from .dataset import FeatureCache
 from .mel_vae_losses import discriminator_loss, generator_loss
 from .mel_vae_schedule import SteppingSchedule, apply_trainable
 
@@ -145,7 +146,7 @@ def run(args) -> Path:
     schedule = SteppingSchedule(stage1_end=s1, stage2_end=s2, stage3_end=s3, kl_upper=args.kl_upper,
                                 gan_upper=args.gan_upper, r1_weight=args.r1)
     accelerator = make_accelerator()
-    cache = FeatureCache(build_cache(args.data, args.cache, image_size=args.image_size))
+    cache = open_caches(args.data, args.cache, image_size=args.image_size)
     out = Path(args.out)
 
     torch.manual_seed(args.seed)  # module initialisers draw from the global RNG: make the start reproducible
@@ -175,7 +176,7 @@ def run(args) -> Path:
     metrics.truncate(start)
     if accelerator.is_main_process:
         write_json(out / "config.json", {"trainer": "mel_vae", "args": {k: str(v) for k, v in vars(args).items()},
-                                         "vae": vae_cfg, "cache": str(cache.dir),
+                                         "vae": vae_cfg, "cache": cache.sources,
                                          "schedule": [s1, s2, s3]})
     raw_vae = accelerator.unwrap_model(vae)
     raw_disc = accelerator.unwrap_model(disc)

@@ -22,7 +22,8 @@ import torch
 from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, TrainingError, add_common_args,
                      check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
                      set_lr, step_generator, write_json)
-from .dataset import FeatureCache, build_cache
+from .cache_set import open_caches
+from .dataset import FeatureCache
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def run(args) -> Path:
         raise TrainingError(f"--crop-frames={args.crop_frames} must be >= 16")
     accelerator = make_accelerator()
     out = Path(args.out)
-    cache = FeatureCache(build_cache(args.data, args.cache, image_size=args.image_size))
+    cache = open_caches(args.data, args.cache, image_size=args.image_size)
     feats, video_dim = None, 0
     if args.visual_encoder is not None:
         if not (Path(args.visual_encoder) / "config.json").is_file():
@@ -118,7 +119,7 @@ def run(args) -> Path:
     if accelerator.is_main_process:
         write_json(out / "config.json", {"trainer": "mono2stereo",
                                          "args": {k: str(v) for k, v in vars(args).items()},
-                                         "model": dict(raw.config), "cache": str(cache.dir)})
+                                         "model": dict(raw.config), "cache": cache.sources})
     bar = progress(args.steps, start, args.no_progress or not accelerator.is_main_process, "mono2stereo")
     timer = Timer()
     end = end_step(args)

@@ -1,0 +1,97 @@
+"""Several feature caches read as one training set.
+
+A trainer given ``--data A B --cache CA CB`` reads the clips of ``CA`` then ``CB`` through :class:`CacheSet`,
+which answers like one :class:`~.dataset.FeatureCache`: new clips join a training set without the full copy a
+``dataset --merge`` writes, and each cache keeps (and reuses) its own encoded latents. The clip order, and so
+every batch, is the same as in the merged cache of the same caches.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .common import TrainingError
+from .dataset import FeatureCache, LatentTable, build_cache, check_compatible
+
+
+class CacheSet:
+    """The clips of several built caches, in order, behind the :class:`FeatureCache` reading interface."""
+
+    def __init__(self, caches: list[FeatureCache]):
+        check_compatible([(c.dir, c.meta) for c in caches], "--cache")
+        self.members = caches
+        self.clips: list[dict] = [clip for c in caches for clip in c.clips]
+        self.image_size = caches[0].image_size
+        self._where = [(k, i) for k, c in enumerate(caches) for i in range(len(c))]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def sources(self) -> list[str]:
+        return [s for c in self.members for s in c.sources]
+
+    @property
+    def durations(self) -> np.ndarray:
+        return np.array([c["duration"] for c in self.clips], dtype=np.float64)
+
+    def _member(self, i: int) -> tuple[FeatureCache, int]:
+        k, j = self._where[i]
+        return self.members[k], j
+
+    def mel(self, i: int, channel: str = "mono") -> np.ndarray:
+        cache, j = self._member(i)
+        return cache.mel(j, channel)
+
+    def sem_frames(self, i: int) -> np.ndarray:
+        cache, j = self._member(i)
+        return cache.sem_frames(j)
+
+    def sync_frames(self, i: int) -> np.ndarray:
+        cache, j = self._member(i)
+        return cache.sync_frames(j)
+
+    def caption(self, i: int) -> str:
+        return self.clips[i]["caption"]
+
+    def latents(self, tag: str) -> "LatentSet":
+        return LatentSet([c.latents(tag) for c in self.members])
+
+
+class LatentSet:
+    """The latent tables of a :class:`CacheSet`'s members; ``stats`` are pooled over all their frames, exactly as
+    one table over the merged cache would hold them."""
+
+    def __init__(self, tables: list[LatentTable]):
+        self.tables = tables
+        self._where = [(k, i) for k, t in enumerate(tables) for i in range(len(t.offsets))]
+        self.channels = tables[0].channels
+        self.stats = _pooled_stats(tables) if all(t.stats for t in tables) else None
+
+    def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        k, j = self._where[i]
+        return self.tables[k].get(j)
+
+
+def _pooled_stats(tables: list[LatentTable]) -> dict:
+    """Per-channel mean and std over the frames of every table, from each table's own mean, std and frame count
+    (each std already holds the spread of the means plus the posterior variance)."""
+    rows = np.array([t.array.shape[0] for t in tables], dtype=np.float64)[:, None]
+    mean = np.array([t.stats["mean"] for t in tables], dtype=np.float64)
+    std = np.array([t.stats["std"] for t in tables], dtype=np.float64)
+    mu = (rows * mean).sum(0) / rows.sum()
+    second = (rows * (std**2 + mean**2)).sum(0) / rows.sum()
+    return {"mean": mu.tolist(), "std": np.sqrt(np.maximum(second - mu**2, 1e-8)).tolist()}
+
+
+def open_caches(data: list[str | Path], cache: list[str | Path] | None, *, image_size: int) -> FeatureCache | CacheSet:
+    """The training set of ``--data`` folders, each with its ``--cache`` (built if missing; default: one per folder
+    under the cache root). One folder gives its :class:`FeatureCache`, several a :class:`CacheSet`."""
+    data = [Path(d) for d in data]
+    if cache is not None and len(cache) != len(data):
+        raise TrainingError(f"--cache takes one folder per --data folder: got {len(cache)} caches for {len(data)} "
+                            f"data folders (or drop --cache for the default cache of each)")
+    caches = [FeatureCache(build_cache(d, None if cache is None else cache[k], image_size=image_size))
+              for k, d in enumerate(data)]
+    return caches[0] if len(caches) == 1 else CacheSet(caches)
