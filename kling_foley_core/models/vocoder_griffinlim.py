@@ -29,7 +29,6 @@ from typing import Literal
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from torch import nn
 
 from kling_foley_core.audio.mel import MelConfig, mel_preset, slaney_mel_filters
 from kling_foley_core.models.vocoder_bigvgan import VocoderInputError
