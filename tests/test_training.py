@@ -369,6 +369,30 @@ def merged_cache(data) -> Path:
                         data["tmp"] / "merged_cache")
 
 
+def test_a_cache_is_built_once_when_processes_ask_together(data, tmp_path, monkeypatch):
+    """Another process building the same cache (e.g. a second rank) holds its lock: this build waits, then reads
+    the cache the other one published, instead of mixing the parts of two builds."""
+    import fcntl
+    import threading
+
+    from kling_foley_core.training import dataset
+
+    cache, lock = tmp_path / "c", tmp_path / "c.lock"
+    real_build, builds, done = dataset._build, [], []
+    monkeypatch.setattr(dataset, "_build", lambda *a: builds.append(a) or real_build(*a))
+    waiter = threading.Thread(target=lambda: done.append(build_cache(data["data"], cache, image_size=48)))
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # "the other process" is building
+        waiter.start()
+        waiter.join(1.0)
+        assert waiter.is_alive() and not (tmp_path / "c.parts").exists()  # waiting, nothing written
+        real_build(data["data"], cache, 48, None, 1, False)
+        fcntl.flock(held, fcntl.LOCK_UN)
+    waiter.join(60)
+    assert done == [cache] and builds == []  # the waiter read the published cache and did not build again
+    assert len(FeatureCache(cache)) == N_CLIPS and not lock.exists()
+
+
 def test_merged_cache_holds_every_clip_of_its_sources(data, merged_cache):
     a, b, m = FeatureCache(data["cache"]), FeatureCache(data["tmp"] / "hitfree_cache"), FeatureCache(merged_cache)
     assert len(m) == len(a) + len(b) == N_CLIPS + 4

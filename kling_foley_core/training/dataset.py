@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -274,12 +275,48 @@ def build_cache(data: str | Path, cache: str | Path | None = None, *, image_size
     if limit is not None and limit < 1:
         raise TrainingError(f"limit={limit} must be >= 1 (or none: every clip)")
     cache = Path(cache) if cache is not None else default_cache_dir(data, image_size)
-    if (cache / "meta.json").is_file() and not overwrite:
-        meta = json.loads((cache / "meta.json").read_text())
-        if meta.get("image_size") != image_size or meta.get("version") != CACHE_VERSION:
-            raise TrainingError(f"cache {cache} was built with image_size={meta.get('image_size')}; pass another "
-                                f"--cache or overwrite it")
-        return cache
+    if not overwrite and (cache / "meta.json").is_file():
+        return _built(cache, image_size)
+    with _one_build_at_a_time(cache):
+        if not overwrite and (cache / "meta.json").is_file():  # built by another process while this one waited
+            return _built(cache, image_size)
+        return _build(data, cache, image_size, limit, workers, overwrite)
+
+
+def _built(cache: Path, image_size: int) -> Path:
+    meta = json.loads((cache / "meta.json").read_text())
+    if meta.get("image_size") != image_size or meta.get("version") != CACHE_VERSION:
+        raise TrainingError(f"cache {cache} was built with image_size={meta.get('image_size')}; pass another "
+                            f"--cache or overwrite it")
+    return cache
+
+
+@contextmanager
+def _one_build_at_a_time(cache: Path):
+    """Several processes asking for one cache (the ranks of a multi-GPU run, two trainers on one dataset) build
+    it once: the others wait on a lock beside it, then read what the first one built. The lock file is removed
+    after a successful build. (Without ``fcntl``, i.e. on Windows, builds of one cache must not overlap.)"""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    lock = cache.with_name(cache.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("feature cache: another process is building %s; waiting for it", cache)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+            lock.unlink(missing_ok=True)
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(data: Path, cache: Path, image_size: int, limit: int | None, workers: int, overwrite: bool) -> Path:
     sources = _dataset_files(data)
     if not sources:
         raise TrainingError(f"--data {data}: holds no shard-*.npz and no clip .json/.mp4 pairs; generate clips with "
