@@ -393,6 +393,22 @@ def test_a_cache_is_built_once_when_processes_ask_together(data, tmp_path, monke
     assert len(FeatureCache(cache)) == N_CLIPS and not lock.exists()
 
 
+def test_an_interrupted_builds_parts_are_reused_only_when_whole(data, tmp_path):
+    from kling_foley_core.training.dataset import _build_part
+
+    src = next(data["data"].glob("shard-*.npz"))
+    part = _build_part(src, tmp_path / "part-00000", 48, None)
+    sync, sem = (part / "sync.bin").read_bytes(), (part / "sem.bin").read_bytes()
+    stamp = (part / "part.json").stat().st_mtime_ns
+    assert _build_part(src, part, 48, None) == part and (part / "part.json").stat().st_mtime_ns == stamp  # reused
+    (part / "sync.bin").unlink()  # e.g. another process removed it while this build was stopped
+    _build_part(src, part, 48, None)
+    assert (part / "sync.bin").read_bytes() == sync
+    (part / "sem.bin").write_bytes((part / "sem.bin").read_bytes()[:-10])  # cut short
+    _build_part(src, part, 48, None)
+    assert (part / "sem.bin").read_bytes() == sem and (part / "part.json").stat().st_mtime_ns != stamp
+
+
 def test_merged_cache_holds_every_clip_of_its_sources(data, merged_cache):
     a, b, m = FeatureCache(data["cache"]), FeatureCache(data["tmp"] / "hitfree_cache"), FeatureCache(merged_cache)
     assert len(m) == len(a) + len(b) == N_CLIPS + 4

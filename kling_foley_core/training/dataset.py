@@ -155,12 +155,24 @@ def clip_features(clip, image_size: int, mel) -> dict:
 _ARRAYS = ("mel_mono", "mel_left", "mel_right", "sem", "sync")
 
 
+def _part_is_whole(part_dir: Path) -> bool:
+    """A part left by an earlier, interrupted build can be reused if its description and every array it lists
+    (at the recorded size) are there."""
+    try:
+        desc = json.loads((part_dir / "part.json").read_text())
+        return all((part_dir / a["file"]).stat().st_size ==
+                   a["rows"] * int(np.prod(a["row_shape"])) * np.dtype(a["dtype"]).itemsize
+                   for a in desc["arrays"].values())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _build_part(src: Path, part_dir: Path, image_size: int, limit: int | None) -> Path:
     """Features of the clips of one source file (a shard, or one mp4) into ``part_dir`` (atomic)."""
     from ..audio.mel import MelSpectrogram
     from ..data.synthhits import _clip_from_meta, read_mp4, read_shard
 
-    if (part_dir / "part.json").is_file():
+    if _part_is_whole(part_dir):
         return part_dir
     torch.set_num_threads(1)  # parts run in parallel processes
     tmp = part_dir.with_name(part_dir.name + ".tmp")
