@@ -391,6 +391,10 @@ def test_a_cache_is_built_once_when_processes_ask_together(data, tmp_path, monke
     waiter.join(60)
     assert done == [cache] and builds == []  # the waiter read the published cache and did not build again
     assert len(FeatureCache(cache)) == N_CLIPS and not lock.exists()
+    blocked = tmp_path / "file"
+    blocked.write_text("")  # a cache folder under a file: nothing can be written there
+    with pytest.raises(TrainingError, match=r"cannot write beside it .*; pass a --cache folder on a writable disk"):
+        build_cache(data["data"], blocked / "c", image_size=48)
 
 
 def test_an_interrupted_builds_parts_are_reused_only_when_whole(data, tmp_path):

@@ -314,8 +314,13 @@ def _one_build_at_a_time(cache: Path):
         yield
         return
     lock = cache.with_name(cache.name + ".lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as f:
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = lock.open("a")
+    except OSError as e:
+        raise TrainingError(f"--cache {cache}: cannot write beside it ({e.strerror or e}); pass a --cache folder "
+                            f"on a writable disk") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
