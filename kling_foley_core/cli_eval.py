@@ -62,26 +62,42 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="euler", help="sampler name (default euler)")
     p.add_argument("--with-captions", action="store_true", help="also give the model each clip's caption")
     p.add_argument("--json", type=Path, default=None, help="also write the reports here")
+    p.add_argument("--split", choices=["heldout", "train"], default="heldout",
+                   help="recordings the clips use: heldout (the test sets, default) or train (validation sets for "
+                        "choosing checkpoints, with seeds no training set used)")
+    p.add_argument("--hit-free", action="store_true",
+                   help="render every clip without hits: only the false-sound rate is scored (fast)")
+    p.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
+                   help="objects per clip (default 1 3, as in the test sets; e.g. 3 3 for crowded scenes)")
 
 
 def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> int:
     from .data.recordings import load_bank
-    from .data.synthhits import generate_clip
+    from .data.synthhits import SynthHitsConfig, SynthHitsError, generate_clip
     from .evaluation.metrics import evaluation_table
     from .evaluation.timbre import get_timbre_classifier
 
     if args.n < 1:
         raise SystemExitError(f"--n {args.n}: give at least one clip")
+    config = SynthHitsConfig()
+    if args.objects is not None:
+        config = SynthHitsConfig(min_objects=args.objects[0], max_objects=args.objects[1])
+        try:
+            config.check()
+        except SynthHitsError as e:
+            raise SystemExitError(f"--objects {args.objects[0]} {args.objects[1]}: {e}") from None
     t0 = time.perf_counter()
     pipe = load_model_pipeline(args.model)
     bank = load_bank()
-    clips = [generate_clip(bank, seed=args.seed, index=i, split="heldout") for i in range(args.n)]
+    clips = [generate_clip(bank, seed=args.seed, index=i, split=args.split, config=config,
+                           with_hits=False if args.hit_free else None) for i in range(args.n)]
     audio = run_model(pipe, clips, steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
                       prompt=args.with_captions)
     table, reports = evaluation_table({f"model:{args.model}": audio}, clips,
                                       classifier=get_timbre_classifier(bank), seed=args.seed)
     print(table)
-    print(f"({args.n} held-out clips, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
+    kind = ("held-out" if args.split == "heldout" else "train-split") + (" hit-free" if args.hit_free else "")
+    print(f"({args.n} {kind} clips, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in reports], indent=1))
     return EXIT_OK

@@ -1,13 +1,22 @@
 """`kling-foley eval synthhits` end to end on the tiny model and a synthetic recording bank (no network)."""
+import json
+
+import pytest
+
 import kling_foley_core.data.recordings as recordings
 from kling_foley_core.cli import EXIT_OK, EXIT_USAGE, main
 from kling_foley_core.data.synthetic import synthetic_bank
 
 
-def test_eval_prints_the_model_row_beside_both_reference_rows(tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def classifier_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")  # the timbre classifier is trained once and cached here
+
+
+def test_eval_prints_the_model_row_beside_both_reference_rows(tmp_path, monkeypatch, capsys, classifier_cache):
     bank = synthetic_bank(per_class=4)
     monkeypatch.setattr(recordings, "load_bank", lambda *a, **k: bank)
-    monkeypatch.setenv("KLING_FOLEY_DATA", str(tmp_path))  # the timbre classifier is cached here
+    monkeypatch.setenv("KLING_FOLEY_DATA", str(classifier_cache))
     rc = main(["eval", "synthhits", "--model", "tiny", "--n", "2", "--steps", "1", "--seed", "3",
                "--json", str(tmp_path / "r.json")])
     assert rc == EXIT_OK
@@ -27,3 +36,22 @@ def test_eval_names_an_incomplete_weights_folder(tmp_path, capsys):
     assert main(["eval", "synthhits", "--model", str(tmp_path), "--n", "1"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert f"--model {tmp_path}" in err and "lacks" in err
+
+
+def test_eval_validation_sets_score_false_sounds_on_hit_free_train_clips(tmp_path, monkeypatch, capsys,
+                                                                         classifier_cache):
+    bank = synthetic_bank(per_class=4)
+    monkeypatch.setattr(recordings, "load_bank", lambda *a, **k: bank)
+    monkeypatch.setenv("KLING_FOLEY_DATA", str(classifier_cache))
+    rc = main(["eval", "synthhits", "--model", "tiny", "--n", "2", "--steps", "1", "--seed", "300", "--split",
+               "train", "--hit-free", "--objects", "3", "3", "--json", str(tmp_path / "r.json")])
+    assert rc == EXIT_OK
+    assert "(2 train-split hit-free clips, seed 300" in capsys.readouterr().out
+    reports = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    assert reports["model:tiny"]["n_hitfree_clips"] == 2 and reports["ground truth"]["false_sound_rate"] == 0.0
+    assert 0.0 <= reports["model:tiny"]["false_sound_rate"] <= 1.0
+
+
+def test_eval_refuses_a_bad_object_range(capsys):
+    assert main(["eval", "synthhits", "--objects", "4", "2", "--n", "1"]) == EXIT_USAGE
+    assert "--objects 4 2: objects=4 2: need 1 <= min <= max <= 6" in capsys.readouterr().err
