@@ -1,5 +1,6 @@
 """`kling-foley eval synthhits` end to end on the tiny model and a synthetic recording bank (no network)."""
 import json
+import math
 
 import pytest
 
@@ -50,6 +51,7 @@ def test_eval_validation_sets_score_false_sounds_on_hit_free_train_clips(tmp_pat
     reports = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())}
     assert reports["model:tiny"]["n_hitfree_clips"] == 2 and reports["ground truth"]["false_sound_rate"] == 0.0
     assert 0.0 <= reports["model:tiny"]["false_sound_rate"] <= 1.0
+    assert math.isnan(reports["model:tiny"]["onset_f1"])  # no hits to find: not a vacuous 1.0
 
 
 def test_eval_refuses_a_bad_object_range(capsys):

@@ -161,10 +161,13 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
         for x, sr, times, classes in pairs_for_timbre:
             pred_cls = classifier.classify_onsets(x, sr, times)
             timbre_ok += [p == c for p, c in zip(pred_cls, classes)]
-    prec = tp / n_est if n_est else (1.0 if n_ref == 0 else 0.0)
-    rec = tp / n_ref if n_ref else 1.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
     nan = float("nan")
+    if n_ref:
+        prec = tp / n_est if n_est else 0.0
+        rec = tp / n_ref
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec > 0 else 0.0
+    else:  # only hit-free clips (e.g. `eval --hit-free`): onsets are scored by the false-sound rate alone
+        prec = rec = f1 = nan
     report = EvalReport(
         name=name, n_clips=len(clips), n_hit_clips=len(clips) - len(hitfree_false),
         n_hitfree_clips=len(hitfree_false), n_events=n_ref, onset_precision=prec, onset_recall=rec, onset_f1=f1,
