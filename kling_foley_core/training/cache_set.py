@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from .common import TrainingError
-from .dataset import FeatureCache, LatentTable, build_cache, check_compatible
+from .dataset import ClipList, FeatureCache, LatentTable, build_cache, check_compatible
 
 
-class CacheSet:
+class CacheSet(ClipList):
     """The clips of several built caches, in order, behind the :class:`FeatureCache` reading interface."""
 
     def __init__(self, caches: list[FeatureCache]):
@@ -25,16 +25,9 @@ class CacheSet:
         self.image_size = caches[0].image_size
         self._where = [(k, i) for k, c in enumerate(caches) for i in range(len(c))]
 
-    def __len__(self) -> int:
-        return len(self.clips)
-
     @property
     def sources(self) -> list[str]:
         return [s for c in self.members for s in c.sources]
-
-    @property
-    def durations(self) -> np.ndarray:
-        return np.array([c["duration"] for c in self.clips], dtype=np.float64)
 
     def _member(self, i: int) -> tuple[FeatureCache, int]:
         k, j = self._where[i]
@@ -51,9 +44,6 @@ class CacheSet:
     def sync_frames(self, i: int) -> np.ndarray:
         cache, j = self._member(i)
         return cache.sync_frames(j)
-
-    def caption(self, i: int) -> str:
-        return self.clips[i]["caption"]
 
     def latents(self, tag: str) -> "LatentSet":
         return LatentSet([c.latents(tag) for c in self.members])

@@ -261,12 +261,10 @@ def _publish(pieces: list[tuple[Path, dict]], out: Path, header: dict, limit: in
             shutil.rmtree(out)
         os.replace(tmp, out)
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise TrainingError(f"--cache {out}: writing the cache failed ({e.strerror or e}); nothing was "
                             f"written") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful replace
     return clips
 
 
@@ -407,7 +405,24 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
 # ----------------------------------------------------------------------------------------------------------
 # Reading the cache
 # ----------------------------------------------------------------------------------------------------------
-class FeatureCache:
+class ClipList:
+    """What a training set answers from its clip descriptions alone (``self.clips``): shared by a cache and a
+    :class:`~.cache_set.CacheSet`."""
+
+    clips: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def durations(self) -> np.ndarray:
+        return np.array([c["duration"] for c in self.clips], dtype=np.float64)
+
+    def caption(self, i: int) -> str:
+        return self.clips[i]["caption"]
+
+
+class FeatureCache(ClipList):
     """Memory-mapped view of a built cache."""
 
     def __init__(self, cache: str | Path):
@@ -426,13 +441,6 @@ class FeatureCache:
         if spec["rows"] == 0:
             return np.zeros(shape, dtype=np.dtype(spec["dtype"]))
         return np.memmap(self.dir / spec["file"], dtype=np.dtype(spec["dtype"]), mode="r", shape=shape)
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    @property
-    def durations(self) -> np.ndarray:
-        return np.array([c["duration"] for c in self.clips], dtype=np.float64)
 
     @property
     def members(self) -> list["FeatureCache"]:  # a CacheSet's are several
@@ -455,9 +463,6 @@ class FeatureCache:
 
     def sync_frames(self, i: int) -> np.ndarray:
         return np.array(self._rows("sync", "sync", i))  # (Ns, S, S, 3) uint8
-
-    def caption(self, i: int) -> str:
-        return self.clips[i]["caption"]
 
     # latents ------------------------------------------------------------------------------------------------
     def latents_path(self, tag: str) -> Path:
