@@ -256,6 +256,22 @@ def test_object_range_sets_how_many_objects_a_clip_has(bank):
         generate_clip(bank, seed=0, index=0, config=SynthHitsConfig(min_objects=3, max_objects=2))
 
 
+def test_hovering_objects_stay_silent_beside_striking_ones(bank):
+    mixed = SynthHitsConfig(size=48, min_duration=2.0, max_duration=3.5, min_objects=3, max_objects=3,
+                            p_hovering=0.5)
+    clips = [generate_clip(bank, seed=6, index=i, config=mixed, with_hits=True) for i in range(12)]
+    hovering = 0
+    for clip in clips:
+        struck = {e.object_id for e in clip.events}
+        assert struck  # one object always strikes
+        for k, obj in enumerate(clip.objects):
+            assert ("hover" in obj) == (k not in struck)  # a hovering object makes no event
+            hovering += k not in struck
+    assert 0 < hovering < 2 * len(clips)
+    with pytest.raises(SynthHitsError, match=r"p_hovering=1.0 must be a probability in \[0, 1\)"):
+        generate_clip(bank, seed=0, index=0, config=SynthHitsConfig(p_hovering=1.0))
+
+
 def test_heldout_clips_use_only_heldout_recordings(bank):
     held = {r.name for r in bank.select("heldout")}
     for clip in _hit_clips(bank, 5, split="heldout"):
@@ -335,6 +351,9 @@ def test_cli_writes_only_hit_free_clips_when_asked(bank, tmp_path, capsys):
     assert main(args[:1] + [str(tmp_path / "ds4")] + args[2:] + ["--objects", "0", "2"]) == 2
     assert "objects=0 2: need 1 <= min <= max <= 6" in capsys.readouterr().out
     assert not (tmp_path / "ds4").exists()
+    assert main(args[:1] + [str(tmp_path / "ds5")] + args[2:] + ["--p-hovering", "-0.1"]) == 2
+    assert "p_hovering=-0.1 must be a probability" in capsys.readouterr().out
+    assert not (tmp_path / "ds5").exists()
 
 
 # -- the real Debian recordings (opt-in: slow, needs the package mirror) -------------------------------------

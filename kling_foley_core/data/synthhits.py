@@ -118,6 +118,7 @@ class SynthHitsConfig:
     hover: tuple[float, float] = (0.12, 0.4)  # hit-free objects' height above the floor, fraction of floor height
     min_objects: int = 1  # objects per clip: drawn uniformly in min_objects..max_objects
     max_objects: int = 3
+    p_hovering: float = 0.0  # in a hit clip, chance that an object only hovers (one object always strikes)
     hit_rate: tuple[float, float] = (0.4, 1.2)  # hits per second per object
     min_gap_object: float = 0.3  # s between two hits of one object
     min_gap_any: float = 0.12  # s between any two hits (keeps onsets separable at ±40 ms)
@@ -142,6 +143,9 @@ class SynthHitsConfig:
         if not 1 <= self.min_objects <= self.max_objects <= 6:
             raise SynthHitsError(f"objects={self.min_objects} {self.max_objects}: need 1 <= min <= max <= 6 "
                                  f"(objects per clip; default 1 3)")
+        if not 0.0 <= self.p_hovering < 1.0:
+            raise SynthHitsError(f"p_hovering={self.p_hovering} must be a probability in [0, 1) (chance that an "
+                                 f"object of a hit clip only hovers; default 0)")
         if self.min_duration < 2 * self.edge_margin + 0.1:
             raise SynthHitsError(f"min_duration={self.min_duration} too short for edge_margin={self.edge_margin}")
 
@@ -359,7 +363,13 @@ def _build_objects(rng, bank: RecordingBank, split: str, dur: float, cfg: SynthH
     v_max = cfg.max_speed * size
     g = v_max / cfg.fall_time
     n_obj = int(rng.integers(cfg.min_objects, cfg.max_objects + 1))
-    times = _hit_times(rng, n_obj, dur, cfg) if with_hits else [[] for _ in range(n_obj)]
+    striking = np.ones(n_obj, bool) if with_hits else np.zeros(n_obj, bool)
+    if with_hits and cfg.p_hovering > 0 and n_obj > 1:  # drawn only when asked: default clips stay as they were
+        striking = rng.uniform(size=n_obj) >= cfg.p_hovering
+        if not striking.any():
+            striking[int(rng.integers(n_obj))] = True
+    hit_times = iter(_hit_times(rng, int(striking.sum()), dur, cfg) if with_hits else [])
+    times = [next(hit_times) if s else [] for s in striking]
     # Spread objects over the width: sorted random slots so they rarely overlap.
     slots = np.sort(rng.uniform(0.1, 0.9, size=n_obj))
     objs = []
@@ -685,13 +695,18 @@ def main(argv: list[str] | None = None) -> int:
                     default=(SynthHitsConfig.min_objects, SynthHitsConfig.max_objects),
                     help="objects per clip, drawn uniformly in MIN..MAX (default %(default)s; e.g. 3 3 makes crowded "
                          "scenes, where objects overlap)")
+    ap.add_argument("--p-hovering", type=float, default=SynthHitsConfig.p_hovering,
+                    help="in clips with hits, chance that an object only hovers while the others strike (default "
+                         "%(default)s; at least one object strikes; e.g. 0.4 teaches that a hovering object is "
+                         "silent beside a striking one)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover),
-                                 min_objects=args.objects[0], max_objects=args.objects[1])
+                                 min_objects=args.objects[0], max_objects=args.objects[1],
+                                 p_hovering=args.p_hovering)
         config.check()
         bank = load_bank(args.recordings)
         idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,
