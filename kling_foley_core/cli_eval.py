@@ -97,10 +97,20 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
                                       classifier=get_timbre_classifier(bank), seed=args.seed)
     print(table)
     kind = ("held-out" if args.split == "heldout" else "train-split") + (" hit-free" if args.hit_free else "")
+    false = reports[-1].false_sound_clips()
+    if false:
+        print("hit-free clips with sound: " + "; ".join(_false_sound(r) for r in false))
     print(f"({args.n} {kind} clips, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps([r.as_dict() for r in reports], indent=1))
+        args.json.write_text(json.dumps([r.as_dict(per_clip=True) for r in reports], indent=1))
     return EXIT_OK
+
+
+def _false_sound(row: dict, shown: int = 3) -> str:
+    """'clip at 1.19, 2.40 s (peak -8.1 dBFS)': where a hit-free clip got sound (a few onsets, then a count)."""
+    times = ", ".join(f"{t:.2f}" for t in row["onsets"][:shown])
+    more = f" and {len(row['onsets']) - shown} more" if len(row["onsets"]) > shown else ""
+    return f"{row['clip_id']} at {times} s{more} (peak {row['peak_db']:.1f} dBFS)"
 
 
 register_command("eval", "score a model on SynthHits (held-out recordings) beside reference rows", _eval_arguments,

@@ -47,8 +47,14 @@ def test_eval_validation_sets_score_false_sounds_on_hit_free_train_clips(tmp_pat
     rc = main(["eval", "synthhits", "--model", "tiny", "--n", "2", "--steps", "1", "--seed", "300", "--split",
                "train", "--hit-free", "--objects", "3", "3", "--json", str(tmp_path / "r.json")])
     assert rc == EXIT_OK
-    assert "(2 train-split hit-free clips, seed 300" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "(2 train-split hit-free clips, seed 300" in out
     reports = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())}
+    rows = reports["model:tiny"]["per_clip"]  # the JSON names each clip, its onsets and its peak level
+    assert [r["clip_id"] for r in rows] == ["train-300-000000", "train-300-000001"]
+    assert all(r["false_sound"] == bool(r["onsets"]) and isinstance(r["peak_db"], float) for r in rows)
+    false = [r["clip_id"] for r in rows if r["false_sound"]]
+    assert ("hit-free clips with sound: " in out) == bool(false) and all(c in out for c in false)
     assert reports["model:tiny"]["n_hitfree_clips"] == 2 and reports["ground truth"]["false_sound_rate"] == 0.0
     assert 0.0 <= reports["model:tiny"]["false_sound_rate"] <= 1.0
     assert math.isnan(reports["model:tiny"]["onset_f1"])  # no hits to find: not a vacuous 1.0

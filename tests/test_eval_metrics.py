@@ -180,6 +180,22 @@ def test_silence_and_wrong_timing_are_penalised(clips):
     assert r48.onset_f1 > 0.95
 
 
+def test_false_sounds_name_their_clip_time_and_level(clips):
+    audio = [np.zeros_like(c.audio) for c in clips]
+    free = [i for i, c in enumerate(clips) if not c.events]
+    k = free[1]
+    burst = synthetic_sound("noise_tone", 300, 0.05, SR, np.random.default_rng(0))[: int(0.2 * SR)]
+    at = int(1.0 * SR)
+    audio[k][:, at:at + len(burst)] = 0.3 * burst / np.abs(burst).max()
+    r = evaluate_clips(audio, clips)
+    assert r.false_sound_rate == pytest.approx(1 / len(free))
+    (row,) = r.false_sound_clips()
+    assert row["clip_id"] == clips[k].clip_id
+    assert len(row["onsets"]) >= 1 and abs(row["onsets"][0] - 1.0) < 0.04
+    assert row["peak_db"] == pytest.approx(20 * math.log10(0.3), abs=0.2)
+    assert "per_clip" not in r.as_dict() and len(r.as_dict(per_clip=True)["per_clip"]) == len(clips)
+
+
 def test_reference_rows_order_ground_truth_above_shuffled(clips, classifier):
     table, reports = evaluation_table({"silence": [np.zeros_like(c.audio) for c in clips]}, clips,
                                       classifier=classifier)

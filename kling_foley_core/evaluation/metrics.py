@@ -59,6 +59,10 @@ class EvalReport:
     frechet_distance: float | None = None
     per_clip: list[dict] = field(default_factory=list, repr=False)
 
+    def false_sound_clips(self) -> list[dict]:
+        """The hit-free clips that received a sound: clip id, detected onsets (s) and peak level (dBFS)."""
+        return [r for r in self.per_clip if r.get("false_sound")]
+
     def as_dict(self, per_clip: bool = False) -> dict:
         d = asdict(self)
         if not per_clip:
@@ -133,7 +137,8 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
         if len(ref) == 0:
             hitfree_false.append(len(est) > 0)
             hitfree_levels.append(10 * math.log10(float(np.mean(x * x)) + 1e-12))
-            row["false_sound"] = len(est) > 0
+            row.update(false_sound=len(est) > 0, onsets=[round(float(t), 3) for t in est],
+                       peak_db=round(20 * math.log10(float(np.abs(x).max()) + 1e-12), 1))
             per_clip.append(row)
             continue
         pairs = match_onsets(ref, est, tolerance)
