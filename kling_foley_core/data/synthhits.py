@@ -115,7 +115,7 @@ class SynthHitsConfig:
     min_duration: float = 2.0
     max_duration: float = 10.0
     p_no_hits: float = 0.15  # fraction of hit-free clips
-    hover: tuple[float, float] = (0.12, 0.4)  # hit-free objects' height above the floor, fraction of floor height
+    hover: tuple[float, float] = (0.12, 0.4)  # non-striking objects' height above the floor, fraction of floor height
     min_objects: int = 1  # objects per clip: drawn uniformly in min_objects..max_objects
     max_objects: int = 3
     p_hovering: float = 0.0  # in a hit clip, chance that an object only hovers (one object always strikes)
@@ -329,7 +329,7 @@ class _Obj:
     speeds: list[float]  # contact speed per hit, px/s
     g: float
     v_end: float  # rebound speed after the last hit
-    hover: float  # hit-free objects: height above the floor (px)
+    hover: float  # objects that never strike: height above the floor (px)
     recording: object = None
 
     def x(self, t: float, dur: float) -> float:
@@ -689,8 +689,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="fraction of hit-free clips (default %(default)s; 1 = only hit-free clips, e.g. extra "
                          "training data that teaches silence)")
     ap.add_argument("--hover", type=float, nargs=2, metavar=("LOW", "HIGH"), default=SynthHitsConfig.hover,
-                    help="height of hit-free objects above the floor, as fractions of the floor height (default "
-                         "%(default)s; a low range such as 0.1 0.2 makes near misses, hard negatives for training)")
+                    help="height above the floor of objects that never strike (hit-free clips, --p-hovering), as "
+                         "fractions of the floor height (default %(default)s; a low range such as 0.1 0.2 makes near "
+                         "misses, hard negatives for training)")
     ap.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"),
                     default=(SynthHitsConfig.min_objects, SynthHitsConfig.max_objects),
                     help="objects per clip, drawn uniformly in MIN..MAX (default %(default)s; e.g. 3 3 makes crowded "
