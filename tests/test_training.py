@@ -268,6 +268,8 @@ def test_bad_arguments_are_one_line_errors(data, tmp_path, capsys):
     assert "--aux-pan-weight=-1.0 must be >= 0" in capsys.readouterr().out
     assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path), "--hitfree-repeat", "0")) == 2
     assert "--hitfree-repeat=0 must be >= 1" in capsys.readouterr().out
+    assert train_foley.main(_common(data, tmp_path / "x", 4, "--vae", str(tmp_path), "--aux-sync-pos-weight", "0")) == 2
+    assert "--aux-sync-pos-weight=0.0 must be > 0" in capsys.readouterr().out
     assert train_mel_vae.main(["--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "--data" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="--override"):
@@ -302,6 +304,27 @@ def test_pan_targets_sit_on_the_contact_tokens():
     cls = cls.view(3, 8)
     assert cls[0, 4] == list(SOUND_CLASSES).index("bell")  # the first hit of a span names its class
     assert cls[2, 4] == -100 and (cls >= 0).sum() == 2
+
+
+def test_contact_loss_weighs_contacts_by_the_pos_weight():
+    from types import SimpleNamespace
+
+    from kling_foley_core.training.train_foley import FoleyObjective
+
+    parts = SimpleNamespace(sync_encoder=SimpleNamespace(dim=2))
+    feats = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]]])  # token 0 a contact, tokens 1-2 hovering
+    hits = torch.tensor([[1.0, 0.0, 0.0]])
+    losses = []
+    for pos_weight in (4.0, 1.0):
+        obj = FoleyObjective(parts, 0.1, 0.5, aux_sync_weight=0.5, aux_sync_pos_weight=pos_weight)
+        with torch.no_grad():
+            obj.sync_head.weight.copy_(torch.tensor([[0.5, 1.0]]))  # logits 0.5, 1.0, 1.0
+            obj.sync_head.bias.zero_()
+        logp = torch.nn.functional.logsigmoid
+        want = (-pos_weight * logp(torch.tensor(0.5)) - 2 * logp(-torch.tensor(1.0))) / 3
+        losses.append(float(obj.sync_aux_loss(feats, hits)))
+        assert losses[-1] == pytest.approx(float(want), rel=1e-6)
+    assert losses[0] > losses[1]  # the missed-ish contact weighs less at pos weight 1
 
 
 def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):

@@ -48,11 +48,13 @@ class FoleyObjective(nn.Module):
     """The jointly trained parts and the flow-matching loss as ``forward`` (so DDP sees one module call)."""
 
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
-                 mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0):
+                 mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
+                 aux_sync_pos_weight: float = 4.0):
         super().__init__()
         self.parts = parts
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
         self.aux_sync_weight = aux_sync_weight
+        self.aux_sync_pos_weight = aux_sync_pos_weight
         # training-only head: does this sync token's 2-frame span contain a contact? (not exported)
         self.sync_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_sync_weight > 0 else None
         # training-only head: where on screen (pan −1…1) is the contact of a token that holds one?
@@ -78,10 +80,10 @@ class FoleyObjective(nn.Module):
 
     def sync_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
         """BCE of the contact head on every sync token (hits: (B, Ns) 0/1; contacts are rare, so positives are
-        up-weighted ×4)."""
+        up-weighted by ``aux_sync_pos_weight``; a lower value makes a contact seen where there is none cost more)."""
         logits = self.sync_head(sync_f)[..., 0]  # (B, Ns)
         return nn.functional.binary_cross_entropy_with_logits(
-            logits, hits, pos_weight=torch.tensor(4.0, device=logits.device))
+            logits, hits, pos_weight=torch.tensor(self.aux_sync_pos_weight, device=logits.device))
 
     def pan_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor, pans: torch.Tensor) -> torch.Tensor:
         """Squared error of the pan head on the tokens that hold a contact (pans: (B, Ns) in −1…1)."""
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux-sync-weight", type=float, default=0.0,
                     help="weight of an auxiliary contact-detection loss on the sync tokens (labels: the clips' "
                          "hit times); 0 = flow matching only")
+    ap.add_argument("--aux-sync-pos-weight", type=float, default=4.0,
+                    help="weight of the contact tokens in that loss against the others (contacts are rare; lower "
+                         "makes a contact seen where objects only hover cost more)")
     ap.add_argument("--aux-pan-weight", type=float, default=0.0,
                     help="weight of an auxiliary loss that makes the sync tokens of a contact tell its x-position "
                          "(labels: the hits' pans); 0 = off")
@@ -358,6 +363,9 @@ def run(args) -> Path:
     for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight"):
         if not getattr(args, name) >= 0.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns that loss off)")
+    if not args.aux_sync_pos_weight > 0.0:
+        raise TrainingError(f"--aux-sync-pos-weight={args.aux_sync_pos_weight} must be > 0 (1 = contacts and "
+                            f"non-contacts weigh the same; default 4)")
     if args.hitfree_repeat < 1:
         raise TrainingError(f"--hitfree-repeat={args.hitfree_repeat} must be >= 1 (1 = no oversampling)")
     if not (Path(args.vae) / "config.json").is_file():
@@ -410,7 +418,7 @@ def run(args) -> Path:
             load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
-                               args.aux_pan_weight, args.aux_class_weight)
+                               args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
