@@ -34,9 +34,16 @@ def test_average_is_the_weighted_mean_of_float_tensors(tmp_path):
     assert to["h"].dtype == torch.float16 and torch.equal(to["steps"], tb["steps"])
     assert (out / "vae" / W).read_bytes() == (b / "vae" / W).read_bytes()
     assert json.loads((out / "foley_tiny.json").read_text()) == {"seed": 1}
-    assert not (tmp_path / "out.averaging").exists()
+    assert not list(tmp_path.glob("out.*"))  # the temporary folder it was built in is gone
+    heads = tmp_path / "heads"
+    for f, v in ((a, 1.0), (b, 3.0)):  # training-only heads beside the parts are averaged as well
+        save_file({"sync_head.bias": torch.tensor([v])}, str(f / "aux_heads.safetensors"))
+    torch.testing.assert_close(load_file(str(average_weights(a, b, heads, 0.25) / "aux_heads.safetensors"))
+                               ["sync_head.bias"], torch.tensor([1.5]))
+    (a / "aux_heads.safetensors").unlink()
     ends = average_weights(a, b, tmp_path / "b_only", 1.0)
     assert torch.equal(load_file(str(ends / "transformer" / W))["w"], tb["w"])
+    assert (ends / "aux_heads.safetensors").read_bytes() == (b / "aux_heads.safetensors").read_bytes()  # B's only
 
 
 @pytest.mark.parametrize("other, message", [
@@ -62,5 +69,5 @@ def test_command_errors_are_one_line(tmp_path, capsys):
               str(b / "transformer" / W))
     assert main([str(a), str(b), str(tmp_path / "o")]) == 2
     assert "'w' is (4, 3) in A but (4, 2) in B" in capsys.readouterr().out
-    assert not (tmp_path / "o").exists() and not (tmp_path / "o.averaging").exists()
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob("o.*"))
     assert main([str(a), str(a), str(tmp_path / "o")]) == 0 and (tmp_path / "o" / "transformer" / W).is_file()

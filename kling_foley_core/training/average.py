@@ -5,18 +5,18 @@
 ``A`` and ``B`` are weights folders (``export`` or ``build`` output) of the same architecture, e.g. a run and the
 run continued from it with ``--init``. Every floating-point tensor of ``OUT`` is ``(1 − w)·A + w·B``; the parts'
 configs (vocabulary, sizes) must be equal, and everything else (integer buffers, the manifest) comes from ``B``.
-A part whose weights are identical in both (e.g. a shared Mel-VAE) is copied unchanged. Averaging two models
+A part whose weights are identical in both (e.g. a shared Mel-VAE) is copied unchanged. Safetensors files beside
+the parts (``train_foley``'s training-only heads in a run's ``final``) are averaged too when both folders have
+them, so the average can be an ``--init``. Averaging two models
 that did not start from one another makes no sense and is not checked beyond shapes and configs.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 from pathlib import Path
 
-from .common import TrainingError, cli_main
+from .common import TrainingError, cli_main, write_folder_from
 
 
 def _part_dirs(folder: Path) -> dict[str, Path]:
@@ -65,10 +65,8 @@ def average_weights(a: str | Path, b: str | Path, out: str | Path, weight: float
         if ca != cb:
             raise TrainingError(f"part '{name}': its config.json differs between the folders (sizes or vocabulary); "
                                 f"only weights of one architecture can be averaged")
-    tmp = out.with_name(out.name + ".averaging")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        shutil.copytree(b, tmp)
+
+    def average_into(tmp: Path) -> None:
         for name, pb in parts_b.items():
             for fb in sorted(pb.glob("*.safetensors")):
                 fa = parts_a[name] / fb.name
@@ -76,12 +74,12 @@ def average_weights(a: str | Path, b: str | Path, out: str | Path, weight: float
                     raise TrainingError(f"part '{name}': {fb.name} is missing from A")
                 if fa.read_bytes() != fb.read_bytes():
                     _average_file(fa, fb, tmp / name / fb.name, weight, f"part '{name}'")
-        os.replace(tmp, out)
-    except OSError as e:
-        raise TrainingError(f"OUT {out}: writing failed ({e.strerror or e}); nothing was written") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        for fb in sorted(b.glob("*.safetensors")):  # beside the parts: the training-only heads
+            fa = a / fb.name
+            if fa.is_file() and fa.read_bytes() != fb.read_bytes():
+                _average_file(fa, fb, tmp / fb.name, weight, fb.name)
+
+    return write_folder_from(b, out, average_into)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -357,6 +357,22 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=1))
     os.replace(tmp, path)
+
+
+def write_folder_from(src: Path, out: Path, edit: Callable[[Path], None], what: str = "OUT") -> Path:
+    """Write ``out`` as a copy of folder ``src`` changed by ``edit(copy)``: built beside it under a temporary name
+    and renamed into place at the end, so a failure (a TrainingError, a full disk) leaves no half-written ``out``."""
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp)
+        edit(tmp)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise TrainingError(f"{what} {out}: writing failed ({e.strerror or e}); nothing was written") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 class Timer:
