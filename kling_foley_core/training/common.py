@@ -359,7 +359,7 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def write_folder_from(src: Path, out: Path, edit: Callable[[Path], None], what: str = "OUT") -> Path:
+def write_folder_from(src: Path, out: Path, edit: Callable[[Path], None]) -> Path:
     """Write ``out`` as a copy of folder ``src`` changed by ``edit(copy)``: built beside it under a temporary name
     and renamed into place at the end, so a failure (a TrainingError, a full disk) leaves no half-written ``out``."""
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
@@ -369,7 +369,7 @@ def write_folder_from(src: Path, out: Path, edit: Callable[[Path], None], what: 
         edit(tmp)
         os.replace(tmp, out)
     except OSError as e:
-        raise TrainingError(f"{what} {out}: writing failed ({e.strerror or e}); nothing was written") from None
+        raise TrainingError(f"OUT {out}: writing failed ({e.strerror or e}); nothing was written") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
