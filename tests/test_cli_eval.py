@@ -19,12 +19,26 @@ def test_eval_prints_the_model_row_beside_both_reference_rows(tmp_path, monkeypa
     monkeypatch.setattr(recordings, "load_bank", lambda *a, **k: bank)
     monkeypatch.setenv("KLING_FOLEY_DATA", str(classifier_cache))
     rc = main(["eval", "synthhits", "--model", "tiny", "--n", "2", "--steps", "1", "--seed", "3",
-               "--json", str(tmp_path / "r.json")])
+               "--hit-free-clips", "3", "--json", str(tmp_path / "r.json")])
     assert rc == EXIT_OK
     out = capsys.readouterr().out
     rows = [ln.split()[0] for ln in out.splitlines() if ln.startswith(("ground", "model:"))]
     assert rows == ["ground", "ground", "model:tiny"]
-    assert (tmp_path / "r.json").is_file()
+    model = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())}["model:tiny"]
+    ids = [r["clip_id"] for r in model["per_clip"]]
+    own = 2 + 3 - len(ids)  # hit-free clips among the two test clips; extra ones top the count up to three
+    assert ids[:2] == ["heldout-3-000000", "heldout-3-000001"]
+    assert ids[2:] == [f"heldout-3-{i:06d}" for i in range(2, 5 - own)]
+    assert model["n_hitfree_clips"] == max(3, own) and model["n_hit_clips"] == 2 - own
+    assert all(r["n_ref"] == 0 for r in model["per_clip"][2:])  # the extra clips are hit-free
+    k = sum(r.get("false_sound", False) for r in model["per_clip"])
+    assert f"false sounds: {k} of {model['n_hitfree_clips']} hit-free clips" in out
+    assert (f"+ {3 - own} hit-free to reach 3" in out) == (own < 3)
+
+
+def test_eval_refuses_a_negative_hit_free_count(capsys):
+    assert main(["eval", "synthhits", "--model", "tiny", "--n", "1", "--hit-free-clips", "-1"]) == EXIT_USAGE
+    assert "--hit-free-clips -1" in capsys.readouterr().err
 
 
 def test_eval_refuses_unknown_model(capsys):

@@ -25,7 +25,7 @@ from kling_foley_core.evaluation import (
     train_timbre_classifier,
 )
 from kling_foley_core.evaluation import timbre as timbre_mod
-from kling_foley_core.evaluation.metrics import isolated_events
+from kling_foley_core.evaluation.metrics import isolated_events, wilson_interval
 from kling_foley_core.evaluation.frechet import FrechetUnavailable, frechet_distance, yamnet_frechet_distance
 
 SR = 44100
@@ -194,6 +194,17 @@ def test_false_sounds_name_their_clip_time_and_level(clips):
     assert len(row["onsets"]) >= 1 and abs(row["onsets"][0] - 1.0) < 0.04
     assert row["peak_db"] == pytest.approx(20 * math.log10(0.3), abs=0.2)
     assert "per_clip" not in r.as_dict() and len(r.as_dict(per_clip=True)["per_clip"]) == len(clips)
+    k, n, lo, hi = r.false_sound_interval()
+    assert (k, n) == (1, len(free)) and 0 < lo < 1 / n < hi < 1
+
+
+def test_wilson_interval_hand_made():
+    z2 = 1.96 ** 2
+    assert wilson_interval(0, 80) == pytest.approx((0.0, z2 / (80 + z2)))  # k = 0: the upper end is z²/(n + z²)
+    assert wilson_interval(80, 80) == pytest.approx((80 / (80 + z2), 1.0))
+    lo, hi = wilson_interval(1, 12)  # one false clip in a dozen: anywhere from 1.5 % to 35 %
+    assert lo == pytest.approx(0.01486, abs=1e-4) and hi == pytest.approx(0.35389, abs=1e-4)
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
 
 
 def test_reference_rows_order_ground_truth_above_shuffled(clips, classifier):

@@ -59,6 +59,12 @@ class EvalReport:
     frechet_distance: float | None = None
     per_clip: list[dict] = field(default_factory=list, repr=False)
 
+    def false_sound_interval(self, z: float = 1.96) -> tuple[int, int, float, float]:
+        """(hit-free clips with a sound, hit-free clips, low, high): the Wilson score interval of the false-sound
+        rate (95 % for ``z`` = 1.96), so a rate from a dozen clips is read with its uncertainty."""
+        k, n = len(self.false_sound_clips()), self.n_hitfree_clips
+        return (k, n, *wilson_interval(k, n, z))
+
     def false_sound_clips(self) -> list[dict]:
         """The hit-free clips that received a sound: clip id, detected onsets (s) and peak level (dBFS)."""
         return [r for r in self.per_clip if r.get("false_sound")]
@@ -68,6 +74,16 @@ class EvalReport:
         if not per_clip:
             d.pop("per_clip")
         return d
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a rate of ``k`` in ``n`` (NaNs when ``n`` is 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    mid = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def _audio_array(a, name: str, target_sr: int) -> np.ndarray:
