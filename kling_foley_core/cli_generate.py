@@ -75,8 +75,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None, extra: list[str] = ()) -> int:
+    overrides = generate_overrides(args) + list(extra)  # a missing video is reported before anything is loaded
     workflow = find_workflow(args.workflow)
-    overrides = generate_overrides(args) + list(extra)
     _setup(args)
     runner = _make_runner(args, node_classes)
     result = runner.run(str(workflow), overrides=overrides, on_event=_event_logger(getattr(args, "verbose", False)))

@@ -16,10 +16,21 @@ from pathlib import Path
 import torch
 
 from .base import EncoderError, TextEncoder, TextFeatures, VisualEncoder, preprocess_frames
-from .synchformer import (
-    SYNCHFORMER_CONFIG, TINY_SYNCHFORMER_CONFIG, MotionFormer, SynchformerEncoder, convert_synchformer_state_dict,
-    encode_sync_frames, load_motionformer, num_sync_windows,
-)
+
+# Synchformer (and through it diffusers and transformers) is imported on first use, so the registries below
+# (read by the nodes' INPUT_TYPES when a workflow is validated) cost only torch.
+_SYNCHFORMER_NAMES = frozenset({
+    "SYNCHFORMER_CONFIG", "TINY_SYNCHFORMER_CONFIG", "MotionFormer", "SynchformerEncoder",
+    "convert_synchformer_state_dict", "encode_sync_frames", "load_motionformer", "num_sync_windows",
+})
+
+
+def __getattr__(name: str):
+    if name in _SYNCHFORMER_NAMES:
+        from . import synchformer
+
+        return getattr(synchformer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 VISUAL_ENCODERS = ("metaclip-vit-bigg-14-quickgelu", "dfn5b-clip-vit-h-14-384", "siglip2-base-patch16-512",
                    "tiny-clip", "tiny-siglip")
@@ -103,6 +114,8 @@ def get_sync_encoder(name: str = "synchformer", path: str | Path | None = None, 
                      dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                      generator: torch.Generator | None = None, batch_size: int = 4) -> SynchformerEncoder:
     """The Synchformer sync encoder from ``synchformer_state_dict.pth`` (``tiny-synchformer``: random, toy size)."""
+    from .synchformer import TINY_SYNCHFORMER_CONFIG, SynchformerEncoder, load_motionformer
+
     key = _canon(name, SYNC_ENCODERS, "sync")
     if key == "synchformer":
         if path is None:
