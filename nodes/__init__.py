@@ -7,6 +7,7 @@ from . import audio, default_model, encode, hunyuan, loaders, preview, sampling,
 _DISPLAY = {
     "KlingFoleyLoadVideo": "Kling-Foley Load Video",
     "KlingFoleyVideoFromImages": "Kling-Foley Video From Images",
+    "KlingFoleyVideoFromVIDEO": "Kling-Foley Video From VIDEO",
     "KlingFoleyModelLoader": "Kling-Foley Model Loader (MM-DiT)",
     "KlingFoleyVAELoader": "Kling-Foley VAE Loader",
     "KlingFoleyVocoderLoader": "Kling-Foley Vocoder Loader",

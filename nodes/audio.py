@@ -96,24 +96,30 @@ class KlingFoleySaveAudio:
         }}
 
     def save(self, audio, filename_prefix="kling_foley/audio", format="flac"):
-        from kling_foley_core.mux import save_audio
+        from kling_foley_core.mux import MuxError, provenance_tags, save_audio
         from kling_foley_core.runner.paths import output_ui_entry, save_output
 
         _check_audio("Kling-Foley Save Audio", audio)
+        try:
+            tags = provenance_tags(audio.get("provenance"))  # the generation settings, as a "comment" tag
+        except MuxError as e:
+            raise node_error("Kling-Foley Save Audio", str(e)) from None
         results = []
         for wave in audio["waveform"]:
-            path = save_output(filename_prefix, format,
-                               lambda tmp: save_audio(tmp, wave, audio["sample_rate"], overwrite=True))
+            path = save_output(filename_prefix, format, lambda tmp: save_audio(
+                tmp, wave, audio["sample_rate"], metadata=tags, overwrite=True))
             results.append(output_ui_entry(path))
         return {"ui": {"audio": results}}
 
 
 class KlingFoleyMuxVideo:
-    DESCRIPTION = ("Puts the generated audio into the original video without re-encoding the picture (stream copy; "
-                   "an IMAGE batch is encoded once). Writes a new file; never overwrites (counter suffix).")
+    DESCRIPTION = ("Puts the generated audio into the original video, cut to the span the audio was made for. The "
+                   "picture is stream-copied (whole video, or a span a copy can cut frame-exactly), else that span is "
+                   "re-encoded (H.264); an IMAGE batch is encoded once. Writes a new file; never overwrites (counter "
+                   "suffix).")
     CATEGORY = C.CATEGORY
-    RETURN_TYPES = ("STRING",)
-    RETURN_NAMES = ("path",)
+    RETURN_TYPES = ("STRING", "VIDEO")
+    RETURN_NAMES = ("path", "video")  # video: ComfyUI's VIDEO of the new file, for core Save Video (None headless)
     OUTPUT_NODE = True
     FUNCTION = "mux"
 
@@ -129,33 +135,44 @@ class KlingFoleyMuxVideo:
             "audio": ("AUDIO", {"tooltip": "The generated soundtrack."}),
             "filename_prefix": ("STRING", {"default": "kling_foley/video",
                                            "tooltip": "Name (and sub-folder) inside the output folder."}),
-            "container": (["mp4", "mov", "mkv"], {"default": "mp4",
-                                                  "tooltip": "mp4/mov: AAC audio; mkv: FLAC audio (lossless)."}),
+            "container": (["mp4", "mov", "mkv", "auto"], {
+                "default": "auto", "tooltip": "mp4/mov: AAC audio; mkv: FLAC audio (lossless); auto: mp4, or mkv/mov "
+                                              "when mp4 cannot hold the video's picture codec without re-encoding."}),
             "keep_original_audio": ("BOOLEAN", {"default": False,
                                                 "tooltip": "Also keep the video's own soundtrack as a second track."}),
+        }, "optional": {
+            "reencode_picture": ("BOOLEAN", {"default": False, "tooltip": "Re-encode the picture (H.264) even when "
+                                             "it could be stream-copied, e.g. for a codec players do not know."}),
         }}
 
-    def mux(self, video, audio, filename_prefix="kling_foley/video", container="mp4", keep_original_audio=False):
+    def mux(self, video, audio, filename_prefix="kling_foley/video", container="auto", keep_original_audio=False,
+            reencode_picture=False):
         import tempfile
         from pathlib import Path
 
-        from kling_foley_core.mux import mux_audio
+        from kling_foley_core.mux import MuxError, choose_container, mux_audio, provenance_tags
         from kling_foley_core.runner.paths import output_ui_entry, save_output
         from kling_foley_core.video.encode import write_frames
 
         _check_audio("Kling-Foley Mux Video", audio)
         wave = audio["waveform"][0]
         with tempfile.TemporaryDirectory() as scratch:
-            source, offset = video.path, video.start
+            source, start = video.path, video.start
             if source is None:  # an IMAGE batch has no stream to copy: encode its frames once (H.264)
-                source, offset = str(Path(scratch) / "frames.mp4"), 0.0
+                source, start = str(Path(scratch) / "frames.mp4"), 0.0
                 write_frames(source, video.images, video.fps)
-            path = save_output(filename_prefix, container, lambda tmp: mux_audio(
+            try:
+                ext = choose_container(source, container, reencode_picture=reencode_picture)
+                tags = provenance_tags(audio.get("provenance"))  # the generation settings, as a "comment" tag
+            except MuxError as e:
+                raise node_error("Kling-Foley Mux Video", str(e)) from None
+            path = save_output(filename_prefix, ext[1:], lambda tmp: mux_audio(
                 source, wave, audio["sample_rate"], tmp, keep_original_audio=keep_original_audio and video.path
-                is not None, audio_offset=offset, overwrite=True))
+                is not None, start=start, duration=video.duration, reencode_picture=reencode_picture,
+                metadata=tags, overwrite=True))
         entry = output_ui_entry(path)
         # the frontend previews saved videos from the "images" list with "animated" set (as core SaveVideo does)
-        return {"ui": {"images": [entry], "animated": [True]}, "result": (str(path),)}
+        return {"ui": {"images": [entry], "animated": [True]}, "result": (str(path), C.core_video(path))}
 
 
 class KlingFoleyAudioMono2Stereo:

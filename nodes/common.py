@@ -74,13 +74,11 @@ def device_and_dtype(precision: str):
 
 
 def model_choices(kind: str, extra: list[str], extensions=(".safetensors", ".pth", ".pt", ".ckpt", ".bin")) -> list[str]:
-    """Files of ``models/kling_foley/<kind>/`` (folders with config.json count too) after the built-in entries."""
-    from kling_foley_core.runner.paths import list_models, model_folders
+    """The built-in entries, then the files and model folders of ``models/kling_foley/<kind>/`` (a folder with
+    config.json is one entry, never the files inside it)."""
+    from kling_foley_core.runner.paths import list_models
 
-    files = list_models(kind, extensions)
-    folders = sorted({p.name for root in model_folders(kind) if root.is_dir()
-                      for p in root.iterdir() if (p / "config.json").is_file()})
-    return extra + [f for f in files + folders if f not in extra]
+    return extra + [f for f in list_models(kind, extensions) if f not in extra]
 
 
 def check_prefix(filename_prefix) -> bool | str:
@@ -96,11 +94,13 @@ def check_prefix(filename_prefix) -> bool | str:
 
 
 def check_model(kind: str, name, builtins: tuple = ()) -> bool | str:
-    """VALIDATE_INPUTS helper: True for a built-in entry or a file that exists; otherwise an error naming the
+    """VALIDATE_INPUTS helper: True for a built-in entry or a model that exists; otherwise an error naming the
     folders searched and the file expected (instead of a bare 'value not in list')."""
     from kling_foley_core.runner.errors import ModelNotFoundError
     from kling_foley_core.runner.paths import find_model
 
+    if name is None:
+        return True  # linked from another node: known only when it runs
     if not isinstance(name, str):
         return f"expected a model file name, got {name!r}"
     if name in builtins or name.startswith("(none"):
@@ -110,3 +110,12 @@ def check_model(kind: str, name, builtins: tuple = ()) -> bool | str:
     except ModelNotFoundError as e:
         return str(e)
     return True
+
+
+def core_video(path):
+    """ComfyUI's own VIDEO for a file (what core SaveVideo takes), or None headless."""
+    try:
+        from comfy_api.input_impl import VideoFromFile  # present only inside ComfyUI
+    except ImportError:
+        return None
+    return VideoFromFile(str(path))

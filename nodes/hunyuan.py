@@ -18,11 +18,10 @@ class KlingFoleyHunyuanLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, dit, vae):
-        for name in (dit, vae):
-            ok = C.check_model("hunyuan", name, (TINY,))
-            if ok is not True:
-                return ok
-        return True
+        # ComfyUI files one VALIDATE_INPUTS answer under every input it takes, so each problem names its input
+        problems = [f"{field}: {ok}" for field, name in (("dit", dit), ("vae", vae))
+                    if (ok := C.check_model("hunyuan", name, (TINY,))) is not True]
+        return "; ".join(problems) or True
 
     @classmethod
     def INPUT_TYPES(cls):

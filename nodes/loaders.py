@@ -57,7 +57,14 @@ class KlingFoleyVAELoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, checkpoint):
-        return C.check_model("vae", checkpoint, (TINY,))
+        ok = C.check_model("vae", checkpoint, (TINY,))
+        if ok is not True or checkpoint == TINY or checkpoint is None:
+            return ok
+        try:
+            _vae_folder_class(_resolve("vae", checkpoint))
+        except ValueError as e:
+            return str(e)
+        return True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -71,13 +78,37 @@ class KlingFoleyVAELoader:
     def load(self, checkpoint, precision="fp32"):
         if checkpoint == TINY:
             return (C.tiny_components()["vae"],)
-        from kling_foley_core.models.mel_vae_mmaudio import MMAudioMelVAE, load_mmaudio_mel_vae
+        from kling_foley_core.models.mel_vae_mmaudio import load_mmaudio_mel_vae
 
         device, dtype = C.device_and_dtype(precision)
         path = _resolve("vae", checkpoint)
-        vae = (MMAudioMelVAE.from_pretrained(path, torch_dtype=dtype) if path.is_dir()
-               else load_mmaudio_mel_vae(path, dtype=dtype, device=device))
+        try:
+            vae = (_vae_folder_class(path).from_pretrained(path, torch_dtype=dtype) if path.is_dir()
+                   else load_mmaudio_mel_vae(path, dtype=dtype, device=device))
+        except ValueError as e:
+            raise node_error("Kling-Foley VAE Loader", f"checkpoint {checkpoint!r}: {e}") from None
         return (vae.to(device).eval(),)
+
+
+def _vae_folder_class(path):
+    """The Mel-VAE class a model folder's config.json names (a Kling Mel-VAE such as foley-tiny's, or MMAudio's
+    converted one); a file is MMAudio's checkpoint format. Raises ValueError naming the folder and the fix."""
+    import json
+
+    if not path.is_dir():
+        return None
+    from kling_foley_core.models.mel_vae_kling import KlingMelVAE
+    from kling_foley_core.models.mel_vae_mmaudio import MMAudioMelVAE
+
+    classes = {c.__name__: c for c in (KlingMelVAE, MMAudioMelVAE)}
+    try:
+        name = json.loads((path / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    if name not in classes:
+        raise ValueError(f"the folder '{path.name}' is not a Mel-VAE: its config.json names {name!r}, expected "
+                         f"{' or '.join(map(repr, classes))} (a folder saved with save_pretrained)")
+    return classes[name]
 
 
 class KlingFoleyVocoderLoader:

@@ -59,7 +59,7 @@ def _stage_model_files(prompt, root):
             target.write_bytes(b"")
         else:  # a model folder
             target.mkdir(parents=True, exist_ok=True)
-            (target / "config.json").write_text("{}")
+            (target / "config.json").write_text(json.dumps({"_class_name": "KlingMelVAE"} if kind == "vae" else {}))
         staged.append(name)
     return staged
 

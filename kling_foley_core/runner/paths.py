@@ -10,7 +10,13 @@
   ``save_output(prefix, ext, write)`` combines both and is safe when several processes share the folder.
 * Model folders: ``models/kling_foley/<kind>/`` inside ComfyUI (plus any extra paths registered under the
   ``kling_foley`` folder name), headless the ``KLING_FOLEY_MODELS`` environment variable (``os.pathsep``
-  separated) or an explicit directory, default ``./models/kling_foley``.
+  separated) or an explicit directory, default ``./models/kling_foley``. A folder holding ``config.json`` is one
+  model: lists show the folder, never the files inside it.
+* Input files: headless any path (absolute, ``~``, relative to the working folder). Inside ComfyUI only files in
+  its ``input/`` folder and sub-folders, named relative to it: anything else is refused from its name alone,
+  before the file system is asked, so the answer never tells whether a file outside ``input/`` exists.
+* Errors raised inside ComfyUI name ComfyUI's folders (``models/kling_foley/<kind>/``, ``input/``, ``output/``);
+  headless they name the CLI's ``--models-dir`` / ``--output-dir``.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .errors import ModelNotFoundError, OutputPathError
+from .errors import ModelNotFoundError, OutputPathError, WorkflowError
 
 MODELS_ENV = "KLING_FOLEY_MODELS"
 MODEL_FOLDER_NAME = "kling_foley"
@@ -40,6 +46,11 @@ def _comfy_folder_paths():
         return folder_paths
     except Exception:  # noqa: BLE001 - anything but a working ComfyUI means "headless"
         return None
+
+
+def in_comfyui() -> bool:
+    """True when running inside ComfyUI (its ``folder_paths`` module is importable)."""
+    return _comfy_folder_paths() is not None
 
 
 # --------------------------------------------------------------------------------------------- output folder
@@ -81,9 +92,10 @@ def resolve_output_prefix(filename_prefix: str, output_dir: str | os.PathLike | 
         raise OutputPathError(f"filename_prefix must be a non-empty string, got {filename_prefix!r}")
     prefix = _expand_variables(filename_prefix.strip()).replace("\\", "/")
     if os.path.isabs(prefix) or prefix.startswith("/") or re.match(r"^[A-Za-z]:", prefix):
+        where = ("ComfyUI's output/ folder" if in_comfyui() and output_dir is None
+                 else "the output folder (e.g. 'foley/take') and choose the folder itself with --output-dir")
         raise OutputPathError(
-            f"filename_prefix {filename_prefix!r} is an absolute path; use a path relative to the output folder "
-            f"(e.g. 'foley/take') and choose the folder itself with --output-dir"
+            f"filename_prefix {filename_prefix!r} is an absolute path; use a path relative to {where}"
         )
     root = Path(output_dir if output_dir is not None else get_output_directory()).resolve()
     sub, _, stem = prefix.rpartition("/")
@@ -91,8 +103,9 @@ def resolve_output_prefix(filename_prefix: str, output_dir: str | os.PathLike | 
         raise OutputPathError(f"filename_prefix {filename_prefix!r} has no file name part (e.g. 'foley/take')")
     folder = (root / sub).resolve() if sub else root
     if os.path.commonpath([str(root), str(folder)]) != str(root):
+        where = "(ComfyUI's output/)" if in_comfyui() and output_dir is None else str(root)
         raise OutputPathError(
-            f"filename_prefix {filename_prefix!r} leaves the output folder {root}; remove '..' from it"
+            f"filename_prefix {filename_prefix!r} leaves the output folder {where}; remove '..' from it"
         )
     return folder, stem
 
@@ -243,41 +256,72 @@ def model_folders(kind: str) -> list[Path]:
     return [root / kind for root in model_roots()]
 
 
+def is_model_folder(path: Path) -> bool:
+    """A folder holding ``config.json`` is one model (diffusers/transformers layout), listed and loaded whole."""
+    return path.is_dir() and (path / "config.json").is_file()
+
+
 def list_models(kind: str, extensions: tuple[str, ...] = (".safetensors", ".pth", ".pt", ".ckpt", ".bin")) -> list[str]:
-    """Model files (relative to their folder, ``/``-separated, sorted) for a loader's COMBO list."""
+    """A loader's COMBO list: model files and model folders (relative to their folder, ``/``-separated, sorted).
+
+    A model folder (see :func:`is_model_folder`) is one entry; the files inside it are not listed.
+    """
     found: set[str] = set()
     exts = tuple(e.lower() for e in extensions)
     for folder in model_folders(kind):
         if not folder.is_dir():
             continue
-        for p in folder.rglob("*"):
-            if p.is_file() and p.name.lower().endswith(exts):
-                found.add(p.relative_to(folder).as_posix())
+        for here, dirs, files in os.walk(folder):  # a linked model folder is listed, linked trees not walked
+            base = Path(here)
+            models = [d for d in dirs if is_model_folder(base / d)]
+            found.update((base / d).relative_to(folder).as_posix() for d in models)
+            dirs[:] = sorted(d for d in dirs if d not in models and not d.startswith("."))
+            found.update((base / f).relative_to(folder).as_posix() for f in files
+                         if f.lower().endswith(exts) and not f.startswith("."))
     return sorted(found)
 
 
 def find_model(kind: str, name: str | os.PathLike) -> Path:
-    """Full path of model file (or directory) ``name`` of ``kind``; an absolute path is taken as it is.
+    """Full path of model file (or folder) ``name`` of ``kind``. Headless an absolute path is taken as it is;
+    inside ComfyUI only names inside its model folders are read. A file inside a model folder (the
+    ``config.json`` + weights layout) stands for that folder.
 
     Raises ``ModelNotFoundError`` naming the file and every folder searched.
     """
     name = os.fspath(name)
     if not name:
         raise ModelNotFoundError(f"no {kind} model file given; put one in {_folders_text(kind)}")
-    if os.path.isabs(name):
-        if os.path.exists(name):
-            return Path(name)
+    if _looks_absolute(name):
+        if in_comfyui():  # refused by its name alone: the message must not tell whether the file exists
+            raise ModelNotFoundError(f"{kind} model {name!r} is a path outside ComfyUI's models/{MODEL_FOLDER_NAME}/"
+                                     f"{kind}/ folder; put the file there and pick it from the list")
+        path = Path(name).expanduser()
+        if path.exists():
+            return _whole_model(path, None)
         raise ModelNotFoundError(f"{kind} model file {name} does not exist")
     if ".." in Path(name).parts:
         raise ModelNotFoundError(f"{kind} model name {name!r} must not contain '..'")
     for folder in model_folders(kind):
         candidate = folder / name
         if candidate.exists():
-            return candidate
-    raise ModelNotFoundError(
-        f"{kind} model file {name!r} not found; expected it in {_folders_text(kind)} "
-        f"(set {MODELS_ENV} or --models-dir to the folder holding '{kind}/')"
-    )
+            return _whole_model(candidate, folder)
+    if in_comfyui():
+        hint = f"put it in ComfyUI's models/{MODEL_FOLDER_NAME}/{kind}/ folder ({_folders_text(kind)}) and refresh"
+    else:
+        hint = (f"expected it in {_folders_text(kind)} (set {MODELS_ENV} or --models-dir to the folder holding "
+                f"'{kind}/')")
+    raise ModelNotFoundError(f"{kind} model file {name!r} not found; {hint}")
+
+
+def _looks_absolute(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", name) is not None
+
+
+def _whole_model(path: Path, root: Path | None) -> Path:
+    """``path``, or the model folder it lies in (a pick of ``folder/diffusion_pytorch_model.safetensors``)."""
+    if path.is_file() and path.parent != root and is_model_folder(path.parent):
+        return path.parent
+    return path
 
 
 def _folders_text(kind: str) -> str:
@@ -286,16 +330,65 @@ def _folders_text(kind: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- input files
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv",
+                    ".flv", ".ogv", ".3gp")
+
+
+class InputPathError(WorkflowError):
+    """An input file name that cannot be read here (inside ComfyUI: not in its input folder)."""
+
+
 def resolve_input_path(path: str | os.PathLike) -> Path:
-    """An input file named by the user: absolute, relative to the working folder, or (inside ComfyUI) relative
-    to ComfyUI's ``input/`` folder, where uploads land. Returns the first that exists, else the path as given
-    (the caller's own check then names it)."""
-    p = Path(os.fspath(path)).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    fp = _comfy_folder_paths()
-    if fp is not None and hasattr(fp, "get_input_directory"):
-        candidate = Path(fp.get_input_directory()) / p
-        if candidate.exists():
-            return candidate
-    return p
+    """An input file named by the user.
+
+    Headless: absolute, ``~``, or relative to the working folder, returned as given when nothing exists there
+    (the caller's own check then names it). Inside ComfyUI: :func:`comfy_input_file`.
+    """
+    if in_comfyui():
+        return comfy_input_file(path)
+    return Path(os.fspath(path)).expanduser()
+
+
+def _input_directory() -> Path:
+    return Path(_comfy_folder_paths().get_input_directory())
+
+
+def comfy_input_file(name: str | os.PathLike) -> Path:
+    """The existing file ``name`` names inside ComfyUI's input folder (sub-folders allowed, ``clip.mp4 [input]``
+    accepted as the upload widget writes it).
+
+    Raises :class:`InputPathError` for an absolute path, ``~``, ``..`` or a file that is not there. A name that would leave the input folder is refused from the name alone, before the file system
+    is asked, with the same message whether or not such a file exists.
+    """
+    text = os.fspath(name) if isinstance(name, (str, os.PathLike)) else None
+    if text is None or not text.strip():
+        raise InputPathError(f"no input file given ({name!r}); upload a video or pick one from ComfyUI's input/ folder")
+    rel = text.strip()
+    if rel.endswith("[input]"):
+        rel = rel[: -len("[input]")].rstrip()
+    parts = [p for p in rel.replace("\\", "/").split("/") if p not in ("", ".")]
+    if _looks_absolute(rel) or "\0" in rel or ".." in parts or not parts:
+        raise InputPathError(f"{text!r} is not a file of ComfyUI's input/ folder: inside ComfyUI only files in "
+                             "input/ (and its sub-folders) are read; upload the video with the node's upload "
+                             "button or copy it into input/, then pick it from the list")
+    path = _input_directory().joinpath(*parts)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "was not found"
+        raise InputPathError(f"{text!r} {what} in ComfyUI's input/ folder; upload the video with the node's upload "
+                             "button or copy it into input/, then pick it from the list")
+    return path
+
+
+def list_input_videos() -> list[str]:
+    """Video files in ComfyUI's input folder and its sub-folders (``sub/clip.mp4``), sorted, for a COMBO list;
+    an empty list headless."""
+    if not in_comfyui():
+        return []
+    root = _input_directory()
+    found = []
+    for here, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(here)
+        found += [(base / f).relative_to(root).as_posix() for f in files
+                  if f.lower().endswith(VIDEO_EXTENSIONS) and not f.startswith(".")]
+    return sorted(found)
