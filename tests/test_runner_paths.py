@@ -212,3 +212,16 @@ def test_outputs_get_the_usual_permissions_not_owner_only(tmp_path):
         os.umask(mask)
     for path in (tmp_path / "a.wav", b):
         assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_model_folder_is_one_list_entry_and_a_file_inside_it_stands_for_the_folder(tmp_path):
+    (tmp_path / "vae" / "tiny" / "nested").mkdir(parents=True)
+    (tmp_path / "vae" / "tiny" / "config.json").write_text("{}")
+    (tmp_path / "vae" / "tiny" / "diffusion_pytorch_model.safetensors").write_bytes(b"")
+    (tmp_path / "vae" / "tiny" / "nested" / "other.pth").write_bytes(b"")
+    (tmp_path / "vae" / "loose").mkdir()
+    (tmp_path / "vae" / "loose" / "v1-16.pth").write_bytes(b"")
+    paths.set_models_directory(tmp_path)
+    assert paths.list_models("vae") == ["loose/v1-16.pth", "tiny"]
+    assert paths.find_model("vae", "tiny/diffusion_pytorch_model.safetensors") == tmp_path / "vae" / "tiny"
+    assert paths.find_model("vae", "loose/v1-16.pth") == tmp_path / "vae" / "loose" / "v1-16.pth"
