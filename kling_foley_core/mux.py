@@ -1,10 +1,15 @@
 """Put generated audio back into the user's video, and save audio files: atomic, never clobbering.
 
-``mux_audio`` copies the picture stream packet for packet (``add_stream_from_template``: no re-encode, no quality
-loss, bit-identical bytes) and encodes the generated waveform as a new audio track: AAC for MP4/MOV, FLAC (or
-PCM/Opus/AAC) for MKV, Opus for WebM. The audio is trimmed or zero-padded to the video's duration and starts at
-the video's first frame, so it stays in sync in every player. Optionally the original soundtrack is kept as a
-second track.
+``mux_audio`` writes the picture of the span the audio was generated for and encodes the generated waveform as a
+new audio track: AAC for MP4/MOV, FLAC (or PCM/Opus/AAC) for MKV, Opus for WebM. The whole picture is copied
+packet for packet (``add_stream_from_template``: no re-encode, no quality loss, bit-identical bytes, every packet
+kept); a trimmed span is copied when that can be frame-exact and re-encoded otherwise (see
+:mod:`.mux_picture`). The audio is trimmed or zero-padded to the picture's duration and starts with its first
+frame, so it stays in sync in every player. Optionally the original soundtrack is kept as a second track.
+
+:func:`choose_container` decides the container from the input's picture codec before anything runs ("auto":
+.mp4, else .mkv, else .mov). :func:`provenance_tags` / :func:`read_provenance` write and read the generation
+settings as a container tag.
 
 Every file is written to a hidden temporary file in the destination folder and renamed into place only when it is
 complete, so a failure never leaves a half-written file, and an existing file is never replaced unless
@@ -14,6 +19,8 @@ names the way ComfyUI's SaveAudio/SaveVideo nodes do.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import math
 import os
@@ -27,7 +34,8 @@ import av
 import numpy as np
 import torch
 
-from .video.probe import VideoInputError, open_container, probe_video, select_video_stream
+from .mux_picture import copied_packets, encoded_packets, plan_cut, scan_packets
+from .video.probe import open_container, probe_video, select_video_stream
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,10 @@ CONTAINERS: dict[str, tuple[str, tuple[str, ...], str]] = {
 _ENCODERS = {"opus": "libopus"}
 _DEFAULT_BITRATE = {"aac": 256_000, "opus": 192_000}
 _LAYOUTS = {1: "mono", 2: "stereo"}
+# containers "auto" tries, in order, for the input's picture codec
+AUTO_ORDER = (".mp4", ".mkv", ".mov")
+# the provenance JSON's key inside the "comment" tag
+PROVENANCE_KEY = "kling_foley"
 # how far ahead of the video the generated audio is encoded while copying (keeps the muxer's buffer small)
 _AUDIO_LEAD = 0.5
 
@@ -58,11 +70,12 @@ class OutputExistsError(MuxError):
 @dataclass
 class MuxResult:
     path: Path
-    video_duration: float  # seconds from the first to the end of the last video frame
+    video_duration: float  # seconds of picture written (from the first to the end of the last frame)
     audio_samples: int  # samples written per channel, at ``sample_rate``
     sample_rate: int  # rate of the encoded track (Opus forces 48 kHz)
     audio_codec: str
     kept_original_audio: bool
+    picture: str = "copied"  # or "re-encoded"
 
 
 # ----------------------------------------------------------------------------------------------- file naming
@@ -143,25 +156,6 @@ def _pick_rate(codec: av.Codec, sr: int) -> int:
     return min(higher) if higher else max(rates)
 
 
-def _video_extent(path: Path) -> tuple[Fraction, Fraction]:
-    """(first frame time, end of last frame) of the video stream in seconds, from packet timestamps (no decode)."""
-    with open_container(path) as c:
-        s = select_video_stream(c, path)
-        tb = s.time_base
-        first = last_end = None
-        default = Fraction(1) / Fraction(s.average_rate or s.guessed_rate or 25)
-        for p in c.demux(s):
-            if p.pts is None:
-                continue
-            t = Fraction(p.pts) * tb
-            end = t + (Fraction(p.duration) * tb if p.duration else default)
-            first = t if first is None else min(first, t)
-            last_end = end if last_end is None else max(last_end, end)
-    if first is None:
-        raise VideoInputError(path, "no_frames", "has no video packets with timestamps; re-encode it")
-    return first, last_end
-
-
 class _AudioTrack:
     """Encodes a (C, T) float waveform into an output stream in frame-sized pieces, on demand."""
 
@@ -220,7 +214,142 @@ class _AudioTrack:
         out.mux(self.stream.encode(None))
 
 
+# ----------------------------------------------------------------------------------------------- containers
+
+
+def _format_of(ext: str) -> str:
+    return CONTAINERS[ext][0]
+
+
+def _can_copy(fmt: str, stream) -> bool:
+    """True if FFmpeg's ``fmt`` muxer takes ``stream`` by stream copy (a trial header written to memory)."""
+    try:
+        with av.open(io.BytesIO(), "w", format=fmt) as out:
+            out.add_stream_from_template(stream)
+            out.start_encoding()
+    except (ValueError, av.error.FFmpegError):
+        return False
+    return True
+
+
+def _as_extension(container: str) -> str:
+    ext = "." + str(container).strip().lower().lstrip(".")
+    if ext not in CONTAINERS:
+        raise MuxError(f"container: '{container}' is not supported; use auto or one of "
+                       f"{', '.join(e[1:] for e in sorted(CONTAINERS))}")
+    return ext
+
+
+def choose_container(video_path: str | os.PathLike, container: str = "auto", *,
+                     reencode_picture: bool = False) -> str:
+    """The output extension for ``video_path``'s picture, decided before anything runs (a header is written to
+    memory, nothing is decoded).
+
+    ``container`` is "auto" or an extension ("mp4", ".mkv"...). "auto" takes the first of .mp4, .mkv, .mov that
+    can hold the picture codec by stream copy (.mp4 for H.264/HEVC/AV1/VP9/MPEG-4/MJPEG, .mov for Cinepak).
+    An explicit container that cannot hold it raises :class:`ContainerError` (with the container that would),
+    unless ``reencode_picture`` (then every container works: the picture becomes H.264, VP9 for .webm).
+    """
+    auto = str(container).strip().lower() == "auto"
+    wanted = None if auto else _as_extension(container)
+    if reencode_picture:
+        return wanted or AUTO_ORDER[0]
+    with open_container(video_path) as c:
+        stream = select_video_stream(c, video_path)
+        codec = stream.codec_context.name
+        if wanted is not None and _can_copy(_format_of(wanted), stream):
+            return wanted
+        fits = next((e for e in AUTO_ORDER if e != wanted and _can_copy(_format_of(e), stream)), None)
+    if auto and fits:
+        return fits
+    raise ContainerError(Path(video_path), codec, wanted, fits)
+
+
+class ContainerError(MuxError):
+    """The picture codec cannot be stream-copied into the container. ``fits`` is one that can (or None)."""
+
+    def __init__(self, video: Path, codec: str, ext: str | None, fits: str | None):
+        self.video, self.codec, self.ext, self.fits = video, codec, ext, fits
+        where = ext or "any of " + ", ".join(AUTO_ORDER)
+        fix = (f"choose {fits[1:]} (or auto), or re-encode the picture (reencode_picture)" if fits
+               else "re-encode the picture (reencode_picture)")
+        super().__init__(f"container: the picture codec '{codec}' of '{video.name}' cannot be stored in {where} "
+                         f"without re-encoding; {fix}")
+
+
+# ----------------------------------------------------------------------------------------------- provenance
+
+
+def provenance_tags(provenance: dict | None) -> dict[str, str]:
+    """Container tags that carry ``provenance`` (model, sampler, steps, seed, cfg, watermark...): a "comment"
+    holding ``{"kling_foley": {...}}`` as JSON, a tag that MP4, MOV, Matroska, WebM, WAV and FLAC all keep."""
+    if not provenance:
+        return {}
+    if not isinstance(provenance, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float, bool)) for k, v in provenance.items()):
+        raise MuxError("provenance: expected a dict of str -> str/number, got "
+                       f"{type(provenance).__name__} {str(provenance)[:80]!r}")
+    try:
+        return {"comment": json.dumps({PROVENANCE_KEY: provenance}, sort_keys=True, allow_nan=False)}
+    except ValueError:
+        raise MuxError("provenance: a value is NaN or infinite; pass finite numbers") from None
+
+
+def read_provenance(path: str | os.PathLike) -> dict:
+    """The provenance dict :func:`provenance_tags` wrote into a media file, or {} when it has none."""
+    path = Path(path)
+    if not path.is_file():
+        raise MuxError(f"'{path}' is not a file; pass the path of a video or audio file")
+    try:
+        with av.open(str(path)) as c:
+            tags = [c.metadata] + [s.metadata for s in c.streams]
+    except av.error.FFmpegError:
+        raise MuxError(f"'{path}' is not a media file FFmpeg can read; pass a video or audio file") from None
+    for value in (v for t in tags for k, v in t.items() if k.lower() in ("comment", PROVENANCE_KEY)):
+        try:
+            found = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(found, dict) and isinstance(found.get(PROVENANCE_KEY), dict):
+            return found[PROVENANCE_KEY]
+    return {}
+
+
+def _check_metadata(metadata) -> dict[str, str]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict) or not all(isinstance(k, str) and k and isinstance(v, str)
+                                                 for k, v in metadata.items()):
+        raise MuxError(f"metadata: expected a dict of str -> str tags, got {str(metadata)[:80]!r}")
+    return dict(metadata)
+
+
 # ----------------------------------------------------------------------------------------------- public API
+
+
+def _decode_audio_span(path: Path, t0: Fraction, seconds: Fraction) -> tuple[np.ndarray, int]:
+    """The input's first soundtrack from ``t0`` (absolute seconds) for ``seconds``, as float (C<=2, T)."""
+    with open_container(path) as c:
+        a = c.streams.audio[0]
+        rate = a.rate
+        layout = "mono" if a.channels == 1 else "stereo"
+        n = int(round(seconds * rate))
+        out = np.zeros((1 if layout == "mono" else 2, n), np.float32)
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        pos = None
+        for frame in c.decode(a):
+            if pos is None:
+                t = Fraction(frame.pts) * frame.time_base if frame.pts is not None else Fraction(0)
+                pos = int(round((t - t0) * rate))
+            for f in resampler.resample(frame):
+                x = f.to_ndarray()
+                lo, hi = max(0, pos), min(n, pos + x.shape[1])
+                if hi > lo:
+                    out[:, lo:hi] = x[:, lo - pos:hi - pos]
+                pos += x.shape[1]
+            if pos >= n:
+                break
+    return out, rate
 
 
 def mux_audio(
@@ -232,19 +361,30 @@ def mux_audio(
     audio_codec: str | None = None,
     bitrate: int | None = None,
     keep_original_audio: bool = False,
-    audio_offset: float = 0.0,
+    start: float = 0.0,
+    duration: float | None = None,
+    reencode_picture: bool = False,
+    metadata: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> MuxResult:
-    """Write ``out_path``: the picture of ``video_path`` (stream copy) plus ``audio`` as the first audio track.
+    """Write ``out_path``: the picture of ``video_path`` from ``start`` for ``duration`` seconds, plus ``audio``
+    (generated for that span) as the first audio track.
 
     Args:
         audio: (C, T) or (1, C, T) float waveform in [-1, 1], C = 1 or 2 (a ComfyUI AUDIO waveform works).
         sample_rate: rate of ``audio`` in Hz; encoders that need another rate (Opus: 48 kHz) get it resampled.
-        out_path: .mp4/.m4v/.mov (AAC default) or .mkv (FLAC default) or .webm (Opus).
+        out_path: .mp4/.m4v/.mov (AAC default) or .mkv (FLAC default) or .webm (Opus);
+            :func:`choose_container` picks one that holds the input's picture codec.
         audio_codec: override the default for the container (see ``CONTAINERS``).
-        keep_original_audio: copy the input's own soundtrack as a second track (stream copy).
-        audio_offset: seconds after the first video frame where ``audio`` begins (e.g. the trim start it was
-            generated for); the rest of the track is silence. The track always spans the video's duration.
+        keep_original_audio: add the input's own soundtrack (the same span) as a second track: stream-copied
+            when the whole picture is, else re-encoded with ``audio_codec``.
+        start, duration: the span in seconds from the video stream's start (``duration=None``: to the end), the
+            one the audio was generated for (the Load Video node's start/length). The whole video is stream-copied
+            as it is; a trimmed span is copied when its frames are one run of packets from a keyframe (cut points
+            snapped to the nearest frame), else re-encoded frame-exact (see :mod:`kling_foley_core.mux_picture`).
+            The audio is trimmed or zero-padded to the output's picture and starts with it.
+        reencode_picture: re-encode the picture even when it could be copied (H.264 CRF 18; VP9 for .webm).
+        metadata: container tags (e.g. ``provenance_tags(...)``).
         overwrite: replace an existing ``out_path`` (atomically); otherwise :class:`OutputExistsError`.
     """
     # 1. Check everything cheap before touching the output.
@@ -261,59 +401,81 @@ def mux_audio(
         raise MuxError(f"sample_rate: expected an integer rate in Hz (e.g. 44100), got {sample_rate!r}")
     sample_rate = int(sample_rate)
     wave = _as_channels_first(audio)
+    tags = _check_metadata(metadata)
+    if not (isinstance(start, (int, float)) and math.isfinite(start) and start >= 0):
+        raise MuxError(f"start: expected seconds >= 0, got {start!r}")
+    if duration is not None and not (isinstance(duration, (int, float)) and math.isfinite(duration)
+                                     and duration > 0):
+        raise MuxError(f"duration: expected seconds > 0 (or None for the rest of the video), got {duration!r}")
     _check_destination(out_path, overwrite)
-    probe_video(video_path)  # clear errors for a bad input video, before any output exists
-    first, end = _video_extent(video_path)
-    duration = end - first
-    n_samples = int(round(duration * sample_rate))
-    wave = _fit_length(wave, n_samples, int(round(audio_offset * sample_rate)))
+    info = probe_video(video_path)  # clear errors for a bad input video, before any output exists
+    if not reencode_picture:
+        choose_container(video_path, ext, reencode_picture=False)  # ContainerError naming the fix
+    index = scan_packets(video_path)
+    span_start = Fraction(start).limit_denominator(1_000_000)  # 0.48 means 12/25, not 0.47999...
+    span_end = None if duration is None else span_start + Fraction(duration).limit_denominator(1_000_000)
+    try:
+        cut = plan_cut(index, span_start, span_end, reencode_picture)
+    except ValueError as e:
+        raise MuxError(f"start/duration: {e}; pass a span inside the video") from None
+    first_abs = Fraction(index.origin) * index.time_base + cut.zero  # input time of the output's first frame
+    track_start = first_abs if cut.mode == "all" else Fraction(0)  # "all" keeps the input's timestamps
+    offset = int(round((span_start - cut.zero) * sample_rate))  # where the audio's t = 0 falls in the output
+    wave = _fit_length(wave, int(round(cut.duration * sample_rate)), offset)
 
     # 2. Write to a temporary file, then publish it.
     kept = False
+    options = {"movflags": "use_metadata_tags"} if tags and fmt in ("mp4", "mov") else {}
     with atomic_output(out_path, overwrite=overwrite) as tmp:
         try:
-            with open_container(video_path) as src, av.open(str(tmp), "w", format=fmt) as out:
+            with open_container(video_path) as src, av.open(str(tmp), "w", format=fmt, options=options) as out:
                 v_in = select_video_stream(src, video_path)
-                if v_in.codec_context.name not in out.supported_codecs:
-                    raise MuxError(f"the video codec '{v_in.codec_context.name}' of '{video_path}' cannot be stored "
-                                   f"in {ext} without re-encoding; choose .mkv (takes almost any codec) or .mp4")
-                v_out = out.add_stream_from_template(v_in)
-                track = _AudioTrack(out, codec_name, wave, sample_rate, first, bitrate)
-                track.stream.metadata["title"] = "Kling-Foley"
-                a_in = a_out = None
-                if keep_original_audio and src.streams.audio:
-                    a_in = src.streams.audio[0]
-                    if a_in.codec_context.name not in out.supported_codecs:
-                        raise MuxError(f"keep_original_audio: the original '{a_in.codec_context.name}' track cannot "
-                                       f"be copied into {ext}; use .mkv or keep_original_audio=False")
+                if cut.mode == "encode":
+                    v_out, pictures = encoded_packets(video_path, index, cut, out, info.rotation)
+                else:
+                    v_out = out.add_stream_from_template(v_in)
+                tracks = [_AudioTrack(out, codec_name, wave, sample_rate, track_start, bitrate)]
+                tracks[0].stream.metadata["title"] = "Kling-Foley"
+                a_in = src.streams.audio[0] if keep_original_audio and src.streams.audio else None
+                a_out = None
+                if a_in is not None and cut.mode == "all" and a_in.codec_context.name in out.supported_codecs:
                     a_out = out.add_stream_from_template(a_in)
                     a_out.metadata["title"] = "original"
-                    kept = True
+                elif a_in is not None:
+                    original, rate = _decode_audio_span(video_path, first_abs, cut.duration)
+                    tracks.append(_AudioTrack(out, codec_name, original, rate, track_start, bitrate))
+                    tracks[1].stream.metadata["title"] = "original"
                 elif keep_original_audio:
                     log.info("mux: '%s' has no soundtrack to keep", video_path)
-                streams = [v_in] + ([a_in] if a_in is not None else [])
-                for packet in src.demux(streams):
-                    if packet.dts is None:  # demux's end-of-stream flush packets
-                        continue
-                    if packet.stream is v_in and packet.pts is not None:
-                        # keep the generated audio a little ahead of the picture: bounded interleaving buffer
-                        t = float(Fraction(packet.pts) * packet.time_base - first)
-                        track.feed_until(t + _AUDIO_LEAD, out)
-                        packet.stream = v_out
-                    else:
+                kept = a_in is not None
+                out.metadata.update(tags)
+                if cut.mode != "encode":
+                    pictures = copied_packets(src, v_in, index, cut, [a_in] if a_out is not None else [])
+                for packet in pictures:
+                    if a_out is not None and packet.stream is a_in:
                         packet.stream = a_out
+                    else:
+                        if packet.pts is not None:
+                            # keep the audio a little ahead of the picture: bounded interleaving buffer
+                            t = float(packet.pts * packet.time_base - track_start)
+                            for track in tracks:
+                                track.feed_until(t + _AUDIO_LEAD, out)
+                        packet.stream = v_out
                     out.mux(packet)
-                track.finish(out)
+                for track in tracks:
+                    track.finish(out)
         except av.error.FFmpegError as e:
             raise MuxError(f"mux: FFmpeg could not write '{out_path.name}' ({e.strerror or e}); nothing was "
                            "written") from None
-    log.info("mux: wrote %s (%.3fs video, %s audio %d Hz%s)", out_path, float(duration), codec_name, track.rate,
-             ", original audio kept" if kept else "")
-    return MuxResult(path=out_path, video_duration=float(duration), audio_samples=track.out_samples,
-                     sample_rate=track.rate, audio_codec=codec_name, kept_original_audio=kept)
+    picture = "re-encoded" if cut.mode == "encode" else "copied"
+    log.info("mux: wrote %s (%.3fs video %s, %s audio %d Hz%s)", out_path, float(cut.duration), picture, codec_name,
+             tracks[0].rate, ", original audio kept" if kept else "")
+    return MuxResult(path=out_path, video_duration=float(cut.duration), audio_samples=tracks[0].out_samples,
+                     sample_rate=tracks[0].rate, audio_codec=codec_name, kept_original_audio=kept, picture=picture)
 
 
 _SF_DEFAULT_SUBTYPE = {".wav": "PCM_24", ".flac": "PCM_24"}
+_SF_TAGS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license", "tracknumber", "genre")
 
 
 def save_audio(
@@ -322,12 +484,14 @@ def save_audio(
     sample_rate: int,
     *,
     subtype: str | None = None,
+    metadata: dict[str, str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Save a (C, T) / (1, C, T) / (T,) float waveform as .wav or .flac (soundfile), atomically, no clobbering.
 
     ``subtype`` is soundfile's (default PCM_24; "FLOAT" for 32-bit float WAV). Values outside [-1, 1] are clipped
-    by the PCM subtypes, as any player would.
+    by the PCM subtypes, as any player would. ``metadata``: tags among title, comment, artist, ... (those WAV's
+    INFO chunk and FLAC's comments both hold; e.g. ``provenance_tags(...)``).
     """
     import soundfile as sf
 
@@ -342,8 +506,15 @@ def save_audio(
     if not sf.check_format(fmt, sub):
         raise MuxError(f"subtype: '{sub}' is not valid for {ext}; try PCM_16, PCM_24" + (" or FLOAT" if ext == ".wav"
                                                                                          else ""))
+    tags = _check_metadata(metadata)
+    unknown = sorted(set(tags) - set(_SF_TAGS))
+    if unknown:
+        raise MuxError(f"metadata: {ext} files cannot hold the tag(s) {', '.join(unknown)}; use {', '.join(_SF_TAGS)}")
     x = _as_channels_first(waveform, "waveform")
     _check_destination(path, overwrite)
     with atomic_output(path, overwrite=overwrite) as tmp:
-        sf.write(str(tmp), x.T, int(sample_rate), subtype=sub, format=fmt)  # soundfile wants (T, C)
+        with sf.SoundFile(str(tmp), "w", int(sample_rate), x.shape[0], sub, format=fmt) as f:
+            for key, value in tags.items():
+                setattr(f, key, value)
+            f.write(x.T)  # soundfile wants (T, C)
     return path

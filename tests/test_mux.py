@@ -11,7 +11,8 @@ import soundfile as sf
 import torch
 
 from kling_foley_core import mux as mux_mod
-from kling_foley_core.mux import MuxError, OutputExistsError, mux_audio, save_audio
+from kling_foley_core.mux import (MuxError, OutputExistsError, mux_audio, provenance_tags, read_provenance,
+                                  save_audio)
 from kling_foley_core.video import VideoInputError
 from video_clips import write_clip
 
@@ -90,13 +91,14 @@ def test_mkv_flac_keeps_original_track_and_pads(tmp_path):
     assert orig_rate == 16000 and orig.shape[1] >= 1.6 * 16000 - 1024
 
 
-def test_audio_offset_places_audio(tmp_path):
-    src = write_clip(tmp_path / "src.mp4", n=50, rate=25, size=(32, 24))
+def test_trimmed_span_places_audio_and_cuts_picture(tmp_path):
+    src = write_clip(tmp_path / "src.mp4", n=50, rate=25, size=(32, 24))  # 2.0 s
     out = tmp_path / "out.mkv"
-    mux_audio(src, _click_track(0.5, 0.1), SR, out, audio_offset=1.2)  # generated for a trim starting at 1.2 s
+    res = mux_audio(src, _click_track(0.5, 0.1), SR, out, start=1.2)  # generated for a trim starting at 1.2 s
+    assert res.video_duration == pytest.approx(0.8, abs=1e-6)
     wave, _, t0 = _decode_audio(out)
-    assert wave.shape[1] == 2 * SR
-    assert t0 + int(np.argmax(np.abs(wave[0]))) / SR == pytest.approx(1.3, abs=1e-3)
+    assert wave.shape[1] == round(0.8 * SR)
+    assert t0 + int(np.argmax(np.abs(wave[0]))) / SR == pytest.approx(0.1, abs=1e-3)
 
 
 def test_opus_is_resampled_to_48k(tmp_path):
@@ -189,3 +191,37 @@ def test_save_audio_wav_flac(tmp_path):
     with pytest.raises(MuxError, match="subtype"):
         save_audio(tmp_path / "b.flac", x, 16000, subtype="FLOAT")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flac", "a.wav"]
+
+
+PROVENANCE = {"model": "foley-tiny", "sampler": "euler", "steps": 25, "seed": 7, "cfg": 4.5, "watermark": True}
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov", ".mkv", ".webm"])
+def test_provenance_round_trip_in_videos(tmp_path, ext):
+    src = write_clip(tmp_path / "src.mp4", n=10, rate=25, size=(32, 24))
+    out = tmp_path / f"o{ext}"
+    src = src if ext != ".webm" else write_clip(tmp_path / "src.webm", n=10, rate=25, size=(32, 24), codec="libvpx")
+    mux_audio(src, torch.zeros(2, 100), SR, out, metadata=provenance_tags(PROVENANCE))
+    assert read_provenance(out) == PROVENANCE
+    assert read_provenance(src) == {}  # an untagged file
+
+
+@pytest.mark.parametrize("ext", [".wav", ".flac"])
+def test_provenance_round_trip_in_audio_files(tmp_path, ext):
+    p = save_audio(tmp_path / f"a{ext}", torch.zeros(2, 100), SR, metadata=provenance_tags(PROVENANCE))
+    assert read_provenance(p) == PROVENANCE
+    with pytest.raises(MuxError, match="cannot hold the tag"):
+        save_audio(tmp_path / f"b{ext}", torch.zeros(2, 100), SR, metadata={"kling_foley": "x"})
+
+
+def test_provenance_errors(tmp_path):
+    with pytest.raises(MuxError, match="provenance: expected a dict"):
+        provenance_tags({"steps": [25]})
+    with pytest.raises(MuxError, match="NaN"):
+        provenance_tags({"cfg": float("nan")})
+    assert provenance_tags(None) == {}
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(MuxError, match="not a media file"):
+        read_provenance(tmp_path / "notes.txt")
+    with pytest.raises(MuxError, match="not a file"):
+        read_provenance(tmp_path)
