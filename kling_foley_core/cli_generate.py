@@ -54,6 +54,62 @@ def generate_overrides(args: argparse.Namespace) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in sets.items()] + list(args.overrides)
 
 
+OUTPUT_EXTENSIONS = (".mp4", ".mov", ".mkv")  # the Mux Video node's containers
+
+
+def output_container(args: argparse.Namespace, video: Path) -> str:
+    """The Mux Video container for ``--output`` (or "auto"), checked against the video's picture codec and the
+    destination before any model runs."""
+    from .mux import ContainerError, choose_container
+    from .video.probe import VideoInputError
+
+    out = Path(args.output) if getattr(args, "output", None) else None
+    reencode = any("reencode_picture=true" in o.replace(" ", "").lower() for o in args.overrides)
+    if out is not None:
+        ext = out.suffix.lower()
+        if ext not in OUTPUT_EXTENSIONS:
+            raise SystemExitError(f"--output {out}: name a {', '.join(OUTPUT_EXTENSIONS)} file")
+        if out.exists() or out.is_symlink():
+            raise SystemExitError(f"--output {out}: already exists and is never overwritten; choose another name")
+        if not out.parent.is_dir():
+            raise SystemExitError(f"--output {out}: the folder '{out.parent}' does not exist; create it first")
+    try:
+        ext = choose_container(video, out.suffix if out is not None else "auto", reencode_picture=reencode)
+    except ContainerError as e:
+        fix = f"use --output {out.with_suffix(e.fits)} or " if e.fits and out is not None else ""
+        raise SystemExitError(f"{'--output ' + str(out) if out else 'video'}: the picture codec '{e.codec}' of "
+                              f"'{video.name}' cannot be stored in {e.ext or 'mp4, mkv or mov'} without re-encoding; "
+                              f"{fix}re-encode it with --set \"Mux Video.reencode_picture=true\"") from None
+    except VideoInputError as e:
+        raise SystemExitError(str(e)) from None
+    return ext[1:] if out is not None else "auto"
+
+
+def _move_output(result, out: Path) -> None:
+    """Move the muxed file to ``--output`` without ever replacing a file (hard link, else an atomic copy)."""
+    import os
+    import shutil
+
+    from .mux import atomic_output
+    from .runner import paths
+
+    root = paths.get_output_directory()
+    made = [Path(root, f.get("subfolder", ""), f["filename"]) for f in result.saved_files()
+            if Path(f["filename"]).suffix.lower() == out.suffix.lower()]
+    if not made:
+        raise SystemExitError(f"--output {out}: the workflow saved no {out.suffix} file (does it have a Mux Video "
+                              "node?)")
+    try:
+        os.link(made[-1], out)
+    except FileExistsError:
+        raise SystemExitError(f"--output {out}: appeared while generating; the result stays at {made[-1]}") from None
+    except OSError:  # another file system, or no hard links there
+        with atomic_output(out) as tmp:
+            shutil.copyfile(made[-1], tmp)
+    os.unlink(made[-1])
+    print(f"moved {made[-1]} to {out}")
+
+
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", help="the (silent) video to add sound to")
     p.add_argument("--prompt", default="", help="describe the sound (optional)")
@@ -69,6 +125,10 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.input=value",
                    help="any further override, as for 'kling-foley run'")
     p.add_argument("--output-dir", default=None, help="folder for results (default ./output)")
+    p.add_argument("--output", default=None, metavar="PATH",
+                   help="write the video to PATH (.mp4, .mov or .mkv; never overwritten). Its container must hold "
+                        "the input's picture codec (checked before any model runs); default: "
+                        "<output-dir>/kling_foley/<name>_00001 with the container chosen from the codec")
     p.add_argument("--models-dir", default=None, action="append", help="model folder root (see 'run --help')")
     p.add_argument("--node-module", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--output-node", action="append", default=None, help=argparse.SUPPRESS)
@@ -77,11 +137,15 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None, extra: list[str] = ()) -> int:
     overrides = generate_overrides(args) + list(extra)  # a missing video is reported before anything is loaded
     workflow = find_workflow(args.workflow)
+    container = output_container(args, Path(args.video))  # before any model runs; a --set may still override it
+    overrides.insert(0, f"Mux Video.container={json.dumps(container)}")
     _setup(args)
     runner = _make_runner(args, node_classes)
     result = runner.run(str(workflow), overrides=overrides, on_event=_event_logger(getattr(args, "verbose", False)))
     print(f"workflow {workflow.stem}")
     _report(result)
+    if getattr(args, "output", None):
+        _move_output(result, Path(args.output))
     return EXIT_OK
 
 

@@ -32,7 +32,6 @@ from typing import Iterator
 
 import av
 import numpy as np
-import torch
 
 from .mux_picture import copied_packets, encoded_packets, plan_cut, scan_packets
 from .video.probe import open_container, probe_video, select_video_stream
@@ -112,8 +111,8 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
 
 def _as_channels_first(waveform, what: str = "audio") -> np.ndarray:
     """Accept (C, T), (1, C, T) (a ComfyUI AUDIO waveform with batch 1) or (T,) -> float32 (C, T)."""
-    if isinstance(waveform, torch.Tensor):
-        x = waveform.detach().to("cpu", torch.float32).numpy()
+    if hasattr(waveform, "detach"):  # a torch tensor (torch is not imported here: the CLI checks stay light)
+        x = waveform.detach().cpu().float().numpy()
     else:
         x = np.asarray(waveform, dtype=np.float32)
     if x.ndim == 3:
