@@ -138,3 +138,33 @@ def test_all_errors_raised_together_before_any_node_runs():
     ne = exc.value.node_errors()
     assert ne["3"]["class_type"] == "TSampler" and len(ne["3"]["errors"]) == 2
     assert {e["type"] for e in ne["3"]["errors"]} == {"value_bigger_than_max", "value_not_in_list"}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), "nan", "Infinity", 10 ** 400])
+def test_non_finite_numbers_fail_the_range_check_instead_of_passing_it(value):
+    wf = api_workflow()
+    wf["3"]["inputs"]["cfg"] = value  # NaN compares False with min and max, so it used to pass and run
+    errs = collect_errors(wf, NODES)
+    assert [(e.node_id, e.kind, e.input_name) for e in errs] == [("3", "invalid_input_type", "cfg")]
+    assert "finite number" in errs[0].message and "\n" not in str(errs[0])
+
+
+def test_nan_from_a_set_override_is_rejected_naming_the_input():
+    with pytest.raises(WorkflowValidationError, match=r"node 3 \(TSampler\) input 'cfg': expected a finite number"):
+        WorkflowRunner(NODES).prepare(api_workflow(), ["Sampler.cfg=NaN"])
+
+
+@pytest.mark.parametrize("class_type", [["TSave"], {"a": 1}, 5])
+def test_class_type_that_is_not_a_string_is_a_validation_error(class_type):
+    wf = api_workflow()
+    wf["4"]["class_type"] = class_type  # was: TypeError: unhashable type
+    errs = collect_errors(wf, NODES)
+    assert ("4", "invalid_prompt") in [(e.node_id, e.kind) for e in errs]
+    assert "class_type must be a node class name" in str(errs[0]) + str(errs[-1])
+
+
+@pytest.mark.parametrize("link", [["2", "0"], ["2", float("inf")], ["2", 0.5], [["2"], 0]])
+def test_malformed_link_slots_are_bad_linked_inputs(link):
+    wf = api_workflow()
+    wf["3"]["inputs"]["cond"] = link
+    assert kinds(wf) == [("3", "bad_linked_input", "cond")]

@@ -219,3 +219,57 @@ def test_ksampler_layout_with_boolean_or_string_control_value_and_defaults_for_m
     assert api["3"]["inputs"] == {"seed": 156680208700286, "steps": 20, "cfg": 8, "sampler_name": "euler",
                                   "scheduler": "normal", "denoise": 1}
     assert api["9"]["inputs"] == {"filename_prefix": "ComfyUI"}
+
+
+# ------------------------------------------------------------------------------------------------ hostile files
+from kling_foley_core.runner.workflow import parse_workflow_text  # noqa: E402
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"1": {"class_type": "TSave", "inputs": 5}}, "'inputs' must be an object"),
+    ({"nodes": ["x"], "links": []}, r"nodes\[0\] is a string"),
+    ({"nodes": [{"id": [1], "type": "TSave"}]}, r"nodes\[0\] has no usable id"),
+    ({"nodes": [{"id": 1, "type": ["TSave"]}]}, "'type' must be a node class name"),
+    ({"nodes": [{"id": 1, "type": "TSave", "inputs": 5}]}, "'inputs' must be a list"),
+    ({"nodes": [{"id": 1, "type": "TSave", "inputs": [{"name": "latent", "link": [1]}]}]}, "not a link id"),
+    ({"nodes": [{"id": 1, "type": "TSave", "widgets_values": 3}]}, "widgets_values must be a list"),
+    ({"nodes": [{"id": 1, "type": "TSave"}], "links": 5}, "'links' must be a list"),
+    ({"nodes": [{"id": 1, "type": "TSave"}], "links": [[1, 2, 1e999, 1, 0, "T"]]}, r"links\[0\] is malformed"),
+    ({"nodes": [{"id": 1, "type": "TSave"}], "links": [[1, 2, "0", 1, 0, "T"]]}, r"links\[0\] is malformed"),
+    ({"nodes": [{"id": 1, "type": "TSave"}, {"id": 1, "type": "TLoader"}]}, "node 1 is given twice"),
+])
+def test_malformed_workflows_are_one_line_load_errors(data, needle):
+    with pytest.raises(WorkflowLoadError, match=needle) as exc:
+        load_workflow(data, NODES)
+    assert "\n" not in str(exc.value)
+
+
+def test_duplicate_keys_in_the_file_are_reported_not_last_one_wins(tmp_path):
+    p = tmp_path / "dup.json"
+    p.write_text('{"1": {"class_type": "TLoader", "inputs": {}}, "1": {"class_type": "TSave", "inputs": {}}}')
+    with pytest.raises(WorkflowLoadError, match=r"dup.json gives the key '1' twice"):
+        load_workflow(p, NODES)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("[" * 200_000 + "]" * 200_000, "too deeply"),
+    ('{"1": ' + "[" * 150 + "]" * 150 + "}", "more than 100 levels"),
+    ('{"1": {"class_type": "TSave", "inputs": {"x": ' + "9" * 5000 + "}}}", "not a usable JSON workflow"),
+    ("[1, 2]", "must hold a JSON object, got a list"),
+])
+def test_hostile_json_text_is_a_load_error(text, needle):
+    with pytest.raises(WorkflowLoadError, match=needle):
+        parse_workflow_text(text, "workflow file x.json")
+
+
+def test_a_workflow_dict_that_contains_itself_is_refused():
+    wf = {"1": {"class_type": "TSave", "inputs": {}}}
+    wf["1"]["inputs"]["loop"] = wf
+    with pytest.raises(WorkflowLoadError, match="contains itself"):
+        load_workflow(wf, NODES)
+
+
+@pytest.mark.parametrize("depth", [150, 100_000])
+def test_override_value_nested_too_deeply_is_an_override_error(depth):
+    with pytest.raises(OverrideError, match="too deeply|levels deep"):
+        parse_override("3.seed=" + "[" * depth + "]" * depth)

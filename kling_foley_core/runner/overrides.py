@@ -11,8 +11,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from .errors import OverrideError
+from .errors import OverrideError, WorkflowLoadError
 from .nodeinfo import input_specs
+from .validation import node_class
+from .workflow import check_depth
 
 
 @dataclass(frozen=True)
@@ -25,9 +27,18 @@ class Override:
 
 def parse_value(text: str) -> Any:
     try:
-        return json.loads(text)
-    except (json.JSONDecodeError, ValueError):
+        value = json.loads(text)
+    except ValueError:  # not JSON (or a number with more digits than int() reads): the plain string
         return text
+    except RecursionError:
+        value = text
+    try:
+        check_depth(value, "--set value")
+    except WorkflowLoadError as e:
+        raise OverrideError(str(e)) from None
+    if value is text:
+        raise OverrideError(f"--set value {text[:20]}... nests lists or objects too deeply")
+    return value
 
 
 def parse_override(text: str) -> Override:
@@ -65,7 +76,7 @@ def apply_overrides(prompt: dict, overrides: Iterable[str | Override],
         ov = parse_override(ov) if isinstance(ov, str) else ov
         nid = find_node(prompt, ov.node)
         node = prompt[nid]
-        cls = (node_classes or {}).get(node.get("class_type"))
+        cls = node_class(node, node_classes or {})
         if cls is not None:
             names = [s.name for s in input_specs(cls) if s.category != "hidden"]
             if ov.input not in names:

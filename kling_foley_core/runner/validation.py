@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Any, Iterable, Mapping
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import NodeError, WorkflowValidationError
 from .nodeinfo import (InputSpec, input_specs, is_output_node, return_type_name, return_types, types_match,
@@ -27,8 +29,14 @@ logger = logging.getLogger(__name__)
 PROMPT = "(prompt)"
 
 
+def node_class(node: Mapping, node_classes: Mapping[str, type]) -> type | None:
+    """The class a prompt entry names, or None (unknown, or a class_type that is not even a string)."""
+    ct = node.get("class_type")
+    return node_classes.get(ct) if isinstance(ct, str) else None
+
+
 def output_nodes(prompt: Mapping, node_classes: Mapping[str, type]) -> list[str]:
-    return [nid for nid, n in prompt.items() if (cls := node_classes.get(n.get("class_type"))) and is_output_node(cls)]
+    return [nid for nid, n in prompt.items() if (cls := node_class(n, node_classes)) and is_output_node(cls)]
 
 
 def dependencies(prompt: Mapping, roots: Iterable[str]) -> list[str]:
@@ -91,19 +99,22 @@ def _coerce(spec: InputSpec, value: Any) -> tuple[Any, str | None]:
             try:
                 return int(value.strip()), None
             except ValueError:
-                return value, f"expected an integer, got {value!r}"
+                return value, f"expected an integer, got {_short(value)}"
         return value, f"expected an integer, got {type(value).__name__}"
     if t == "FLOAT":
         if isinstance(value, bool):
             return value, f"expected a number, got a boolean ({value})"
-        if isinstance(value, (int, float)):
-            return float(value), None
-        if isinstance(value, str):
-            try:
-                return float(value.strip()), None
-            except ValueError:
-                return value, f"expected a number, got {value!r}"
-        return value, f"expected a number, got {type(value).__name__}"
+        if not isinstance(value, (int, float, str)):
+            return value, f"expected a number, got {type(value).__name__}"
+        try:
+            number = float(value.strip() if isinstance(value, str) else value)
+        except ValueError:
+            return value, f"expected a number, got {_short(value)}"
+        except OverflowError:  # an integer beyond the float range
+            number = math.inf
+        if not math.isfinite(number):  # NaN passes every range check, so it never gets that far
+            return value, f"expected a finite number, got {_short(value)}"
+        return number, None
     if t == "BOOLEAN":
         if isinstance(value, bool):
             return value, None
@@ -111,14 +122,22 @@ def _coerce(spec: InputSpec, value: Any) -> tuple[Any, str | None]:
             return bool(value), None
         if isinstance(value, str) and value.strip().lower() in ("true", "false"):
             return value.strip().lower() == "true", None
-        return value, f"expected true or false, got {value!r}"
+        return value, f"expected true or false, got {_short(value)}"
     if t == "STRING":
         if isinstance(value, str):
             return value, None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value), None
+            return _short(value, 10_000), None
         return value, f"expected a string, got {type(value).__name__}"
     return value, None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer with more digits than repr() writes
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _choices_text(choices: tuple) -> str:
@@ -142,7 +161,8 @@ class _Validator:
 
     def err(self, nid: str, kind: str, message: str, input_name: str | None = None) -> None:
         class_type = self.prompt.get(nid, {}).get("class_type", "") if nid != PROMPT else ""
-        self.errors.append(NodeError(nid, str(class_type or ""), kind, message, input_name))
+        class_type = class_type if isinstance(class_type, str) else _short(class_type)
+        self.errors.append(NodeError(nid, class_type, kind, message, input_name))
 
     def check_classes(self) -> None:
         known = list(self.classes)
@@ -150,6 +170,8 @@ class _Validator:
             ct = node.get("class_type")
             if not ct:
                 self.err(nid, "invalid_prompt", "node has no class_type")
+            elif not isinstance(ct, str):
+                self.err(nid, "invalid_prompt", f"class_type must be a node class name, got {_short(ct)}")
             elif ct not in self.classes:
                 close = difflib.get_close_matches(str(ct), known, n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else \
@@ -158,7 +180,7 @@ class _Validator:
 
     def check_node(self, nid: str) -> None:
         node = self.prompt[nid]
-        cls = self.classes.get(node.get("class_type"))
+        cls = node_class(node, self.classes)
         if cls is None:
             return
         try:
@@ -179,7 +201,7 @@ class _Validator:
             if isinstance(value, list):
                 if not _is_link(value):
                     self.err(nid, "bad_linked_input",
-                             f"bad linked input {value!r}: must be a [node_id, output_index] pair", spec.name)
+                             f"bad linked input {_short(value)}: must be a [node_id, output_index] pair", spec.name)
                     continue
                 self._check_link(nid, spec, value, received_types, "input_types" in custom_names)
                 continue
@@ -201,7 +223,7 @@ class _Validator:
         if src not in self.prompt:
             self.err(nid, "linked_node_missing", f"linked to node {src}, which is not in the workflow", spec.name)
             return
-        src_cls = self.classes.get(self.prompt[src].get("class_type"))
+        src_cls = node_class(self.prompt[src], self.classes)
         if src_cls is None:
             return  # reported as unknown_node_type
         outs = return_types(src_cls)
@@ -222,15 +244,18 @@ class _Validator:
         if spec.type in ("INT", "FLOAT"):
             lo, hi = spec.options.get("min"), spec.options.get("max")
             if lo is not None and value < lo:
-                self.err(nid, "value_smaller_than_min", f"value {value} is smaller than the minimum {lo}", spec.name)
+                self.err(nid, "value_smaller_than_min", f"value {_short(value)} is smaller than the minimum {lo}",
+                         spec.name)
             elif hi is not None and value > hi:
-                self.err(nid, "value_bigger_than_max", f"value {value} is bigger than the maximum {hi}", spec.name)
+                self.err(nid, "value_bigger_than_max", f"value {_short(value)} is bigger than the maximum {hi}",
+                         spec.name)
         elif spec.type == "COMBO" and spec.choices is not None:
             if value not in spec.choices:
-                close = difflib.get_close_matches(str(value), [str(c) for c in spec.choices], n=1)
+                close = difflib.get_close_matches(value if isinstance(value, str) else _short(value),
+                                                 [str(c) for c in spec.choices], n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 self.err(nid, "value_not_in_list",
-                         f"value {value!r} is not one of: {_choices_text(spec.choices)}{hint}", spec.name)
+                         f"value {_short(value)} is not one of: {_choices_text(spec.choices)}{hint}", spec.name)
 
     def _custom(self, nid, cls, specs, inputs, names, has_kwargs, received_types) -> None:
         declared = {s.name for s in specs}

@@ -26,7 +26,8 @@ import copy
 import json
 import logging
 import os
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from .errors import WorkflowLoadError
 from .nodeinfo import CONTROL_VALUES, input_specs
@@ -38,23 +39,90 @@ VIRTUAL_NODES = frozenset({"Reroute", "PrimitiveNode", "Note", "MarkdownNote"})
 _NOTE_NODES = frozenset({"Note", "MarkdownNote"})
 
 
+MAX_DEPTH = 100  # nesting of objects/lists; real workflows stay below 20, and deeper would exhaust recursion
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_duplicates(pairs: list) -> dict:
+    """``object_pairs_hook``: a key given twice (e.g. a node id) is an error, not last-one-wins."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def parse_workflow_text(text: str, where: str = "workflow") -> dict:
+    """Parse a workflow's JSON text; every problem is a one-line ``WorkflowLoadError`` that starts with ``where``."""
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except _DuplicateKey as e:
+        raise WorkflowLoadError(f"{where} gives the key {e.args[0]!r} twice in one object (a node id or an input "
+                                f"written twice); keep one") from None
+    except json.JSONDecodeError as e:
+        raise WorkflowLoadError(f"{where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise WorkflowLoadError(f"{where} nests lists or objects too deeply to be a workflow") from None
+    except ValueError as e:  # e.g. a number with more digits than int() reads
+        raise WorkflowLoadError(f"{where} is not a usable JSON workflow: {e}") from None
+    if not isinstance(data, dict):
+        raise WorkflowLoadError(f"{where} must hold a JSON object, got {_json_kind(data)}")
+    check_depth(data, where)
+    return data
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def check_depth(data: Any, where: str = "workflow") -> None:
+    """Refuse values nested deeper than ``MAX_DEPTH`` (or holding themselves) before anything recurses into them.
+
+    Level by level, each container counted once per level, so shared sub-objects cost no more than a tree.
+    """
+    level: Any = [data] if isinstance(data, (Mapping, list, tuple)) else []
+    for _ in range(MAX_DEPTH):
+        below: dict = {}
+        for value in level:
+            for child in value.values() if isinstance(value, Mapping) else value:
+                if isinstance(child, (dict, list, tuple)) or (not isinstance(child, _SCALARS)
+                                                              and isinstance(child, Mapping)):
+                    below[id(child)] = child
+        if not below:
+            return
+        level = below.values()
+    raise WorkflowLoadError(f"{where} nests lists or objects more than {MAX_DEPTH} levels deep (or contains "
+                            f"itself); a workflow never does")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list",
+            dict: "an object"}.get(type(value), type(value).__name__)
+
+
 def load_workflow_file(path: str | os.PathLike) -> dict:
     """Read a workflow JSON file; errors name the file."""
     path = os.fspath(path)
+    where = f"workflow file {path}"
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
-        raise WorkflowLoadError(f"workflow file {path} does not exist") from None
+        raise WorkflowLoadError(f"{where} does not exist") from None
     except IsADirectoryError:
         raise WorkflowLoadError(f"workflow path {path} is a directory; give a .json workflow file") from None
-    except json.JSONDecodeError as e:
-        raise WorkflowLoadError(f"workflow file {path} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except OSError as e:  # permission, symlink loop, ...
+        raise WorkflowLoadError(f"{where} cannot be read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise WorkflowLoadError(f"workflow file {path} is not UTF-8 text; give a ComfyUI workflow .json") from None
-    if not isinstance(data, dict):
-        raise WorkflowLoadError(f"workflow file {path} must hold a JSON object, got {type(data).__name__}")
-    return data
+        raise WorkflowLoadError(f"{where} is not UTF-8 text; give a ComfyUI workflow .json") from None
+    return parse_workflow_text(text, where)
 
 
 def detect_format(data: Mapping) -> str:
@@ -83,29 +151,42 @@ def to_api_prompt(data: Mapping, node_classes: Mapping[str, type]) -> dict:
 
 def load_workflow(source: str | os.PathLike | Mapping, node_classes: Mapping[str, type]) -> dict:
     """A workflow file path or dict (either format) → API-format prompt."""
-    data = source if isinstance(source, Mapping) else load_workflow_file(source)
+    if isinstance(source, Mapping):
+        check_depth(source)
+        data = source
+    elif isinstance(source, (str, os.PathLike)):
+        data = load_workflow_file(source)
+    else:
+        raise WorkflowLoadError(f"a workflow is a file path or a dict, got {type(source).__name__}")
     return to_api_prompt(data, node_classes)
 
 
 def normalize_api(prompt: Mapping) -> dict:
-    """Deep copy with string node ids and ``[str(id), int(slot)]`` links (JSON numbers become ints)."""
+    """Deep copy with string node ids and ``[str(id), int(slot)]`` links (JSON numbers become ints).
+
+    The node's ``class_type`` is kept whatever it is: validation reports one that is not a known class name.
+    """
     out: dict = {}
     for node_id, node in prompt.items():
         if not isinstance(node, Mapping):
-            raise WorkflowLoadError(f"node {node_id} of the API workflow is not an object")
-        inputs = node.get("inputs") or {}
+            raise WorkflowLoadError(f"node {node_id} of the API workflow is {_json_kind(node)}, not an object")
+        inputs = node.get("inputs", {})
+        if inputs is None:
+            inputs = {}
         if not isinstance(inputs, Mapping):
-            raise WorkflowLoadError(f"node {node_id}: 'inputs' must be an object, got {type(inputs).__name__}")
+            raise WorkflowLoadError(f"node {node_id}: 'inputs' must be an object, got {_json_kind(inputs)}")
         new_inputs = {}
         for name, value in inputs.items():
             if _is_link(value):
-                value = [str(value[0]), int(value[1]) if _is_intlike(value[1]) else value[1]]
+                value = [str(value[0]), int(value[1])]
             else:
                 value = copy.deepcopy(value)
             new_inputs[str(name)] = value
-        entry = {"class_type": node.get("class_type"), "inputs": new_inputs}
+        entry = {"class_type": copy.deepcopy(node.get("class_type")), "inputs": new_inputs}
         if isinstance(node.get("_meta"), Mapping):
-            entry["_meta"] = dict(node["_meta"])
+            entry["_meta"] = copy.deepcopy(dict(node["_meta"]))
+        if str(node_id) in out:
+            raise WorkflowLoadError(f"node id {node_id!r} is given twice in the API workflow; keep one")
         out[str(node_id)] = entry
     return out
 
@@ -121,48 +202,116 @@ def _is_link(value: Any) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- UI format
-def _link_table(links: list) -> dict:
+def _ref(value: Any) -> int | str | None:
+    """A node or link id as saved (an integer or a string), else None."""
+    if isinstance(value, str) and value:
+        return value
+    if _is_intlike(value):
+        return int(value)
+    return None
+
+
+def _link_table(links: Any) -> dict:
+    """``{link id: (origin id, origin slot, target id, target slot, type)}``; a record with a null end is skipped
+    (the frontend leaves those behind), one of the wrong shape is an error."""
+    if links is None:
+        return {}
+    if not isinstance(links, list):
+        raise WorkflowLoadError(f"UI workflow: 'links' must be a list, got {_json_kind(links)}")
     table = {}
-    for link in links or []:
+    for k, link in enumerate(links):
         if isinstance(link, Mapping):  # newer frontends may store objects
-            lid = link.get("id")
-            rec = (link.get("origin_id"), link.get("origin_slot"), link.get("target_id"), link.get("target_slot"),
-                   link.get("type"))
-        elif isinstance(link, (list, tuple)) and len(link) >= 5:
-            lid, rec = link[0], (link[1], link[2], link[3], link[4], link[5] if len(link) > 5 else None)
+            fields = [link.get(f) for f in ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")]
+        elif isinstance(link, list) and len(link) >= 5:
+            fields = list(link[:6]) + [None] * (6 - len(link[:6]))
         else:
+            raise WorkflowLoadError(f"UI workflow: links[{k}] is {_json_kind(link)}, not a link record "
+                                    f"[id, origin, slot, target, slot, type]")
+        if None in fields[:5]:
             continue
-        if lid is None or None in rec[:4]:
-            continue
-        table[lid] = rec
+        lid, origin, target = _ref(fields[0]), _ref(fields[1]), _ref(fields[3])
+        slots = [int(v) if _is_intlike(v) else None for v in (fields[2], fields[4])]
+        if None in (lid, origin, target, *slots):
+            raise WorkflowLoadError(f"UI workflow: links[{k}] is malformed (ids must be integers or strings and "
+                                    f"slots integers): {_short(link)}")
+        if lid in table:
+            raise WorkflowLoadError(f"UI workflow: link id {lid!r} is given twice in 'links'; keep one")
+        table[lid] = (origin, slots[0], target, slots[1], fields[5])
     return table
 
 
-def _check_unsupported(data: Mapping) -> None:
-    subgraphs = ((data.get("definitions") or {}).get("subgraphs") or [])
-    sub_ids = {s.get("id") for s in subgraphs if isinstance(s, Mapping)}
-    group_nodes = ((data.get("extra") or {}).get("groupNodes") or {})
-    for node in data.get("nodes") or []:
-        t = node.get("type")
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _ui_nodes(nodes: list) -> dict:
+    """``{str(id): node}`` of a UI workflow's ``nodes`` list, each node's shape checked."""
+    out: dict = {}
+    for k, node in enumerate(nodes):
+        if not isinstance(node, Mapping):
+            raise WorkflowLoadError(f"UI workflow: nodes[{k}] is {_json_kind(node)}, not a node object")
+        nid = _ref(node.get("id"))
+        if nid is None:
+            raise WorkflowLoadError(f"UI workflow: nodes[{k}] has no usable id (got {_short(node.get('id'))})")
+        where = f"UI workflow: node {nid}"
+        if str(nid) in out:
+            raise WorkflowLoadError(f"{where} is given twice in 'nodes'; keep one")
+        if not isinstance(node.get("type"), str) or not node["type"]:
+            raise WorkflowLoadError(f"{where}: 'type' must be a node class name, got {_short(node.get('type'))}")
+        mode = node.get("mode", MODE_ALWAYS)
+        if mode is not None and not _is_intlike(mode):
+            raise WorkflowLoadError(f"{where}: 'mode' must be a number (0 always, 2 muted, 4 bypassed), got "
+                                    f"{_short(mode)}")
+        inputs = node.get("inputs")
+        if inputs is not None and not isinstance(inputs, list):
+            raise WorkflowLoadError(f"{where}: 'inputs' must be a list, got {_json_kind(inputs)}")
+        for j, inp in enumerate(inputs or []):
+            if not isinstance(inp, Mapping):
+                raise WorkflowLoadError(f"{where}: inputs[{j}] is {_json_kind(inp)}, not an input object")
+            if not isinstance(inp.get("name"), str):
+                raise WorkflowLoadError(f"{where}: inputs[{j}] has no name (got {_short(inp.get('name'))})")
+            if inp.get("link") is not None and _ref(inp["link"]) is None:
+                raise WorkflowLoadError(f"{where}: input '{inp['name']}' links to {_short(inp['link'])}, which is "
+                                        f"not a link id")
+        values = node.get("widgets_values")
+        if values is not None and not isinstance(values, (list, Mapping)):
+            raise WorkflowLoadError(f"{where} ({node['type']}): widgets_values must be a list, got "
+                                    f"{_json_kind(values)}")
+        out[str(nid)] = node
+    return out
+
+
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _check_unsupported(data: Mapping, nodes: dict) -> None:
+    subgraphs = _mapping(data.get("definitions")).get("subgraphs")
+    sub_ids = {s.get("id") for s in subgraphs if isinstance(s, Mapping) and isinstance(s.get("id"), str)} \
+        if isinstance(subgraphs, list) else set()
+    group_nodes = _mapping(_mapping(data.get("extra")).get("groupNodes"))
+    for nid, node in nodes.items():
+        t = node["type"]
         if t in sub_ids:
             raise WorkflowLoadError(
-                f"node {node.get('id')} is a subgraph; the headless runner does not expand subgraphs yet: "
+                f"node {nid} is a subgraph; the headless runner does not expand subgraphs yet: "
                 f"unpack it in ComfyUI (right click > Unpack Subgraph) or export the workflow in API format"
             )
-        if isinstance(t, str) and (t.startswith("workflow>") or t.startswith("workflow/") or t in group_nodes):
+        if t.startswith("workflow>") or t.startswith("workflow/") or t in group_nodes:
             raise WorkflowLoadError(
-                f"node {node.get('id')} is a group node ({t}); convert it back to nodes in ComfyUI or export "
+                f"node {nid} is a group node ({t}); convert it back to nodes in ComfyUI or export "
                 f"the workflow in API format"
             )
 
 
 class _UIGraph:
     def __init__(self, data: Mapping):
-        self.nodes = {str(n.get("id")): n for n in data.get("nodes") or [] if n.get("id") is not None}
-        self.links = _link_table(data.get("links") or [])
+        self.nodes = _ui_nodes(data.get("nodes"))
+        self.links = _link_table(data.get("links"))
 
     def node_inputs(self, node: Mapping) -> list:
-        return [i for i in node.get("inputs") or [] if isinstance(i, Mapping)]
+        return list(node.get("inputs") or [])
 
     def resolve(self, link_id: Any, want_type: str | None) -> tuple | None:
         """Follow a link through reroutes, primitives and bypassed nodes.
@@ -171,14 +320,15 @@ class _UIGraph:
         """
         seen = set()
         while True:
+            link_id = _ref(link_id)
             if link_id is None or link_id in seen or link_id not in self.links:
                 return None
             seen.add(link_id)
             origin_id, origin_slot, _tid, _tslot, _type = self.links[link_id]
             origin = self.nodes.get(str(origin_id))
             if origin is None:  # dangling link: keep it so validation names the missing node
-                return ("link", str(origin_id), int(origin_slot))
-            otype, omode = origin.get("type"), origin.get("mode", MODE_ALWAYS)
+                return ("link", str(origin_id), origin_slot)
+            otype, omode = origin["type"], origin.get("mode", MODE_ALWAYS)
             if otype == "Reroute":
                 ins = self.node_inputs(origin)
                 link_id = ins[0].get("link") if ins else None
@@ -191,9 +341,9 @@ class _UIGraph:
             if omode == MODE_NEVER:
                 return None  # the frontend drops inputs that point at muted nodes
             if omode == MODE_BYPASS:
-                link_id = self._bypass_input(origin, int(origin_slot), want_type)
+                link_id = self._bypass_input(origin, origin_slot, want_type)
                 continue
-            return ("link", str(origin_id), int(origin_slot))
+            return ("link", str(origin_id), origin_slot)
 
     def _bypass_input(self, node: Mapping, origin_slot: int, want_type: str | None) -> Any:
         ins = self.node_inputs(node)
@@ -247,8 +397,6 @@ def _widget_values_for(node: Mapping, specs: list, class_type: str) -> dict:
                 i += 1
             if spec.has_upload_widget and len(raw) - i > needed_after:
                 i += 1  # the upload button's value ("image", "video", ...)
-    elif raw is not None:
-        raise WorkflowLoadError(f"node {node.get('id')} ({class_type}): widgets_values must be a list")
     for spec in widgets:
         if spec.name not in values:
             default = _widget_default(spec)
@@ -259,15 +407,15 @@ def _widget_values_for(node: Mapping, specs: list, class_type: str) -> dict:
 
 def ui_to_api(data: Mapping, node_classes: Mapping[str, type]) -> dict:
     """Convert a UI-format (litegraph) workflow to API format, as the ComfyUI frontend does on *Queue*."""
-    _check_unsupported(data)
     graph = _UIGraph(data)
+    _check_unsupported(data, graph.nodes)
     prompt: dict = {}
     for node_id, node in graph.nodes.items():
-        class_type = node.get("type")
+        class_type = node["type"]
         if class_type in VIRTUAL_NODES or node.get("mode", MODE_ALWAYS) in (MODE_NEVER, MODE_BYPASS):
             continue
         entry: dict = {"class_type": class_type, "inputs": {}}
-        if node.get("title"):
+        if isinstance(node.get("title"), str) and node["title"]:
             entry["_meta"] = {"title": node["title"]}
         prompt[node_id] = entry
         cls = node_classes.get(class_type)
