@@ -111,8 +111,11 @@ class KlingFoleyLoadVideo:
                 "video_upload": True,
                 "tooltip": "A video in ComfyUI's input folder (or a sub-folder); upload one with the button."})
         else:
-            source = ("STRING", {"default": "", "tooltip": "Path of the video file to add sound to (absolute, "
-                                                           "or relative to the working folder)."})
+            # video_upload: in ComfyUI this input is an upload COMBO, so the UI workflows saved there hold the
+            # upload button's value after the path; the headless reader skips it.
+            source = ("STRING", {"default": "", "video_upload": True,
+                                 "tooltip": "Path of the video file to add sound to (absolute, or relative to the "
+                                            "working folder)."})
         return {"required": {"video_path": source, **_range_inputs()}}
 
     @classmethod

@@ -53,8 +53,12 @@ class InputSpec:
 
     @property
     def has_upload_widget(self) -> bool:
-        """COMBOs with an upload button get one more serialized widget value ("image", "video", ...)."""
-        return self.type == "COMBO" and any(self.options.get(k) for k in _UPLOAD_OPTIONS)
+        """COMBOs with an upload button get one more serialized widget value ("image", "video", ...).
+
+        A STRING that declares an upload option is a path input that the node shows as such a COMBO inside
+        ComfyUI (e.g. Load Video, whose headless input takes any path): a save made in ComfyUI holds that value.
+        """
+        return self.type in ("COMBO", "STRING") and any(self.options.get(k) for k in _UPLOAD_OPTIONS)
 
 
 def _parse_one(name: str, decl: Any, category: str) -> InputSpec:
