@@ -17,11 +17,10 @@ class KlingFoleyHunyuanLoader:
     FUNCTION = "load"
 
     @classmethod
-    def VALIDATE_INPUTS(cls, dit, vae):
-        # ComfyUI files one VALIDATE_INPUTS answer under every input it takes, so each problem names its input
-        problems = [f"{field}: {ok}" for field, name in (("dit", dit), ("vae", vae))
-                    if (ok := C.check_model("hunyuan", name, (TINY,))) is not True]
-        return "; ".join(problems) or True
+    def VALIDATE_INPUTS(cls, dit):
+        # dit only: ComfyUI files a VALIDATE_INPUTS answer under every input it takes, so a missing DiT would be
+        # reported for 'vae' too. 'vae' keeps the list check (a missing file is named for 'vae' alone) and load().
+        return C.check_model("hunyuan", dit, (TINY,))
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -56,7 +55,11 @@ class KlingFoleyHunyuanLoader:
         if vae == TINY:
             codec = DacVae(**tiny_dac_config()).eval()
         else:
-            codec = load_dac_vae(find_model("hunyuan", vae), device=device)
+            try:
+                vae_path = find_model("hunyuan", vae)
+            except ValueError as e:
+                raise node_error("Kling-Foley HunyuanVideo-Foley Loader", f"vae: {e}") from None
+            codec = load_dac_vae(vae_path, device=device)
         if blocks_to_swap:
             enable_block_swap(model, blocks_to_swap, device)
         else:

@@ -1,6 +1,7 @@
 """Inside ComfyUI the pack reads only ComfyUI's folders, takes core's VIDEO, and its loaders list and dispatch
 model folders; errors name ComfyUI's folders. ComfyUI is faked by a ``folder_paths`` (and ``comfy_api``) module."""
 import gc
+import inspect
 import io
 import json
 import shutil
@@ -189,16 +190,27 @@ def test_vae_loader_refuses_a_folder_that_is_not_a_mel_vae_before_running(comfy)
     assert "'odd' is not a Mel-VAE" in msg and "BigVGANVocoder" in msg
 
 
-def test_hunyuan_loader_names_the_input_whose_file_is_missing(tmp_path):
+def test_hunyuan_loader_reports_a_missing_file_for_its_own_input_only(tmp_path):
+    from kling_foley_core.runner.validation import collect_errors
+    from kling_foley_core.runner.workflow import load_workflow
+
+    prompt = load_workflow(Path(__file__).resolve().parents[1] / "workflows" / "video_to_audio_hunyuan_tiny.json", NODES)
+    loader = next(n for n in prompt.values() if n["class_type"] == "KlingFoleyHunyuanLoader")
     paths.set_models_directory(tmp_path)
     try:
-        loader = NODES["KlingFoleyHunyuanLoader"]
-        dit_missing = loader.VALIDATE_INPUTS("xxl.pth", TINY)
-        vae_missing = loader.VALIDATE_INPUTS(TINY, "vae_128d_48k.pth")
+        for field, name in (("dit", "hunyuanvideo_foley.pth"), ("vae", "vae_128d_48k.pth")):
+            loader["inputs"].update(dit=TINY, vae=TINY)
+            loader["inputs"][field] = name
+            errors = [e for e in collect_errors(json.loads(json.dumps(prompt)), NODES)
+                      if e.class_type == "KlingFoleyHunyuanLoader"]
+            assert errors and all(name in e.message for e in errors), errors
+            assert {e.input_name for e in errors} <= {field, None}, errors  # None: the node's own VALIDATE_INPUTS
+        with pytest.raises(ValueError, match=r"HunyuanVideo-Foley Loader: vae: .*vae_128d_48k.pth"):
+            NODES["KlingFoleyHunyuanLoader"]().load(TINY, "vae_128d_48k.pth", "fp32")
     finally:
         paths.set_models_directory(None)
-    assert dit_missing.startswith("dit: ") and "xxl.pth" in dit_missing and "vae:" not in dit_missing
-    assert vae_missing.startswith("vae: ") and "vae_128d_48k.pth" in vae_missing and "dit:" not in vae_missing
+    # ComfyUI files a VALIDATE_INPUTS answer under every input the method takes: it must take the DiT's alone
+    assert list(inspect.signature(NODES["KlingFoleyHunyuanLoader"].VALIDATE_INPUTS).parameters) == ["dit"]
 
 
 def test_errors_inside_comfyui_name_comfyuis_folders_not_the_cli_options(comfy):
