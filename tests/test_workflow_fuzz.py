@@ -164,8 +164,9 @@ def fuzz(cases: int, seed: int, classes: dict, *, report=None) -> list[tuple[str
 
 def _node_classes() -> dict:
     from kling_foley_core.cli import load_node_classes
+    from test_workflows_shipped import COMFY_CORE  # ComfyUI's own nodes that two shipped workflows start from
 
-    return load_node_classes()
+    return {**load_node_classes(), **COMFY_CORE}
 
 
 def test_shipped_workflows_in_both_formats_load_and_validate():

@@ -18,7 +18,8 @@ over its widget value (widgets converted to inputs keep a slot in ``widgets_valu
 source through, PrimitiveNodes become the literal value they hold, Note/MarkdownNote are dropped, muted nodes
 (mode 2) are dropped together with the inputs that pointed at them, and bypassed nodes (mode 4) are dropped
 with each consumer rewired to the bypassed node's input of the same type (the slot at the same index first).
-Subgraphs and group nodes are reported as unsupported rather than guessed.
+Subgraphs (``definitions.subgraphs``) are expanded into their nodes first (see ``subgraphs``); group nodes (the
+older ``extra.groupNodes``) are reported as unsupported rather than guessed.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Any
 
 from .errors import WorkflowLoadError
 from .nodeinfo import CONTROL_VALUES, input_specs
+from .subgraphs import expand_subgraphs
 
 logger = logging.getLogger(__name__)
 
@@ -287,17 +289,9 @@ def _mapping(value: Any) -> Mapping:
 
 
 def _check_unsupported(data: Mapping, nodes: dict) -> None:
-    subgraphs = _mapping(data.get("definitions")).get("subgraphs")
-    sub_ids = {s.get("id") for s in subgraphs if isinstance(s, Mapping) and isinstance(s.get("id"), str)} \
-        if isinstance(subgraphs, list) else set()
     group_nodes = _mapping(_mapping(data.get("extra")).get("groupNodes"))
     for nid, node in nodes.items():
         t = node["type"]
-        if t in sub_ids:
-            raise WorkflowLoadError(
-                f"node {nid} is a subgraph; the headless runner does not expand subgraphs yet: "
-                f"unpack it in ComfyUI (right click > Unpack Subgraph) or export the workflow in API format"
-            )
         if t.startswith("workflow>") or t.startswith("workflow/") or t in group_nodes:
             raise WorkflowLoadError(
                 f"node {nid} is a group node ({t}); convert it back to nodes in ComfyUI or export "
@@ -407,6 +401,7 @@ def _widget_values_for(node: Mapping, specs: list, class_type: str) -> dict:
 
 def ui_to_api(data: Mapping, node_classes: Mapping[str, type]) -> dict:
     """Convert a UI-format (litegraph) workflow to API format, as the ComfyUI frontend does on *Queue*."""
+    data = expand_subgraphs(data)
     graph = _UIGraph(data)
     _check_unsupported(data, graph.nodes)
     prompt: dict = {}
