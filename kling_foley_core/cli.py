@@ -170,7 +170,7 @@ def _batch_arguments(p: argparse.ArgumentParser) -> None:
     _add_common(p)
     p.add_argument("--inputs", required=True, help="folder of input videos, one run per file")
     p.add_argument("--set-input", required=True, metavar="NODE.input",
-                   help="the input that receives each file's path (e.g. 'Load Video.video')")
+                   help="the input that receives each file's path (e.g. 'Load Video.video_path')")
     p.add_argument("--extensions", default=",".join(VIDEO_EXTENSIONS),
                    help="comma-separated file extensions to pick up (default: common video types)")
     p.add_argument("--name-input", default=None, metavar="NODE.input",
