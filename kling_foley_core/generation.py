@@ -13,7 +13,9 @@ from typing import Callable, Optional
 
 import torch
 
+from .offload import execution_device, onload
 from .sampling import CFGDenoiser, make_schedule, sample
+from .sampling.context import AudioContext, ContextError, ContextVelocity, invert
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,8 @@ class FoleyConditions:
     seconds_start: float = 0.0
     empty_text_f: Optional[torch.Tensor] = None  # (1, Nt, text_dim): the encoder's features of "" (for models
     # that store no empty-text placeholder, e.g. HunyuanVideo-Foley)
+    context: Optional[AudioContext] = None  # known audio (Foley extension, editing, reference): sampling/context.py
+    latent_frames: Optional[int] = None  # explicit latent length (a reference prepended to the target)
 
     @property
     def batch_size(self) -> int:
@@ -106,14 +110,35 @@ class PreparedFlow:
     uncond: object
     shape: tuple[int, ...]
     to_vae: Callable[[torch.Tensor], torch.Tensor]
+    from_vae: Callable[[torch.Tensor], torch.Tensor] = None  # VAE latents (B, C, N) → the sampler's layout
+    time_axis: int = 1  # the frame axis of the sampler's layout
 
 
-def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: bool) -> PreparedFlow:
+def context_path(transformer) -> str:
+    """Which context path a model takes: ``pathway`` (trained FoleyGenEx injection) or ``training-free``."""
+    return "pathway" if getattr(transformer, "has_context_input", False) else "training-free"
+
+
+def latent_frames(transformer, cond: FoleyConditions, duration: float) -> int:
+    """Latent length of the span to generate."""
+    if hasattr(transformer, "forward_native"):
+        return int(transformer.latent_length(duration))
+    return int(cond.latent_frames or transformer.sequence_lengths(duration).latent)
+
+
+def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None) -> PreparedFlow:
     """Kling-Foley / MMAudio MM-DiT: channels-last latents in a normalised space."""
     b = cond.batch_size
+
+    def from_vae(x):
+        return transformer.normalize(x.transpose(1, 2).to(transformer.device, torch.float32))  # (B, C, N) → (B, N, C)
+
+    extra = {}
+    if placed is not None and context_path(transformer) == "pathway":
+        extra = {"context": from_vae(placed.latents), "context_known": placed.known}
     prepared = transformer.prepare_conditions(cond.clip_f, cond.sync_f, cond.text_f, duration=duration,
-                                              text_mask=cond.text_mask, seconds_start=cond.seconds_start,
-                                              batch_size=b)
+                                              latent_seq_len=cond.latent_frames, text_mask=cond.text_mask,
+                                              seconds_start=cond.seconds_start, batch_size=b, **extra)
     uncond = None
     if guided:
         uncond = transformer.get_empty_conditions(b, like=prepared, negative_text_f=cond.negative_text_f,
@@ -122,10 +147,11 @@ def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: 
     def to_vae(x):
         return transformer.unnormalize(x).transpose(1, 2).contiguous()  # (B, N, C) → (B, C, N)
 
-    return PreparedFlow(prepared, uncond, (b, prepared.latent_seq_len, transformer.config.latent_dim), to_vae)
+    return PreparedFlow(prepared, uncond, (b, prepared.latent_seq_len, transformer.config.latent_dim), to_vae,
+                        from_vae, time_axis=1)
 
 
-def _prepare_hunyuan(transformer, cond: FoleyConditions, duration: float, guided: bool) -> PreparedFlow:
+def _prepare_hunyuan(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None) -> PreparedFlow:
     """HunyuanVideo-Foley DiT: channels-first DAC latents at 50 Hz; text is required (CLAP), and the uncond
     branch uses the negative prompt's features or, without one, the encoder's features of ""."""
     if cond.text_f is None or cond.clip_f is None:
@@ -144,14 +170,16 @@ def _prepare_hunyuan(transformer, cond: FoleyConditions, duration: float, guided
         uncond = transformer.get_empty_conditions(neg, batch_size=b, clip_len=cond.clip_f.shape[1],
                                                   sync_len=cond.sync_f.shape[1] if cond.sync_f is not None
                                                   else lens["sync_len"], latent_len=n)
-    return PreparedFlow(prepared, uncond, (b, transformer.latent_channels, n), lambda x: x)
+    return PreparedFlow(prepared, uncond, (b, transformer.latent_channels, n), lambda x: x,
+                        lambda x: x.to(transformer.device, torch.float32), time_axis=2)
 
 
-def prepare_flow(transformer, cond: FoleyConditions, duration: float, guided: bool) -> PreparedFlow:
-    """Dispatch on the transformer family (one place, so every sampler node works with every family)."""
+def prepare_flow(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None) -> PreparedFlow:
+    """Dispatch on the transformer family (one place, so every sampler node works with every family).
+    ``placed`` is the audio context laid on the span (models with a context pathway take it as an input)."""
     if hasattr(transformer, "forward_native"):  # the HunyuanVideo-Foley DiT (native time 1000 → 0)
-        return _prepare_hunyuan(transformer, cond, duration, guided)
-    return _prepare_mmdit(transformer, cond, duration, guided)
+        return _prepare_hunyuan(transformer, cond, duration, guided, placed)
+    return _prepare_mmdit(transformer, cond, duration, guided, placed)
 
 
 def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,
@@ -162,13 +190,36 @@ def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettin
     Conditions are projected once and reused at every step; cond and uncond run in one batched forward unless
     ``settings.batched_cfg`` is off.
     """
+    from .reference import reference_conditions
+
+    ctx, n_drop = cond.context, 0
+    if ctx is not None and ctx.mode == "reference":
+        cond, n_drop = reference_conditions(transformer, cond, ctx)
+        ctx = cond.context
     duration = check_duration(cond.duration, transformer)
     timesteps = make_schedule(settings.schedule, settings.steps, settings.shift)
-    flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0)
-    denoiser = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg)
-    x0 = initial_noise(flow.shape, seed=seed, generator=generator, device=transformer.device)
+    onload(transformer)  # an offloaded model comes to its device before its conditions are projected
+    placed = None
+    if ctx is not None:
+        placed = ctx.placed(latent_frames(transformer, cond, duration), cond.batch_size)
+        log.info("audio context (%s, %.2f s known): %s path", ctx.mode, float(placed.known[0].sum()) /
+                 ctx.latent_rate, context_path(transformer))
+    flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0, placed=placed)
+    velocity = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg)
+    x0 = initial_noise(flow.shape, seed=seed, generator=generator, device=execution_device(transformer))
     with torch.inference_mode():
-        x1 = sample(settings.sampler, denoiser, x0, timesteps, callback=callback)
+        if placed is not None:
+            c = flow.from_vae(placed.latents)
+            known = placed.known.to(c.device).unsqueeze(3 - flow.time_axis)  # (B, N, 1) or (B, 1, N)
+            z = x0 + c if context_path(transformer) == "pathway" else x0  # FoleyGenEx: context summed with noise
+            if ctx.invert:  # editing: the window starts from the existing audio's inverted latent
+                unguided = CFGDenoiser(transformer, flow.cond, None, 1.0)
+                x0 = invert(ContextVelocity(unguided, c, z, known), c, timesteps, callback=callback)
+            velocity = ContextVelocity(velocity, c, z, known)
+            x0 = velocity.start(x0)
+        x1 = sample(settings.sampler, velocity, x0, timesteps, callback=callback)
+        if n_drop:
+            x1 = x1.narrow(flow.time_axis, n_drop, x1.shape[flow.time_axis] - n_drop)
         return flow.to_vae(x1).float()
 
 
@@ -178,8 +229,9 @@ def decode_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     if latents.ndim != 3 or latents.shape[1] != channels:
         raise GenerationError(f"latents of shape {tuple(latents.shape)} do not fit this Mel-VAE, which decodes "
                               f"(batch, {channels}, frames); use the VAE the model was trained with")
+    onload(vae)
     with torch.inference_mode():
-        return vae.decode(latents.to(vae.device, vae.dtype)).float()
+        return vae.decode(latents.to(execution_device(vae), vae.dtype)).float()
 
 
 def stereo_video_features(mono2stereo, clip_f: torch.Tensor | None, sync_f: torch.Tensor | None):
@@ -210,7 +262,8 @@ def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None) -> tor
         raise GenerationError(f"mel of shape {tuple(mel.shape)} does not fit this vocoder ({vocoder.n_mels} mel "
                               f"bands); pick the vocoder of the VAE's sample rate")
     b, c = mel.shape[:2]
-    dev = next(vocoder.parameters()).device if any(True for _ in vocoder.parameters()) else torch.device("cpu")
+    onload(vocoder)
+    dev = execution_device(vocoder)
     with torch.inference_mode():
         wave = vocoder(mel.reshape(b * c, *mel.shape[2:]).to(dev)).float()  # (B*C, T)
     wave = wave.reshape(b, c, -1).cpu()

@@ -36,6 +36,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ..layers import ChannelLastConv1d, ConvSwiGLU, RopeCache, SwiGLU, TimestepEmbedding
+from .context_embed import ContextEmbedding, clip_times, known_at_times, sync_token_times
 from .duration import DurationEmbedding, DurationError, SequenceLengths, as_seconds, sequence_lengths
 from .mmdit_blocks import FinalBlock, JointBlock, StreamBlock
 from .sync_layout import TOKENS_PER_WINDOW, overlap_average, resample_to_latents
@@ -67,6 +68,7 @@ class PreparedConditions:
     seconds_total: torch.Tensor | None = None  # (B,)
     clip_seq_len: int = 0
     sync_seq_len: int = 0
+    context_emb: torch.Tensor | None = None  # (B, N, D) known audio's share of the audio stream (FoleyGenEx)
 
     @property
     def batch_size(self) -> int:
@@ -94,6 +96,11 @@ class PreparedConditions:
         def cat_opt(a, b):
             return None if a is None or b is None else torch.cat([a, b], dim=0)
 
+        ctx = None
+        if self.context_emb is not None or other.context_emb is not None:
+            ctx = torch.cat([c.context_emb if c.context_emb is not None else c.sync_f.new_zeros(c.sync_f.shape)
+                             for c in (self, other)], dim=0)
+
         return PreparedConditions(
             clip_f=torch.cat([self.clip_f, other.clip_f], dim=0),
             sync_f=torch.cat([self.sync_f, other.sync_f], dim=0),
@@ -104,6 +111,7 @@ class PreparedConditions:
             seconds_total=cat_opt(self.seconds_total, other.seconds_total),
             clip_seq_len=self.clip_seq_len,
             sync_seq_len=self.sync_seq_len,
+            context_emb=ctx,
         )
 
     def to(self, device=None, dtype=None) -> "PreparedConditions":
@@ -148,6 +156,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         sync_layout: how Synchformer tokens reach the latent frames: ``"windows"`` (MMAudio: window-major order
             stretched by nearest neighbour) or ``"time"`` (overlapping windows averaged per 2-frame slot, then
             interpolated at each latent frame's own time; see ``sync_layout.py``).
+        context_input: FoleyGenEx's conditional injection (``context_embed.py``): known audio latents and their
+            mask enter the audio stream, and the mask is mirrored onto the video features. Off for MMAudio
+            checkpoints (they use the training-free context path of ``sampling/context.py``).
     """
 
     _supports_gradient_checkpointing = False
@@ -161,7 +172,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                  use_duration: bool = False, duration_fourier_dim: int = 256, learned_empty_text: bool = False,
                  final_cond: str = "global", sample_rate: int = 44100, mel_hop: int = 512,
                  latent_downsample: int = 2, default_duration: float = 8.0, max_duration: float = 30.0,
-                 sync_layout: str = "windows"):
+                 sync_layout: str = "windows", context_input: bool = False):
         super().__init__()
         if sync_layout not in ("windows", "time"):
             raise ValueError(f"sync_layout={sync_layout!r} must be 'windows' (MMAudio) or 'time' (see sync_layout.py)")
@@ -207,6 +218,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         self.fused_blocks = nn.ModuleList(
             [StreamBlock(d, num_heads, mlp_ratio, kernel_size=3) for _ in range(fused_depth)])
         self.final_layer = FinalBlock(d, latent_dim)
+        self.context_embed = ContextEmbedding(latent_dim, d) if context_input else None
 
         # Latent statistics of the VAE (normalise before the transformer); identity until a checkpoint sets them.
         self.register_buffer("latent_mean", torch.zeros(1, 1, latent_dim))
@@ -235,6 +247,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                 nn.init.zeros_(m.adaLN_modulation[-1].bias)
         nn.init.zeros_(self.final_layer.conv.weight)
         nn.init.zeros_(self.final_layer.conv.bias)
+        if self.context_embed is not None:  # starts as a no-op: the model computes what it did without context
+            nn.init.zeros_(self.context_embed.out.weight)
+            nn.init.zeros_(self.context_embed.out.bias)
 
     # ----------------------------------------------------------------------------------------------------------
     # Lengths and normalisation
@@ -332,8 +347,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                            seconds_start: float | Sequence[float] | torch.Tensor | None = 0.0,
                            seconds_total: float | Sequence[float] | torch.Tensor | None = None,
                            text_mask: torch.Tensor | None = None, batch_size: int | None = None,
-                           has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None
-                           ) -> PreparedConditions:
+                           has_video: torch.Tensor | None = None, has_text: torch.Tensor | None = None,
+                           has_clip: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                           context_known: torch.Tensor | None = None) -> PreparedConditions:
         """Project the conditioning once per generation.
 
         Args:
@@ -349,6 +365,10 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             has_video, has_text: optional (B,) bool; items marked False use the learned placeholders in a
                 batch where others have the modality (Algorithm 1's per-sample substitution; also how
                 training drops modalities).
+            has_clip: optional (B,) bool like ``has_video`` for the semantic features only (sync kept): TC-VTA.
+            context, context_known: known audio (B, N, latent_dim) in the normalised latent space and its mask
+                (B, N) bool (True = known). Needs ``context_input``; the mask is mirrored onto the video features
+                (known spans see the learned empty features, as in training).
         """
         given = [x for x in (clip_f, sync_f, text_f) if x is not None]
         batch = given[0].shape[0] if given else (batch_size or 1)
@@ -381,9 +401,15 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             keep = self._item_mask("has_video", has_video, batch)[:, None, None]  # (B, 1, 1)
             clip_in = torch.where(keep, clip_in, self.empty_clip_feat[None].to(dt))
             sync_in = torch.where(keep, sync_in, self.empty_sync_feat[None].to(dt))
+        if has_clip is not None:
+            keep = self._item_mask("has_clip", has_clip, batch)[:, None, None]
+            clip_in = torch.where(keep, clip_in, self.empty_clip_feat[None].to(dt))
         if has_text is not None:
             text_in, text_mask = self._substitute_text(text_in, text_mask,
                                                        self._item_mask("has_text", has_text, batch))
+        context_emb = None
+        if context_known is not None:
+            context_emb, clip_in, sync_in = self._inject_context(context, context_known, clip_in, sync_in, n_lat)
         clip_p, sync_p, text_p, pooled = self._project(clip_in, sync_in, text_in, n_lat, text_mask)
 
         start = total_s = None
@@ -395,7 +421,32 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         return PreparedConditions(clip_f=clip_p, sync_f=sync_p, text_f=text_p,
                                   global_c=self._global(pooled, start, total_s), text_mask=text_mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=clip_in.shape[1],
-                                  sync_seq_len=sync_in.shape[1])
+                                  sync_seq_len=sync_in.shape[1], context_emb=context_emb)
+
+    @property
+    def has_context_input(self) -> bool:
+        return self.context_embed is not None
+
+    def _inject_context(self, context, known, clip_in, sync_in, n_lat):
+        """The context branch's embedding, and the video features with known spans replaced by the learned
+        empty features (weights from the latent mask by linear interpolation at each feature's time)."""
+        if self.context_embed is None:
+            raise MMDiTInputError("this model has no context pathway (context_input=False); use the training-free "
+                                  "context path (sampling.context) instead of passing context to the model")
+        b = clip_in.shape[0]
+        if context is None or tuple(context.shape) != (b, n_lat, self.config.latent_dim) or \
+                tuple(known.shape) != (b, n_lat):
+            raise MMDiTInputError(f"context must be (batch, frames, latent_dim) = {(b, n_lat, self.config.latent_dim)} "
+                                  f"with context_known (batch, frames), got "
+                                  f"{None if context is None else tuple(context.shape)} and {tuple(known.shape)}")
+        dev, dt = self.device, self.dtype
+        known = known.to(dev, torch.bool)
+        emb = self.context_embed(context.to(dev, dt), known)  # (B, N, D)
+        w_clip = known_at_times(known, clip_times(clip_in.shape[1], device=dev), self.latent_rate)  # (B, Nc)
+        w_sync = known_at_times(known, sync_token_times(sync_in.shape[1], device=dev), self.latent_rate)
+        clip_in = torch.lerp(clip_in, self.empty_clip_feat[None].to(dt).expand_as(clip_in), w_clip[..., None].to(dt))
+        sync_in = torch.lerp(sync_in, self.empty_sync_feat[None].to(dt).expand_as(sync_in), w_sync[..., None].to(dt))
+        return emb, clip_in, sync_in
 
     def _item_mask(self, name: str, mask: torch.Tensor, batch: int) -> torch.Tensor:
         mask = torch.as_tensor(mask, device=self.device).reshape(-1).to(torch.bool)
@@ -462,10 +513,11 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             else:
                 start = as_seconds(0.0, batch_size, name="seconds_start", device=self.device)
                 total_s = as_seconds(total, batch_size, name="seconds_total", device=self.device)
+        # the known audio is part of the input, not a guided condition: the unconditional branch keeps it
         return PreparedConditions(clip_f=clip_p, sync_f=sync_p, text_f=text_p,
                                   global_c=self._global(pooled, start, total_s), text_mask=mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=n_clip,
-                                  sync_seq_len=n_sync)
+                                  sync_seq_len=n_sync, context_emb=None if like is None else like.context_emb)
 
     # ----------------------------------------------------------------------------------------------------------
     # Per-step work
@@ -488,6 +540,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             raise MMDiTInputError(f"t has {t.numel()} values for a batch of {b}")
 
         x = self.audio_input_proj(latent.to(self.device, self.dtype))  # (B, N, D)
+        if conditions.context_emb is not None:
+            x = x + conditions.context_emb  # FoleyGenEx: W_x·x_t + W_c·[context; mask]
         clip_f, text_f = conditions.clip_f, conditions.text_f
         global_c = (self.t_embed(t) + conditions.global_c)[:, None]  # (B, 1, D)
         extended_c = global_c + conditions.sync_f  # (B, N, D)

@@ -1,0 +1,87 @@
+"""FoleyGenEx's conditional injection (§3.1): known audio enters the MM-DiT's audio stream.
+
+The paper concatenates the masked context latent with ``x_t`` on the channel axis, projects the result and adds a
+ConvPositionEmbedding before the MM-DiT. A linear projection of a concatenation is the sum of two projections,
+``W·[x_t; c] = W_x·x_t + W_c·c``, so the library keeps the existing audio projection for ``x_t`` untouched (every
+MMAudio and foley-tiny checkpoint loads and computes exactly what it did) and adds the context's share as a separate
+branch, :class:`ContextEmbedding`, whose output layer starts at zero. The branch also sees the known-frame mask as
+one extra channel: in the normalised latent space zero is the mean, so "known and zero" and "unknown" must differ.
+It does not depend on the flow time, so it is computed once per generation.
+
+The same known/unknown mask is mirrored onto the video features (the paper's "bilinear mapping" of the audio mask
+onto the semantic features, and the same on the sync tokens): :func:`known_at_times` gives, for any feature whose
+centre time is known, the fraction of it that lies on known audio, by linear interpolation of the latent mask.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .sync_layout import FRAMES_PER_TOKEN, SYNC_FPS, TOKENS_PER_WINDOW
+
+__all__ = ["ContextEmbedding", "ConvPositionEmbedding", "known_at_times", "clip_times", "sync_token_times"]
+
+
+class ConvPositionEmbedding(nn.Module):
+    """Two grouped 1-D convolutions with Mish over time (the F5-TTS / E2-TTS convolutional position embedding):
+    relative position from local context, so it works at any sequence length."""
+
+    def __init__(self, dim: int, kernel_size: int = 31, groups: int = 16):
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size={kernel_size} must be odd")
+        groups = max(g for g in range(1, groups + 1) if dim % g == 0)
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad)
+        self.conv2 = nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.mish(self.conv1(x.transpose(1, 2)))
+        return F.mish(self.conv2(h)).transpose(1, 2)  # (B, N, D)
+
+
+class ContextEmbedding(nn.Module):
+    """Masked context latent + known mask ``(B, N, C+1)`` → the context's share of the audio stream ``(B, N, D)``.
+
+    Zero-initialised output: a model given this branch before training computes what it computed without it."""
+
+    def __init__(self, latent_dim: int, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(latent_dim + 1, dim)
+        self.pos = ConvPositionEmbedding(dim)
+        self.out = nn.Linear(dim, dim)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, context: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+        k = known.to(context.dtype)[..., None]  # (B, N, 1)
+        h = self.proj(torch.cat([context * k, k], dim=-1))  # (B, N, D)
+        h = h + self.pos(h)
+        return self.out(h)  # (B, N, D)
+
+
+def known_at_times(known: torch.Tensor, times: torch.Tensor, latent_rate: float) -> torch.Tensor:
+    """Fraction of known audio at each time (seconds): the latent mask ``(B, N)`` read by linear interpolation
+    between latent frame centres ``(n + 0.5) / latent_rate``. Returns ``(B, len(times))`` in [0, 1]."""
+    b, n = known.shape
+    pos = (times.to(torch.float32) * latent_rate - 0.5).clamp(0, n - 1)  # fractional latent index
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=n - 1)
+    w = (pos - lo.float())[None]
+    k = known.to(torch.float32)
+    return k[:, lo] * (1 - w) + k[:, hi] * w
+
+
+def clip_times(n_clip: int, fps: float = 8.0, device=None) -> torch.Tensor:
+    """Time of each semantic frame (frame i is picked at i / fps)."""
+    return torch.arange(n_clip, device=device, dtype=torch.float32) / fps
+
+
+def sync_token_times(n_sync: int, device=None) -> torch.Tensor:
+    """Centre time of each window-major Synchformer token: token j of window w covers 25 fps frames
+    ``8w + 2j`` and ``8w + 2j + 1``."""
+    w = torch.arange(n_sync // TOKENS_PER_WINDOW, device=device)[:, None]
+    j = torch.arange(TOKENS_PER_WINDOW, device=device)[None]
+    first = (w * 8 + j * FRAMES_PER_TOKEN).flatten().to(torch.float32)
+    return (first + 0.5 * FRAMES_PER_TOKEN) / SYNC_FPS

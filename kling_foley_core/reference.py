@@ -1,0 +1,52 @@
+"""Audio-controlled V2A (FoleyGenEx §3.2, AC-VTA): a reference recording sets the timbre, the video the timing.
+
+The reference's latents are prepended to the span to generate and marked known; the output drops them again. The
+paper's inference setup is followed: the visual and text semantics are zeroed (the model's learned placeholders),
+and a *surrogate reference video* is put before the target video so the sync stream covers the whole span. The
+surrogate is cut or repeated from the target's own sync tokens, whole Synchformer windows at a time (8 tokens,
+one third of a second), which is what encoding the target's frames cut or repeated to the reference's length gives
+when the windows line up. A model with the context pathway also masks the video features on the known span, so the
+surrogate only has to keep the sync stream's length and rhythm.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+
+from .models.sync_layout import TOKENS_PER_WINDOW
+from .sampling.context import AudioContext, ContextError
+
+__all__ = ["reference_conditions", "surrogate_sync"]
+
+
+def surrogate_sync(sync_f: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """``n_tokens`` (a multiple of 8) of sync tokens cut or repeated from ``sync_f`` (B, Ns, C), window by window."""
+    windows = sync_f.shape[1] // TOKENS_PER_WINDOW
+    if windows == 0:
+        raise ContextError("the target video has no complete sync window; the reference mode needs at least 0.64 s")
+    idx = torch.arange(n_tokens // TOKENS_PER_WINDOW, device=sync_f.device) % windows
+    w = sync_f.view(sync_f.shape[0], windows, TOKENS_PER_WINDOW, -1)[:, idx]
+    return w.flatten(1, 2)
+
+
+def reference_conditions(transformer, cond, ctx: AudioContext):
+    """The conditions of the joined span (reference, then target) and the number of latent frames to drop."""
+    if hasattr(transformer, "forward_native"):
+        raise ContextError("the reference mode (AC-VTA) needs an MM-DiT model (Kling-Foley or MMAudio); "
+                           "HunyuanVideo-Foley supports the continue and edit modes")
+    n_ref = ctx.frames
+    n_target = transformer.sequence_lengths(cond.duration).latent
+    total = cond.duration + ctx.seconds
+    sync_f = cond.sync_f
+    if sync_f is not None:
+        need = transformer.sequence_lengths(total).sync
+        n_sur = max(0, need - sync_f.shape[1])
+        n_sur -= n_sur % TOKENS_PER_WINDOW
+        sync_f = torch.cat([surrogate_sync(sync_f, n_sur), sync_f], dim=1) if n_sur else sync_f
+    # the reference covers the start of the joined span: every frame of it is known
+    known = torch.ones(ctx.latents.shape[0], n_ref, dtype=torch.bool, device=ctx.latents.device)
+    joined = replace(cond, duration=total, clip_f=None, text_f=None, text_mask=None, negative_text_f=None,
+                     negative_text_mask=None, sync_f=sync_f, latent_frames=n_ref + n_target,
+                     context=replace(ctx, known=known))
+    return joined, n_ref

@@ -1,0 +1,124 @@
+"""Known audio in sampling (FoleyGenEx): the context pathway, the training-free path, reference and editing."""
+import pytest
+import torch
+
+from kling_foley_core.generation import FoleyConditions, SamplerSettings, context_path, generate_latents
+from kling_foley_core.models.mmdit_presets import build_mmdit
+from kling_foley_core.sampling import SAMPLERS, sample
+from kling_foley_core.sampling.context import AudioContext, ContextError, ContextVelocity
+
+DUR = 2.0
+
+
+def _models():
+    torch.manual_seed(0)
+    plain = build_mmdit("tiny").eval()
+    with torch.no_grad():
+        for p in plain.parameters():  # adaLN-zero / zero output: give the tiny model a signal
+            if float(p.abs().max()) == 0.0:
+                p.normal_(0.0, 0.05)
+    ctx_model = build_mmdit("tiny", context_input=True).eval()
+    missing, unexpected = ctx_model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("context_embed.") for k in missing)
+    return plain, ctx_model
+
+
+def _cond(model, seed=1, context=None, duration=DUR):
+    g = torch.Generator().manual_seed(seed)
+    lens = model.sequence_lengths(duration)
+    c = model.config
+    return FoleyConditions(duration=duration, clip_f=torch.randn(1, lens.clip, c.clip_dim, generator=g),
+                           sync_f=torch.randn(1, lens.sync, c.sync_dim, generator=g),
+                           text_f=torch.randn(1, 4, c.text_dim, generator=g), context=context)
+
+
+def _context(model, mode="continue", seconds=1.0, window=None, seed=2):
+    rate = model.latent_rate
+    n = int(round(seconds * rate))
+    lat = torch.randn(1, model.config.latent_dim, n, generator=torch.Generator().manual_seed(seed))
+    known = torch.ones(1, n, dtype=torch.bool)
+    if window is not None:
+        known[:, int(window[0] * rate):int(window[1] * rate)] = False
+    return AudioContext(lat, known, rate, mode=mode, window=window)
+
+
+def test_zero_initialised_pathway_computes_what_the_plain_model_does():
+    plain, ctx_model = _models()
+    cond = _cond(plain)
+    a = generate_latents(plain, cond, SamplerSettings(steps=3), seed=5)
+    b = generate_latents(ctx_model, cond, SamplerSettings(steps=3), seed=5)
+    assert torch.equal(a, b)
+    # with a context, the zero-initialised branch adds nothing to the network's input either
+    n = plain.sequence_lengths(DUR).latent
+    known = torch.zeros(1, n, dtype=torch.bool)
+    known[:, : n // 2] = True
+    pc = ctx_model.prepare_conditions(cond.clip_f, cond.sync_f, cond.text_f, duration=DUR,
+                                      context=torch.randn(1, n, 8), context_known=known)
+    assert pc.context_emb is not None and float(pc.context_emb.detach().abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("which", ["training-free", "pathway"])
+@pytest.mark.parametrize("sampler", sorted(set(SAMPLERS) - {"adaptive"}))
+def test_known_frames_are_kept_by_every_sampler(which, sampler):
+    plain, ctx_model = _models()
+    model = plain if which == "training-free" else ctx_model
+    if which == "pathway":
+        with torch.no_grad():
+            model.context_embed.out.weight.normal_(0, 0.05)  # a trained branch is not zero
+    assert context_path(model) == which
+    ctx = _context(model, seconds=1.0)
+    out = generate_latents(model, _cond(model, context=ctx), SamplerSettings(sampler=sampler, steps=4), seed=3)
+    k = ctx.frames
+    assert out.shape[-1] == model.sequence_lengths(DUR).latent
+    torch.testing.assert_close(out[..., :k], ctx.latents, atol=1e-5, rtol=1e-5)
+    free = generate_latents(model, _cond(model), SamplerSettings(sampler=sampler, steps=4), seed=3)
+    assert not torch.allclose(out[..., k:], free[..., k:])  # the context changes what follows
+
+
+def test_adaptive_sampler_follows_the_known_line():
+    """The adaptive solver on a toy flow (a random tiny network is too stiff for a fast test)."""
+    g = torch.Generator().manual_seed(0)
+    c, z, target = (torch.randn(1, 6, 3, generator=g) for _ in range(3))
+    known = torch.zeros(1, 6, 1, dtype=torch.bool)
+    known[:, :2] = True
+    vel = ContextVelocity(lambda x, t: target - x, c, z, known)
+    out = sample("adaptive", vel, vel.start(torch.randn(1, 6, 3, generator=g)), torch.linspace(0, 1, 5))
+    torch.testing.assert_close(out[:, :2], c[:, :2], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[:, 2:], c[:, 2:])
+
+
+def test_pathway_masks_video_features_on_known_frames():
+    _, model = _models()
+    cond = _cond(model)
+    n = model.sequence_lengths(DUR).latent
+    all_known = model.prepare_conditions(cond.clip_f, cond.sync_f, cond.text_f, duration=DUR,
+                                         context=torch.zeros(1, n, 8), context_known=torch.ones(1, n, dtype=torch.bool))
+    empty = model.prepare_conditions(None, None, cond.text_f, duration=DUR, batch_size=1)
+    torch.testing.assert_close(all_known.clip_f, empty.clip_f)
+    torch.testing.assert_close(all_known.sync_f, empty.sync_f)
+
+
+def test_reference_mode_returns_the_target_length_and_drops_the_reference():
+    _, model = _models()
+    ctx = _context(model, mode="reference", seconds=1.5)
+    out = generate_latents(model, _cond(model, context=ctx), SamplerSettings(steps=3), seed=1)
+    assert out.shape == (1, 8, model.sequence_lengths(DUR).latent)
+
+
+def test_edit_keeps_everything_outside_the_window():
+    plain, _ = _models()
+    ctx = _context(plain, mode="edit", seconds=DUR, window=(0.5, 1.2))
+    out = generate_latents(plain, _cond(plain, context=ctx), SamplerSettings(steps=4), seed=1)
+    keep = ctx.known[0]
+    n = ctx.frames
+    torch.testing.assert_close(out[..., :n][..., keep], ctx.latents[..., keep], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(out[..., :n][..., ~keep], ctx.latents[..., ~keep])
+
+
+def test_context_errors_are_clear():
+    plain, _ = _models()
+    long_ctx = _context(plain, seconds=3.0)
+    with pytest.raises(ContextError, match="no longer than the target"):
+        generate_latents(plain, _cond(plain, context=long_ctx), SamplerSettings(steps=2))
+    with pytest.raises(ContextError, match="mode"):
+        AudioContext(torch.zeros(1, 8, 4), torch.ones(1, 4), 31.25, mode="sideways")
