@@ -607,3 +607,49 @@ def test_export_mel_vae_checkpoint_gives_the_final_ema_weights(vae_run, tmp_path
     assert export_main([str(ckpt), str(tmp_path / "vae")]) == 2
     assert {f.name: f.stat().st_mtime_ns for f in (tmp_path / "vae").iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["vae"]
+
+
+def test_context_masks_follow_the_span_share():
+    from kling_foley_core.sampling.flow_matching import context_masks
+
+    g = torch.Generator().manual_seed(0)
+    known = context_masks(400, 50, prob=0.7, span=(0.7, 1.0), generator=g)
+    with_ctx = known.any(1)
+    assert 0.6 < float(with_ctx.float().mean()) < 0.8  # context zeroed with probability 0.3
+    generated = (~known[with_ctx]).sum(1).float() / 50
+    assert float(generated.min()) >= 0.68 and float(generated.max()) < 1.0
+    for row in known[with_ctx]:  # one contiguous generated span
+        gen_idx = (~row).nonzero().flatten()
+        assert int(gen_idx[-1] - gen_idx[0]) + 1 == len(gen_idx)
+
+
+def test_masked_loss_ignores_the_known_frames():
+    from kling_foley_core.sampling.flow_matching import masked_flow_matching_loss
+
+    x1 = torch.randn(2, 10, 3)
+    known = torch.zeros(2, 10, dtype=torch.bool)
+    known[:, :4] = True
+
+    def predict(xt, t):  # exact on the generated frames, garbage on the known ones
+        out = x1 - (xt - t[:, None, None] * x1) / (1 - t[:, None, None])
+        return torch.where(known[..., None], torch.full_like(out, 1e3), out)
+
+    assert float(masked_flow_matching_loss(predict, x1, known, generator=torch.Generator().manual_seed(1))) < 1e-6
+
+
+def test_foley_context_training_from_a_plain_init(data, vae_run, foley_run):
+    """--context-prob continues a model without the pathway (the branch starts at zero) and trains it."""
+    out = data["tmp"] / "foley_ctx"
+    args = _common(data, out, 3, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
+                   "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
+                   "--init", str(foley_run / "final"), "--context-prob", "0.7", "--p-drop-clip", "0.3",
+                   "--override", "transformer.context_input=true")
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    w = _weights(out / "final" / "transformer")
+    assert float(w["context_embed.out.weight"].abs().sum()) > 0  # the branch learned something
+    bad = _common(data, data["tmp"] / "x", 2, "--vae", str(vae_run / "final" / "vae"), "--context-prob", "0.5")
+    for o in FOLEY_OVERRIDES:
+        bad += ["--override", o]
+    assert train_foley.main(bad) == 2  # no pathway: a one-line error, not a traceback

@@ -60,3 +60,34 @@ def flow_matching_loss(predict: Callable[[torch.Tensor, torch.Tensor], torch.Ten
     else:
         per = err.flatten(1).mean(1)
     return per.mean() if reduce else per
+
+
+def context_masks(batch: int, frames: int, *, prob: float, span: tuple[float, float],
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """FoleyGenEx's random span masks: each item gets a context with probability ``prob``; then one contiguous
+    span of ``span[0]``–``span[1]`` of its frames is generated and the rest is known. Returns known (B, N) bool
+    (all False for an item without context, which is then plain generation)."""
+    u = torch.rand(batch, 3, generator=generator)
+    known = torch.zeros(batch, frames, dtype=torch.bool)
+    pos = torch.arange(frames)
+    for i in range(batch):
+        if float(u[i, 0]) >= prob:
+            continue
+        length = min(frames, max(1, round((span[0] + float(u[i, 1]) * (span[1] - span[0])) * frames)))
+        start = int(float(u[i, 2]) * (frames - length + 1))
+        known[i] = (pos < start) | (pos >= start + length)
+    return known
+
+
+def masked_flow_matching_loss(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x1: torch.Tensor,
+                              known: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """FoleyGenEx Eq. 3–4: the per-frame MSE summed over the generated frames of the batch and divided by their
+    number. On known frames the path starts from noise + data (the context summed with the noise, as at
+    inference; see ``sampling/context.py``), so ``x_t`` there carries the context at every t."""
+    x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+    t = logit_normal_t(x1.shape[0], generator=generator, device=x1.device).to(x1.dtype)
+    k = known.to(x1.device, x1.dtype)[..., None]  # (B, N, 1)
+    z = x0 + k * x1
+    per_frame = (predict(interpolate(z, x1, t), t) - (x1 - z)).pow(2).mean(-1)  # (B, N)
+    generated = 1.0 - k[..., 0]
+    return (per_frame * generated).sum() / generated.sum().clamp_min(1.0)

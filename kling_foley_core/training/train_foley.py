@@ -49,10 +49,15 @@ class FoleyObjective(nn.Module):
 
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
                  mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
-                 aux_sync_pos_weight: float = 4.0):
+                 aux_sync_pos_weight: float = 4.0, p_drop_clip: float = 0.0, context_prob: float = 0.0,
+                 context_span: tuple[float, float] = (0.7, 1.0)):
         super().__init__()
         self.parts = parts
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
+        # FoleyGenEx: semantic features dropped on their own (TC-VTA: timing from sync, timbre from text) and
+        # multimodal dynamic masking (a context on part of the latent, mirrored on the video features)
+        self.p_drop_clip = p_drop_clip
+        self.context_prob, self.context_span = context_prob, context_span
         self.aux_sync_weight = aux_sync_weight
         self.aux_sync_pos_weight = aux_sync_pos_weight
         # training-only head: does this sync token's 2-frame span contain a contact? (not exported)
@@ -105,6 +110,7 @@ class FoleyObjective(nn.Module):
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
         loss); unused ones are 0."""
         from ..sampling import flow_matching_loss
+        from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
         model = self.parts.transformer
         b, n = x1.shape[:2]
@@ -140,9 +146,19 @@ class FoleyObjective(nn.Module):
         sync_f = torch.where(drop_v[:, None, None], model.empty_sync_feat[None].expand_as(sync_f), sync_f)
         text_f = torch.where(placeholder[:, None, None], model.empty_string_feat[None].expand_as(text_f), text_f)
         mask = mask | placeholder[:, None]
+        if self.p_drop_clip > 0:  # semantics dropped, sync kept (drawn only when on: older runs reproduce)
+            drop_c = (torch.rand(b, generator=gen) < self.p_drop_clip).to(x1.device)
+            clip_f = torch.where(drop_c[:, None, None], model.empty_clip_feat[None].expand_as(clip_f), clip_f)
+        known = None
+        if self.context_prob > 0:
+            known = context_masks(b, n, prob=self.context_prob, span=self.context_span, generator=gen).to(x1.device)
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
-                                        seconds_total=duration, text_mask=mask)
-        fm = flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
+                                        seconds_total=duration, text_mask=mask,
+                                        context=None if known is None else x1, context_known=known)
+        if known is None:
+            fm = flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
+        else:
+            fm = masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, known, generator=gen)
         return fm, aux, m2s, aux_pan, aux_cls
 
 
@@ -219,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--vae", type=Path, required=True, help="trained Mel-VAE folder (train_mel_vae's final/vae)")
     ap.add_argument("--p-drop-video", type=float, default=0.1)
     ap.add_argument("--p-drop-text", type=float, default=0.5)
+    ap.add_argument("--p-drop-clip", type=float, default=0.0,
+                    help="drop only the semantic video features (sync kept) with this probability: trains TC-VTA "
+                         "(timing from the video, timbre from the text)")
+    ap.add_argument("--context-prob", type=float, default=0.0,
+                    help="FoleyGenEx masking: share of clips given a known context on part of the latent (the "
+                         "paper: 0.7, i.e. context zeroed with p 0.3); needs transformer.context_input=true")
+    ap.add_argument("--context-span", type=float, nargs=2, default=(0.7, 1.0), metavar=("MIN", "MAX"),
+                    help="share of a clip's latent frames generated (one contiguous span) when it has a context")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.01)
@@ -308,7 +332,12 @@ def load_parts(parts, folder: Path) -> None:
         if not f.is_file():
             raise TrainingError(f"--init {folder}: no {name}/diffusion_pytorch_model.safetensors; pass a "
                                 f"train_foley final folder")
-        load_state_dict_strict(module, read_state_dict(f), what=f"--init {name}")
+        sd = read_state_dict(f)
+        if name == "transformer" and getattr(module, "context_embed", None) is not None and \
+                not any(k.startswith("context_embed.") for k in sd):
+            # the context pathway is new to this run: it keeps its zero-initialised weights (a no-op at first)
+            sd.update({f"context_embed.{k}": v for k, v in module.context_embed.state_dict().items()})
+        load_state_dict_strict(module, sd, what=f"--init {name}")
 
 
 AUX_HEADS = ("sync_head", "pan_head", "class_head")
@@ -357,7 +386,10 @@ def run(args) -> Path:
     if not 0.64 <= args.min_duration <= args.max_duration:
         raise TrainingError(f"--min-duration {args.min_duration} / --max-duration {args.max_duration}: need "
                             f"0.64 <= min <= max seconds")
-    for name in ("p_drop_video", "p_drop_text"):
+    lo, hi = args.context_span
+    if not 0.0 < lo <= hi <= 1.0:
+        raise TrainingError(f"--context-span {lo} {hi}: need 0 < MIN <= MAX <= 1 (the generated share of a clip)")
+    for name in ("p_drop_video", "p_drop_text", "p_drop_clip", "context_prob"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
     for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight"):
@@ -417,8 +449,13 @@ def run(args) -> Path:
 
             load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
+    if args.context_prob > 0 and parts.transformer.context_embed is None:
+        raise TrainingError(f"--context-prob {args.context_prob} needs the context pathway: add "
+                            f"--override transformer.context_input=true")
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
-                               args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight)
+                               args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
+                               p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
+                               context_span=tuple(args.context_span))
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
