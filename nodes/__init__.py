@@ -2,7 +2,7 @@
 
 Node ids are prefixed ``KlingFoley`` and never renamed; new widgets are appended as optional inputs.
 """
-from . import audio, default_model, encode, hunyuan, loaders, preview, sampling, video
+from . import audio, context, default_model, encode, hunyuan, loaders, preview, sampling, video
 
 _DISPLAY = {
     "KlingFoleyLoadVideo": "Kling-Foley Load Video",
@@ -32,8 +32,12 @@ _DISPLAY = {
     "KlingFoleyHunyuanLoader": "Kling-Foley HunyuanVideo-Foley Loader",
     "KlingFoleyHunyuanDecode": "Kling-Foley HunyuanVideo-Foley Decode",
     "KlingFoleyDefaultModelLoader": "Kling-Foley Default Model Loader (foley-tiny)",
+    "KlingFoleyLoadAudio": "Kling-Foley Load Audio",
+    "KlingFoleyVAEEncode": "Kling-Foley VAE Encode",
+    "KlingFoleyAudioContext": "Kling-Foley Audio Context",
+    "KlingFoleyEditJoin": "Kling-Foley Edit Join",
 }
 
-NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, default_model, loaders, encode, sampling, audio, preview, hunyuan)
+NODE_CLASS_MAPPINGS = {cls.__name__: cls for mod in (video, default_model, loaders, encode, sampling, audio, context, preview, hunyuan)
                        for cls in mod.NODES}
 NODE_DISPLAY_NAME_MAPPINGS = {k: _DISPLAY.get(k, k) for k in NODE_CLASS_MAPPINGS}

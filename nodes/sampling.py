@@ -72,20 +72,42 @@ class KlingFoleySampler:
         }, "optional": {
             "sampler": (C.SAMPLER, {"tooltip": "From Kling-Foley Sampler Select (default: euler)."}),
             "schedule": (C.SCHEDULE, {"tooltip": "From Kling-Foley Schedule (default: 25 uniform steps)."}),
+            "context": ("KLING_FOLEY_AUDIO_CONTEXT", {"tooltip": (
+                "Known audio from Kling-Foley Audio Context: continue a track, edit a window, or copy a reference's "
+                "timbre. Models trained with the context pathway take it as input; others (MMAudio, "
+                "HunyuanVideo-Foley) use the training-free path.")}),
         }}
 
-    def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None):
-        from kling_foley_core.generation import SamplerSettings, generate_latents
+    def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None, context=None):
+        import dataclasses
+        import logging
+
+        from kling_foley_core.generation import SamplerSettings, context_path, generate_latents
         from kling_foley_core.runner.progress import ProgressBar
+        from kling_foley_core.sampling.context import ContextError
 
         schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
         settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), **schedule)
         total = settings.steps if settings.sampler != "adaptive" else 1
-        with ProgressBar(total, desc="Kling-Foley sampling") as bar:
-            latents = generate_latents(model, conditioning, settings, seed=seed,
-                                       callback=lambda d: bar.update_absolute(d["step"], d["total"]))
+        if context is not None:
+            conditioning = dataclasses.replace(conditioning, context=context)
+            total *= 2 if context.invert else 1
+            logging.getLogger("kling_foley").info("Kling-Foley Sampler: %s context, %s path", context.mode,
+                                                  context_path(model))
+        done = [0]
+
+        def progress(d):  # an edit runs the inversion first, then the sampling: one bar over both
+            done[0] += 1
+            bar.update_absolute(min(done[0], total), total)
+
+        try:
+            with ProgressBar(total, desc="Kling-Foley sampling") as bar:
+                latents = generate_latents(model, conditioning, settings, seed=seed, callback=progress)
+        except ContextError as e:
+            raise C.node_error("Kling-Foley Sampler", str(e)) from None
         return ({"latents": latents, "duration": conditioning.duration,
-                 "clip_features": conditioning.clip_f, "sync_features": conditioning.sync_f},)
+                 "clip_features": conditioning.clip_f, "sync_features": conditioning.sync_f,
+                 "context_path": None if context is None else context_path(model)},)
 
 
 NODES = [KlingFoleySamplerSelect, KlingFoleySchedule, KlingFoleySampler]

@@ -23,6 +23,7 @@ Editing starts the unknown frames from the *inverted* latent of the existing sou
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -30,7 +31,7 @@ import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AudioContext", "ContextError", "ContextVelocity", "PlacedContext", "invert", "CONTEXT_MODES"]
+__all__ = ["AudioContext", "ContextError", "ContextVelocity", "PlacedContext", "invert", "make_context", "CONTEXT_MODES"]
 
 CONTEXT_MODES = ("continue", "edit", "reference")
 
@@ -97,6 +98,46 @@ class AudioContext:
 class PlacedContext:
     latents: torch.Tensor  # (B, C, N) VAE space
     known: torch.Tensor  # (B, N) bool
+
+
+def make_context(latents: torch.Tensor, latent_rate: float | None, mode: str, *, context_seconds: float = 0.0,
+                 edit_start: float = 0.0, edit_end: float = 0.0) -> AudioContext:
+    """An :class:`AudioContext` from encoded audio ``latents`` (B, C, N) at ``latent_rate`` frames/s.
+
+    continue: the last ``context_seconds`` (0 = all) start the span; reference: the first ``context_seconds``
+    (0 = all); edit: all but ``[edit_start, edit_end]`` seconds is known."""
+    if mode not in CONTEXT_MODES:
+        raise ContextError(f"mode={mode!r} must be one of {', '.join(CONTEXT_MODES)}")
+    if not latent_rate or latents.ndim != 3:
+        raise ContextError("latent must come from Kling-Foley VAE Encode (latents with their frame rate)")
+    for name, v in (("context_seconds", context_seconds), ("edit_start", edit_start), ("edit_end", edit_end)):
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
+            raise ContextError(f"{name}={v!r} must be a finite number of seconds >= 0")
+    n = latents.shape[-1]
+    seconds = n / latent_rate
+    b = latents.shape[0]
+    if mode == "edit":
+        if not edit_start < edit_end:
+            raise ContextError(f"edit window [{edit_start:g}, {edit_end:g}] s is empty: need edit_start < edit_end")
+        if edit_end > seconds + 1.0 / latent_rate:
+            raise ContextError(f"edit window ends at {edit_end:g} s, past the end of the audio ({seconds:.2f} s); "
+                               f"give a window inside the clip")
+        i0, i1 = int(math.floor(edit_start * latent_rate)), min(n, int(math.ceil(edit_end * latent_rate)))
+        if i0 == 0 and i1 >= n:
+            raise ContextError(f"edit window [{edit_start:g}, {edit_end:g}] s covers the whole {seconds:.2f} s audio; "
+                               f"nothing would be kept (generate it without a context instead)")
+        known = torch.ones(b, n, dtype=torch.bool)
+        known[:, i0:i1] = False
+        return AudioContext(latents, known, latent_rate, mode="edit", window=(float(edit_start), float(edit_end)))
+    k = n if context_seconds == 0 else int(round(context_seconds * latent_rate))
+    if k > n:
+        raise ContextError(f"context_seconds={context_seconds:g} exceeds the audio's {seconds:.2f} s; give at most "
+                           f"{seconds:.2f} (or 0 for all of it)")
+    if k / latent_rate < 16 / 25 - 1e-6:
+        raise ContextError(f"context_seconds={context_seconds:g} keeps {k / latent_rate:.2f} s; give at least 0.64 s "
+                           f"(one sync window)")
+    part = latents[..., n - k:] if mode == "continue" else latents[..., :k]
+    return AudioContext(part, torch.ones(b, k, dtype=torch.bool), latent_rate, mode=mode)
 
 
 class ContextVelocity:

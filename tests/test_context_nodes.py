@@ -1,0 +1,87 @@
+"""The known-audio nodes: Load Audio → VAE Encode → Audio Context → Sampler(context) → … → Edit Join."""
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import kling_foley_nodes as pack
+from kling_foley_core.generation import FoleyConditions
+from kling_foley_core.presets import tiny_components
+from kling_foley_nodes.common import NodeInputError
+
+N = pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def comps():
+    return tiny_components(0, with_encoders=False)
+
+
+def _tone(seconds, sr=22050, channels=2):
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.3 * np.sin(2 * np.pi * 440 * t) * (np.sin(2 * np.pi * 3 * t) > 0)
+    return np.stack([x] * channels, axis=1).astype(np.float32), sr
+
+
+def test_load_encode_and_edit_keep_everything_outside_the_window(comps, tmp_path):
+    wav, sr = _tone(2.0)
+    path = tmp_path / "track.wav"
+    sf.write(path, wav, sr)
+    (audio,) = N["KlingFoleyLoadAudio"]().load(str(path))
+    assert audio["sample_rate"] == sr and audio["waveform"].shape == (1, 2, len(wav))
+    (latent,) = N["KlingFoleyVAEEncode"]().encode(comps["vae"], audio)
+    assert latent["latent_rate"] == pytest.approx(31.25) and latent["latents"].shape[1] == 8
+    (ctx,) = N["KlingFoleyAudioContext"]().make(latent, "edit", edit_start=0.6, edit_end=1.2)
+    cond = FoleyConditions(duration=2.0)
+    (out,) = N["KlingFoleySampler"]().sample(comps["transformer"], cond, 0, 1.0, None,
+                                              {"steps": 3, "schedule": "uniform", "shift": 1.0}, ctx)
+    assert out["context_path"] == "training-free"
+    keep = ctx.known[0]
+    n = ctx.frames  # the model's span may hold a frame more than the encoded audio (it is generated)
+    torch.testing.assert_close(out["latents"][..., :n][..., keep], latent["latents"][..., keep], atol=1e-5, rtol=1e-5)
+    (mel,) = N["KlingFoleyVAEDecode"]().decode(comps["vae"], out)
+    (stereo,) = N["KlingFoleyMono2Stereo"]().stereo(mel, comps["mono2stereo"])
+    vocoded = N["KlingFoleyVocode"]().vocode(comps["vocoder"], stereo)[0]
+    (joined,) = N["KlingFoleyEditJoin"]().join(audio, vocoded, ctx)
+    x = joined["waveform"][0]
+    assert joined["sample_rate"] == sr and x.shape == audio["waveform"][0].shape
+    t = torch.arange(x.shape[-1]) / sr
+    outside = (t < 0.6 - 0.05) | (t >= 1.2 + 0.05)
+    assert torch.equal(x[:, outside], audio["waveform"][0][:, outside])  # untouched beyond the 50 ms margins
+    assert not torch.allclose(x[:, (t > 0.7) & (t < 1.1)], audio["waveform"][0][:, (t > 0.7) & (t < 1.1)])
+
+
+def test_continue_and_reference_contexts(comps):
+    lat = {"latents": torch.randn(1, 8, 62), "duration": 62 / 31.25, "latent_rate": 31.25}
+    (ctx,) = N["KlingFoleyAudioContext"]().make(lat, "continue", context_seconds=1.0)
+    assert ctx.frames == 31 and torch.equal(ctx.latents, lat["latents"][..., -31:])
+    (ref,) = N["KlingFoleyAudioContext"]().make(lat, "reference")
+    assert ref.frames == 62 and ref.mode == "reference"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(mode="edit", edit_start=1.0, edit_end=1.0), "edit_start < edit_end"),
+    (dict(mode="edit", edit_start=0.5, edit_end=9.0), "past the end"),
+    (dict(mode="edit", edit_start=0.0, edit_end=2.0), "whole"),
+    (dict(mode="continue", context_seconds=5.0), "exceeds"),
+    (dict(mode="continue", context_seconds=0.2), "at least 0.64"),
+    (dict(mode="continue", context_seconds=float("nan")), "finite"),
+])
+def test_bad_context_settings_are_one_line_node_errors(kwargs, match):
+    lat = {"latents": torch.randn(1, 8, 62), "duration": 62 / 31.25, "latent_rate": 31.25}
+    with pytest.raises(NodeInputError, match=f"Kling-Foley Audio Context: .*{match}"):
+        N["KlingFoleyAudioContext"]().make(lat, **kwargs)
+
+
+def test_bad_audio_is_refused_before_any_sampling(comps, tmp_path):
+    enc = N["KlingFoleyVAEEncode"]()
+    with pytest.raises(NodeInputError, match="VAE Encode: audio is 0.30 s"):
+        enc.encode(comps["vae"], {"waveform": torch.randn(1, 1, 4800), "sample_rate": 16000})
+    with pytest.raises(NodeInputError, match="silent"):
+        enc.encode(comps["vae"], {"waveform": torch.zeros(1, 2, 32000), "sample_rate": 16000})
+    with pytest.raises(NodeInputError, match="Load Audio: .*folder"):
+        N["KlingFoleyLoadAudio"]().load(str(tmp_path))
+    # a context longer than the target: the Sampler names it before sampling
+    (ctx,) = N["KlingFoleyAudioContext"]().make({"latents": torch.randn(1, 8, 100), "latent_rate": 31.25}, "continue")
+    with pytest.raises(NodeInputError, match="Sampler: .*no longer than the target"):
+        N["KlingFoleySampler"]().sample(comps["transformer"], FoleyConditions(duration=2.0), 0, 1.0, None, None, ctx)
