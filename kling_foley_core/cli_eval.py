@@ -74,6 +74,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                         "100) topped up with extra hit-free clips of the same seed and split, scored for false "
                         "sounds only (default 80, so one clip moves the rate by 1.25 %% rather than 7 %%; 0 = "
                         "the test set's own only; ignored with --hit-free, where --n sets the count)")
+    p.add_argument("--task", default="v2a", choices=["v2a", "tta", "tc-vta", "ac-vta", "fe", "edit"],
+                   help="v2a (default: video to audio); FoleyGenEx's controls: tta (caption only), tc-vta (text of "
+                        "another class, no video semantics), ac-vta (reference audio of another class), fe (continue "
+                        "the first 40 %% of the true soundtrack), edit (regenerate a 2-4 s window with another "
+                        "class's text); each beside the true audio and the model without the control")
     p.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
                    help="objects per clip (default 1 3, as in the test sets; e.g. 3 3 for crowded scenes)")
 
@@ -99,6 +104,8 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     t0 = time.perf_counter()
     pipe = load_model_pipeline(args.model)
     bank = load_bank()
+    if args.task != "v2a":
+        return _eval_task(args, pipe, bank, get_timbre_classifier(bank), t0)
     clips = [generate_clip(bank, seed=args.seed, index=i, split=args.split, config=config,
                            with_hits=False if args.hit_free else None) for i in range(args.n)]
     own = sum(not c.events for c in clips)
@@ -122,6 +129,22 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     print(f"({args.n} {kind} clips{topped}, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
     if args.json:
         args.json.write_text(json.dumps([r.as_dict(per_clip=True) for r in reports], indent=1))
+    return EXIT_OK
+
+
+def _eval_task(args, pipe, bank, classifier, t0: float) -> int:
+    from .evaluation.onsets import EvaluationError
+    from .evaluation.tasks import format_rows, run_task
+
+    try:
+        rows = run_task(args.task, pipe, bank, classifier, n=args.n, seed=args.seed, steps=args.steps, cfg=args.cfg,
+                        sampler=args.sampler)
+    except EvaluationError as e:
+        raise SystemExitError(f"--task {args.task}: {e}") from None
+    print(format_rows(args.task, rows))
+    print(f"({args.n} held-out clips, task {args.task}, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
     return EXIT_OK
 
 
