@@ -1,6 +1,8 @@
 """KlingFoleyPipeline: silent video (+ optional text) → synchronized stereo audio, as a diffusers pipeline."""
 from __future__ import annotations
 
+import importlib
+import json
 import logging
 import math
 from dataclasses import dataclass
@@ -12,6 +14,7 @@ from diffusers import DiffusionPipeline
 
 from .generation import (FoleyConditions, GenerationError, SamplerSettings, decode_latents, frame_specs,
                          generate_latents, mel_to_stereo, stereo_video_features, vocode)
+from .offload import align_weights
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +28,109 @@ class FoleyOutput:
     duration: float
 
 
+def _import_component_modules(index: Path) -> None:
+    """diffusers loads a component only from a module that is already imported: import this library's modules
+    that a local ``model_index.json`` names (and no other module)."""
+    if not index.is_file():
+        return
+    for entry in json.loads(index.read_text()).values():
+        if isinstance(entry, list) and entry and str(entry[0]).startswith(f"{__package__}."):
+            importlib.import_module(entry[0])
+
+
 class KlingFoleyPipeline(DiffusionPipeline):
     """Components: ``transformer`` (MM-DiT), ``vae`` (Mel-VAE), ``vocoder``, and optional ``visual_encoder``,
     ``sync_encoder``, ``text_encoder``, ``mono2stereo``. A missing encoder means that modality is absent (the
     model's learned placeholder is used), so a text-only or video-only graph is the same pipeline.
+
+        pipe = KlingFoleyPipeline.from_pretrained("foley-tiny")   # the shipped default (or any saved folder)
+        pipe.enable_model_cpu_offload()                            # optional, on a GPU machine
+        out = pipe("clip.mp4", prompt="two knocks", num_inference_steps=25)
     """
 
-    model_cpu_offload_seq = "text_encoder->visual_encoder->sync_encoder->transformer->vae->mono2stereo->vocoder"
-    # Encoders are public pretrained models loaded from their own files: save_pretrained skips them and
-    # from_pretrained takes them as keyword arguments (as diffusers pipelines do with tokenizers).
+    _offload_order = ("text_encoder", "visual_encoder", "sync_encoder", "transformer", "vae", "mono2stereo", "vocoder")
     _optional_components = ["visual_encoder", "sync_encoder", "text_encoder", "mono2stereo"]
+
+    # accelerate's offload hooks find a module's device through its parameters, so a weight-free component
+    # (the Griffin-Lim vocoder) is not offloaded: enable_*_cpu_offload moves it to the execution device instead.
+    @property
+    def _exclude_from_cpu_offload(self) -> list[str]:
+        return [name for name, m in self.components.items()
+                if isinstance(m, torch.nn.Module) and next(m.parameters(), None) is None]
+
+    @property
+    def model_cpu_offload_seq(self) -> str:
+        return "->".join(n for n in self._offload_order if n not in self._exclude_from_cpu_offload)
 
     def __init__(self, transformer, vae, vocoder, visual_encoder=None, sync_encoder=None, text_encoder=None,
                  mono2stereo=None):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, vocoder=vocoder, visual_encoder=visual_encoder,
                               sync_encoder=sync_encoder, text_encoder=text_encoder, mono2stereo=mono2stereo)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "KlingFoleyPipeline":
+        """A saved pipeline folder, or ``"foley-tiny"`` (the default model shipped inside the package).
+
+        Components come back frozen (``requires_grad`` off), as the library's loaders give them, and with aligned
+        weights (:func:`~kling_foley_core.offload.align_weights`): both change which CPU kernels run, so a
+        reloaded pipeline gives exactly the audio of the one that was saved. Encoders without a save format
+        (CLIP text, SigLIP2, open_clip models) are passed as keywords, e.g. ``text_encoder=...``."""
+        from .default_model import NAME, weights_dir
+
+        if str(pretrained_model_name_or_path) == NAME:
+            pretrained_model_name_or_path = weights_dir()
+        _import_component_modules(Path(pretrained_model_name_or_path) / cls.config_name)
+        pipe = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        for module in pipe.components.values():
+            if isinstance(module, torch.nn.Module):
+                align_weights(module).requires_grad_(False)
+        return pipe
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        """Every component with a save format goes into ``save_directory``; one without (logged on one line)
+        is left out and given to ``from_pretrained`` as a keyword when loading."""
+        unsaveable = {name: m for name, m in self.components.items()
+                      if m is not None and not callable(getattr(m, "save_pretrained", None))}
+        for name, m in unsaveable.items():
+            log.warning("save_pretrained: %s (%s) has no save format and is left out; pass it to from_pretrained "
+                        "as %s=...", name, type(m).__name__, name)
+        self.register_modules(**dict.fromkeys(unsaveable))
+        try:
+            super().save_pretrained(save_directory, **kwargs)
+        finally:
+            self.register_modules(**unsaveable)
+
+    def enable_sequential_cpu_offload(self, gpu_id: int | None = None, device: torch.device | str | None = None):
+        """diffusers' sequential offload (weights wait on the CPU and each submodule's come to ``device`` only
+        while it runs), with two differences: torch's attention layers load whole (``nn.MultiheadAttention`` reads
+        ``out_proj.weight`` without calling ``out_proj``, and ``nn.TransformerEncoderLayer`` takes its fused path,
+        as without offload, only when it sees its weights); and a CPU ``device`` is
+        taken as given (diffusers turns it into ``cpu:0``, which accelerate's hooks mishandle), so the path a GPU
+        takes can be run and tested on a CPU."""
+        from accelerate import cpu_offload
+        from diffusers.utils.torch_utils import get_device
+
+        self.remove_all_hooks()
+        if device is None:
+            device = get_device()
+            if device == "cpu":
+                raise RuntimeError("enable_sequential_cpu_offload needs an accelerator; none was found (pass "
+                                   "device='cpu' to exercise the hooks on the CPU)")
+        device = torch.device(device)
+        if device.type != "cpu":
+            self._offload_gpu_id = gpu_id or device.index or getattr(self, "_offload_gpu_id", 0)
+            device = torch.device(device.type, self._offload_gpu_id)
+        self._offload_device = device
+        self.to("cpu", silence_dtype_warnings=True)
+        for name, model in self.components.items():
+            if not isinstance(model, torch.nn.Module):
+                continue
+            if name in self._exclude_from_cpu_offload:
+                model.to(device)
+            else:
+                cpu_offload(model, device, offload_buffers=len(model._parameters) > 0,
+                            preload_module_classes=["MultiheadAttention", "TransformerEncoderLayer"])
 
     # 1. Check inputs -----------------------------------------------------------------------------------------
     def check_inputs(self, video, frames, fps, duration, num_inference_steps, guidance_scale, prompt):
@@ -95,6 +185,14 @@ class KlingFoleyPipeline(DiffusionPipeline):
             out.update(empty_text_f=neg.hidden)
         return out
 
+    @staticmethod
+    def _step_callback(bar, callback: Callable[[dict], None] | None) -> Callable[[dict], None]:
+        def on_step(info: dict) -> None:
+            bar.update(info["step"] - bar.n)  # samplers report the step reached
+            if callback is not None:
+                callback(info)
+        return on_step
+
     @torch.no_grad()
     def __call__(self, video: str | Path | None = None, *, frames: torch.Tensor | None = None,
                  fps: float | None = None, prompt: str = "", negative_prompt: str = "",
@@ -116,8 +214,9 @@ class KlingFoleyPipeline(DiffusionPipeline):
         # 4. Denoising loop (flow matching from t = 0 noise to t = 1 data)
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
                                    cfg=guidance_scale)
-        latents = generate_latents(self.transformer, cond, settings, seed=seed, generator=generator,
-                                   callback=callback)
+        with self.progress_bar(total=num_inference_steps) as bar:
+            latents = generate_latents(self.transformer, cond, settings, seed=seed, generator=generator,
+                                       callback=self._step_callback(bar, callback))
         # 5. Mel-VAE decode → mono mel → Mono2Stereo → stereo mel
         mel = mel_to_stereo(self.mono2stereo, decode_latents(self.vae, latents),
                             stereo_video_features(self.mono2stereo, clip_f, sync_f))

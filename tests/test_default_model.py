@@ -96,3 +96,19 @@ def test_durations_beyond_training_are_refused_clearly(components):
                                  if k not in ("visual_encoder", "sync_encoder")})
     with pytest.raises(GenerationError, match="outside this model's range"):
         pipe(duration=12.0, num_inference_steps=1)
+
+
+@shipped
+def test_the_shipped_folder_is_a_pipeline_that_from_pretrained_opens_by_name(components):
+    from kling_foley_core.pipeline import KlingFoleyPipeline
+
+    assert (weights_dir() / "model_index.json").is_file()  # was: from_pretrained failed without it
+    pipe = KlingFoleyPipeline.from_pretrained("foley-tiny")
+    assert all(pipe.components[k] is not None for k in components)  # encoders included
+    same = KlingFoleyPipeline(**{**components, "vocoder": pipe.vocoder})
+    frames = torch.rand(30, 48, 64, 3, generator=torch.Generator().manual_seed(3))
+    for p in (pipe, same):
+        p.set_progress_bar_config(disable=True)
+    a = pipe(frames=frames, fps=25, prompt="a knock", num_inference_steps=2, seed=1)
+    b = same(frames=frames, fps=25, prompt="a knock", num_inference_steps=2, seed=1)
+    assert torch.equal(a.waveform, b.waveform)  # both readers of the folder give the same model

@@ -51,13 +51,48 @@ def test_bad_inputs_are_named(pipe, tmp_path):
         pipe(prompt="x", duration=1.0, num_inference_steps=1, sampler="nope")
 
 
-def test_save_pretrained_round_trip_gives_the_same_audio(pipe, tmp_path):
+def test_save_pretrained_round_trip_keeps_every_component_and_the_audio(pipe, tmp_path, caplog):
     from kling_foley_core.pipeline import KlingFoleyPipeline
 
-    pipe.save_pretrained(tmp_path / "p")
-    again = KlingFoleyPipeline.from_pretrained(tmp_path / "p", visual_encoder=pipe.visual_encoder,
-                                               sync_encoder=pipe.sync_encoder, text_encoder=pipe.text_encoder)
+    with caplog.at_level("WARNING"):
+        pipe.save_pretrained(tmp_path / "p")
+    assert not caplog.records  # every part has a save format: nothing dropped, no module dump
+    again = KlingFoleyPipeline.from_pretrained(tmp_path / "p", mono2stereo=pipe.mono2stereo)
+    assert {k: type(v) for k, v in again.components.items()} == {k: type(v) for k, v in pipe.components.items()}
     frames = torch.rand(16, 24, 32, 3)
     a = pipe(frames=frames, fps=8, prompt="x", num_inference_steps=2, seed=1)
     b = again(frames=frames, fps=8, prompt="x", num_inference_steps=2, seed=1)
-    torch.testing.assert_close(a.waveform, b.waveform)
+    assert torch.equal(a.waveform, b.waveform)  # the video still conditions the reloaded pipeline
+
+
+def test_a_component_without_save_format_is_named_on_one_line(pipe, tmp_path, caplog):
+    from kling_foley_core.encoders import get_text_encoder
+    from kling_foley_core.pipeline import KlingFoleyPipeline
+
+    clip_text = get_text_encoder("tiny-clip", generator=torch.Generator().manual_seed(0))
+    text_dim = pipe.transformer.config.text_dim
+    assert clip_text.dim == text_dim  # the tiny stack's text width: this encoder fits the tiny model
+    other = KlingFoleyPipeline(**{**pipe.components, "text_encoder": clip_text})
+    with caplog.at_level("WARNING"):
+        other.save_pretrained(tmp_path / "p")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "text_encoder (ClipTextEncoder)" in lines[0] and "\n" not in lines[0]
+    assert other.text_encoder is clip_text  # the pipeline itself keeps it
+    again = KlingFoleyPipeline.from_pretrained(tmp_path / "p", text_encoder=clip_text)
+    assert again.text_encoder is clip_text and again.visual_encoder is not None
+
+
+def test_progress_bar_follows_set_progress_bar_config(pipe):
+    import io
+
+    out = io.StringIO()
+    pipe.set_progress_bar_config(file=out, disable=False)
+    try:
+        pipe(prompt="x", duration=1.0, num_inference_steps=3)
+        assert "3/3" in out.getvalue()
+        pipe.set_progress_bar_config(file=out, disable=True)
+        out.truncate(0)
+        pipe(prompt="x", duration=1.0, num_inference_steps=3)
+        assert out.getvalue().strip("\x00") == ""
+    finally:
+        pipe.set_progress_bar_config(disable=True)

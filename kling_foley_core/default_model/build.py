@@ -1,13 +1,13 @@
 """Load the embedded ``foley-tiny`` model, and assemble its weights folder from training runs.
 
-    from kling_foley_core.default_model import load_default_model
     from kling_foley_core.pipeline import KlingFoleyPipeline
 
-    pipe = KlingFoleyPipeline(**load_default_model("cpu"))
+    pipe = KlingFoleyPipeline.from_pretrained("foley-tiny")        # or KlingFoleyPipeline(**load_default_model())
     out = pipe("clip.mp4", num_inference_steps=25, guidance_scale=4.5)   # out.waveform (1, 2, T) at 16 kHz
 
-The weights folder holds one ``save_pretrained`` folder per part (``config.json`` +
-``diffusion_pytorch_model.safetensors``) and ``foley_tiny.json`` (what trained them). Assembling it from the
+The weights folder is a diffusers pipeline folder: ``model_index.json``, one ``save_pretrained`` folder per part
+(``config.json`` + ``diffusion_pytorch_model.safetensors``; the visual encoder's ``encoder_config.json``; the
+weight-free vocoder's ``config.json``) and ``foley_tiny.json`` (what trained them). Assembling it from the
 trainers' outputs (see ``TRAINING.md``)::
 
     python -m kling_foley_core.default_model.build --vae RUN_VAE/final/vae --foley RUN_FOLEY/final \\
@@ -23,7 +23,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from .components import NAME, build_vocoder, wrap_visual_tower
+
+from ..offload import align_weights
+from .components import NAME, build_vocoder
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +54,12 @@ def load_default_model(device: torch.device | str = "cpu", *, dtype: torch.dtype
     """The ``foley-tiny`` components as ``KlingFoleyPipeline(**components)`` takes them.
 
     ``directory``: a weights folder (default: the one shipped inside the package). Raises
-    :class:`DefaultModelError` when a part is missing.
+    :class:`DefaultModelError` when a part is missing. Each part is read by its class's ``from_pretrained``,
+    as ``KlingFoleyPipeline.from_pretrained`` reads it, and frozen with aligned weights, so both routes give the
+    same audio.
     """
-    from ..encoders.clip_vit import ClipVisionTower
-    from ..encoders.synchformer import MotionFormer, SynchformerEncoder
+    from ..encoders.synchformer import SynchformerEncoder
+    from ..encoders.visual import ClipVisualEncoder
     from ..models.mel_vae_kling import KlingMelVAE
     from ..models.mmdit import KlingFoleyMMDiT
     from ..models.mono2stereo import Mono2Stereo
@@ -70,7 +74,7 @@ def load_default_model(device: torch.device | str = "cpu", *, dtype: torch.dtype
 
     def load(cls, part):
         try:
-            return cls.from_pretrained(str(d / part), torch_dtype=dtype).to(device).eval()
+            return align_weights(cls.from_pretrained(str(d / part), torch_dtype=dtype)).to(device).eval()
         except (OSError, ValueError, RuntimeError) as e:
             raise DefaultModelError(f"{NAME}: cannot load '{d / part}' as {cls.__name__} ({str(e).splitlines()[0]}); "
                                     f"re-assemble the weights folder") from None
@@ -78,8 +82,8 @@ def load_default_model(device: torch.device | str = "cpu", *, dtype: torch.dtype
     comps = dict(
         transformer=load(KlingFoleyMMDiT, "transformer"),
         vae=load(KlingMelVAE, "vae"),
-        visual_encoder=wrap_visual_tower(load(ClipVisionTower, "visual_encoder")),
-        sync_encoder=SynchformerEncoder(load(MotionFormer, "sync_encoder")),
+        visual_encoder=load(ClipVisualEncoder, "visual_encoder"),
+        sync_encoder=load(SynchformerEncoder, "sync_encoder"),
         text_encoder=load(WordTextEncoder, "text_encoder"),
         mono2stereo=load(Mono2Stereo, "mono2stereo"),
         vocoder=build_vocoder(vocoder_iters).to(device),
@@ -114,6 +118,18 @@ def _copy_part(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)
 
 
+def _write_pipeline_files(out: Path) -> None:
+    """What makes the parts a pipeline folder: model_index.json, the vocoder's and the visual encoder's settings
+    (configs only: the weights are left exactly as copied)."""
+    from ..pipeline import KlingFoleyPipeline
+
+    comps = load_default_model("cpu", directory=out)
+    KlingFoleyPipeline(**comps).save_config(out)
+    comps["vocoder"].save_config(out / "vocoder")
+    comps["visual_encoder"].name = f"{NAME}-clip"
+    comps["visual_encoder"].save_settings(out / "visual_encoder")
+
+
 def assemble(out: Path, *, vae: Path | None = None, foley: Path | None = None, mono2stereo: Path | None = None,
              notes: dict | None = None) -> Path:
     """Copy the parts from the trainers' ``final`` folders into ``out`` and update ``foley_tiny.json``."""
@@ -126,6 +142,8 @@ def assemble(out: Path, *, vae: Path | None = None, foley: Path | None = None, m
             _copy_part(Path(foley) / part, out / part)
     if mono2stereo is not None:
         _copy_part(Path(mono2stereo), out / "mono2stereo")
+    if is_available(out):
+        _write_pipeline_files(out)
     man_path = out / MANIFEST
     manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"name": NAME}
     manifest["parts"] = {p: round(sum(f.stat().st_size for f in (out / p).iterdir()) / 1e6, 3)

@@ -23,6 +23,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from ..encoders.base import EncoderError, TextFeatures
+from ..offload import execution_device, onloads
 
 __all__ = ["WordTextEncoder", "build_vocabulary", "split_words"]
 
@@ -103,9 +104,10 @@ class WordTextEncoder(ModelMixin, ConfigMixin):
         x = self.layers(x, src_key_padding_mask=~mask)  # (B, L, D)
         return self.norm(x) * mask[..., None].to(x.dtype)
 
+    @onloads
     @torch.no_grad()
     def encode(self, prompts: Sequence[str]) -> TextFeatures:
         ids, mask = self.tokenize(prompts)
-        dev = self.embed.weight.device
+        dev = execution_device(self)
         hidden = self.forward(ids.to(dev), mask.to(dev))
         return TextFeatures(hidden=hidden.float(), mask=mask.to(dev))

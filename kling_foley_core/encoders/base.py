@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..offload import execution_device, onloads
+
 log = logging.getLogger(__name__)
 
 # OpenAI CLIP statistics: MetaCLIP, DFN5B (open_clip preprocess_cfg and MMAudio's Normalize) use these too.
@@ -253,12 +255,13 @@ class VisualEncoder(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return execution_device(self)
 
     @property
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    @onloads
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor, *, batch_size: int = 16, preprocessed: bool = False) -> torch.Tensor:
         """Frames ``[N, C, H, W]`` (one clip) or ``[B, N, C, H, W]`` -> features ``[B, N, dim]`` (float32).
@@ -319,4 +322,8 @@ class TextEncoder(torch.nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return next(self.parameters()).device
+        return execution_device(self)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype

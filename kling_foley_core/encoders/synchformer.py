@@ -27,6 +27,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from ..offload import execution_device, onloads
 from .base import HALF_MEAN, HALF_STD, EncoderError, build_model, check_frames, needs_resize, preprocess_frames
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,9 @@ class SelfAttention(nn.Module):
         self.out_proj = nn.Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
-    def forward_query(self, x: torch.Tensor, n_query: int) -> torch.Tensor:
-        """Attention output for the first ``n_query`` positions of ``x`` (keys/values: all of ``x``)."""
+    def forward(self, x: torch.Tensor, n_query: int) -> torch.Tensor:
+        """Attention output for the first ``n_query`` positions of ``x`` (keys/values: all of ``x``). A forward,
+        not a helper method, so offload hooks bring the weights it reads."""
         b, n, d = x.shape
         h = self.num_heads
         wq, wkv = self.in_proj_weight.split([d, 2 * d])
@@ -143,7 +145,7 @@ class SpatialAggregation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (N, P, D) patch tokens of N frames -> (N, D)."""
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (N, 1+P, D)
-        c = x[:, :1] + self.self_attn.forward_query(self.norm1(x), 1)  # (N, 1, D)
+        c = x[:, :1] + self.self_attn(self.norm1(x), 1)  # (N, 1, D)
         c = c + self.linear2(F.gelu(self.linear1(self.norm2(c))))
         return c[:, 0]
 
@@ -309,19 +311,23 @@ def encode_sync_frames(model: MotionFormer, frames: torch.Tensor, *, batch_size:
     n_win = (t - seg) // stride + 1
     index = [(bi, si) for bi in range(b) for si in range(n_win)]
     param = next(model.parameters())
+    device = execution_device(model)
     outs = []
     for i in range(0, len(index), batch_size):
         chunk = torch.stack([frames[bi, si * stride : si * stride + seg] for bi, si in index[i : i + batch_size]])
         if transform is not None:
-            chunk = transform(chunk.to(device=param.device))  # (n, 16, C, H, W) float32
-        chunk = chunk.to(device=param.device, dtype=param.dtype).unsqueeze(1)  # (n, 1, 16, C, H, W)
+            chunk = transform(chunk.to(device=device))  # (n, 16, C, H, W) float32
+        chunk = chunk.to(device=device, dtype=param.dtype).unsqueeze(1)  # (n, 1, 16, C, H, W)
         outs.append(model(chunk).float()[:, 0])  # (n, t, D)
     tokens = torch.cat(outs)  # (B*S, t, D)
     return tokens.view(b, n_win * tokens.shape[1], -1)  # (B, S*t, D)
 
 
-class SynchformerEncoder(nn.Module):
-    """Sync encoder: raw 25 fps frames -> ``[B, S*8, 768]`` sync tokens (24 per second)."""
+class SynchformerEncoder(ModelMixin):
+    """Sync encoder: raw 25 fps frames -> ``[B, S*8, 768]`` sync tokens (24 per second).
+
+    A diffusers model (``device``, ``dtype``, offload hooks): ``save_pretrained`` writes the MotionFormer's folder
+    and ``from_pretrained`` reads one, so a pipeline keeps it through a save/load round trip."""
 
     name = "synchformer"
     fps = SYNC_FPS
@@ -332,6 +338,17 @@ class SynchformerEncoder(nn.Module):
         super().__init__()
         self.model = model
         self.batch_size = batch_size
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        self.model.save_pretrained(save_directory, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "SynchformerEncoder":
+        return cls(MotionFormer.from_pretrained(pretrained_model_name_or_path, **kwargs).eval())
+
+    @property
+    def device(self) -> torch.device:
+        return execution_device(self)
 
     @property
     def dim(self) -> int:
@@ -350,6 +367,7 @@ class SynchformerEncoder(nn.Module):
         return preprocess_frames(frames, size=self.image_size, mean=self.mean, std=self.std, mode="shortest",
                                  what="sync frames")
 
+    @onloads
     @torch.inference_mode()
     def encode(self, frames: torch.Tensor, *, batch_size: int | None = None, preprocessed: bool = False) -> torch.Tensor:
         """25 fps frames ``[T, C, H, W]`` or ``[B, T, C, H, W]`` (uint8 0..255, float 0..1, or normalised pixels

@@ -14,12 +14,16 @@ tokenizer call, whose text tokens all enter cross-attention unmasked).
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.modeling_utils import ModelMixin
+
+from ..offload import onloads
 
 from .base import EncoderError, TextEncoder, TextFeatures, build_model
 from .clip_vit import CLIP_PRESETS, ClipTextTower, read_clip_checkpoint, text_config_from_open_clip, text_state_dict
@@ -36,8 +40,13 @@ def _check_padding(padding: str, name: str) -> str:
     return padding
 
 
-class HFTextEncoder(TextEncoder):
-    """A transformers encoder (``last_hidden_state``) with its tokenizer: T5 and CLAP share this."""
+class HFTextEncoder(TextEncoder, ModelMixin):
+    """A transformers encoder (``last_hidden_state``) with its tokenizer: T5 and CLAP share this.
+
+    ``save_pretrained`` writes the model, the tokenizer and ``encoder_config.json`` (class, name, length,
+    padding) into one folder; ``from_pretrained`` reads it back."""
+
+    ENCODER_CONFIG = "encoder_config.json"
 
     def __init__(self, model, tokenizer, *, name: str, max_length: int = 77, padding: str = "max_length"):
         super().__init__()
@@ -48,6 +57,26 @@ class HFTextEncoder(TextEncoder):
         self.padding = _check_padding(padding, name)
         self.dim = getattr(model.config, "d_model", None) or model.config.hidden_size
 
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        self.model.save_pretrained(save_directory)
+        self.tokenizer.save_pretrained(save_directory)
+        settings = dict(model_class=type(self.model).__name__, name=self.name, max_length=self.max_length,
+                        padding=self.padding)
+        (Path(save_directory) / self.ENCODER_CONFIG).write_text(json.dumps(settings, indent=1) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, torch_dtype: torch.dtype | None = None,
+                        **kwargs) -> "HFTextEncoder":
+        import transformers
+
+        folder = Path(pretrained_model_name_or_path)
+        settings = json.loads((folder / cls.ENCODER_CONFIG).read_text())
+        model_cls = getattr(transformers, settings.pop("model_class"))
+        model = model_cls.from_pretrained(str(folder), dtype=torch_dtype or torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder))
+        return cls(model.eval().requires_grad_(False), tokenizer, **settings)
+
+    @onloads
     @torch.inference_mode()
     def encode(self, prompts: list[str]) -> TextFeatures:
         prompts = self._check_prompts(prompts)
@@ -163,6 +192,7 @@ class ClipTextEncoder(TextEncoder):
         self.dim = tower.config.width
         self.max_length = tower.config.context_length
 
+    @onloads
     @torch.inference_mode()
     def encode(self, prompts: list[str]) -> TextFeatures:
         prompts = self._check_prompts(prompts)

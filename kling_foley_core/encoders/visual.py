@@ -11,12 +11,14 @@
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.modeling_utils import ModelMixin
 
 from .base import HALF_MEAN, HALF_STD, EncoderError, VisualEncoder, build_model
 from .clip_vit import (
@@ -34,8 +36,13 @@ def open_clip_available() -> bool:
     return True
 
 
-class ClipVisualEncoder(VisualEncoder):
-    """Native CLIP vision tower + its preprocessing; features are normalised projected class embeddings."""
+class ClipVisualEncoder(VisualEncoder, ModelMixin):
+    """Native CLIP vision tower + its preprocessing; features are normalised projected class embeddings.
+
+    ``save_pretrained`` writes the tower's folder plus ``encoder_config.json`` (name and preprocessing);
+    ``from_pretrained`` reads it back (a folder without that file gets the open_clip defaults)."""
+
+    ENCODER_CONFIG = "encoder_config.json"
 
     def __init__(self, tower: ClipVisionTower, *, name: str = "clip", input_size: int | None = None,
                  resize_mode: str = "shortest", mean=None, std=None, normalize: bool = True):
@@ -54,6 +61,22 @@ class ClipVisualEncoder(VisualEncoder):
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
         f = self.tower(pixels)  # (M, D)
         return F.normalize(f, dim=-1) if self.normalize else f
+
+    def save_pretrained(self, save_directory, **kwargs) -> None:
+        self.tower.save_pretrained(save_directory, **kwargs)
+        self.save_settings(save_directory)
+
+    def save_settings(self, save_directory) -> None:
+        """Write ``encoder_config.json`` (name and preprocessing) beside the tower's files."""
+        settings = dict(name=self.name, input_size=self.image_size, resize_mode=self.resize_mode, mean=list(self.mean),
+                        std=list(self.std), normalize=self.normalize)
+        (Path(save_directory) / self.ENCODER_CONFIG).write_text(json.dumps(settings, indent=1) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "ClipVisualEncoder":
+        tower = ClipVisionTower.from_pretrained(pretrained_model_name_or_path, **kwargs).eval()
+        settings = Path(pretrained_model_name_or_path) / cls.ENCODER_CONFIG
+        return cls(tower, **(json.loads(settings.read_text()) if settings.is_file() else {}))
 
 
 class OpenClipVisualEncoder(VisualEncoder):
