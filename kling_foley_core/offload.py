@@ -68,3 +68,54 @@ def align_weights(module: torch.nn.Module, alignment: int = 64) -> torch.nn.Modu
         if t.device.type == "cpu" and t.data_ptr() % alignment:
             t.data = t.data.clone()
     return module
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Between uses: the loaders' "memory" setting, headless (inside ComfyUI, nodes/memory.py uses its manager)
+# ----------------------------------------------------------------------------------------------------------
+KEEP, OFFLOAD = "keep on device", "offload after use"
+MEMORY_MODES = (KEEP, OFFLOAD)
+
+
+def _one_at_a_time_hook(device: torch.device):
+    from accelerate.hooks import ModelHook
+    from accelerate.utils import send_to_device
+
+    class OneAtATime(ModelHook):
+        """accelerate's model offload for a node graph, where the order of use is not known in advance: the
+        module waits on the CPU and comes to ``device`` when used; using another module held this way sends the
+        previous one back to the CPU, so one of them at a time occupies the device."""
+
+        def __init__(self):
+            self.execution_device = device
+
+        def pre_forward(self, module, *args, **kwargs):
+            current = _ON_DEVICE[0]
+            if current is not module:
+                if current is not None:
+                    current.to("cpu")
+                module.to(device)
+                _ON_DEVICE[0] = module
+            return send_to_device(args, device), send_to_device(kwargs, device)
+
+    return OneAtATime()
+
+
+_ON_DEVICE: list[torch.nn.Module | None] = [None]  # the module held "offload after use" now on its device
+
+
+def keep_between_uses(module: torch.nn.Module, memory: str, device: torch.device | str) -> torch.nn.Module:
+    """``keep on device``: move ``module`` to ``device`` for good. ``offload after use``: keep it on the CPU and
+    bring it to ``device`` only while used (see :func:`_one_at_a_time_hook`). Calling again switches modes."""
+    from accelerate.hooks import add_hook_to_module, remove_hook_from_module
+
+    if memory not in MEMORY_MODES:
+        raise ValueError(f"memory={memory!r} is not a mode; use one of {', '.join(MEMORY_MODES)}")
+    remove_hook_from_module(module)
+    if _ON_DEVICE[0] is module:
+        _ON_DEVICE[0] = None
+    device = torch.device(device)
+    if memory == KEEP or next(module.parameters(), None) is None:  # a weight-free module costs nothing
+        return module.to(device)
+    add_hook_to_module(module.to("cpu"), _one_at_a_time_hook(device))
+    return module

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import common as C
+from . import memory as M
 
 
 class KlingFoleyDefaultModelLoader:
@@ -15,7 +16,8 @@ class KlingFoleyDefaultModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"model": (["foley-tiny"], {"tooltip": "The shipped default model."})}}
+        return {"required": {"model": (["foley-tiny"], {"tooltip": "The shipped default model."})},
+                "optional": {"memory": M.memory_input()}}
 
     @classmethod
     def VALIDATE_INPUTS(cls, model):
@@ -28,11 +30,11 @@ class KlingFoleyDefaultModelLoader:
                     "use the tiny workflow or reinstall the package")
         return True
 
-    def load(self, model="foley-tiny"):
+    def load(self, model="foley-tiny", memory=M.KEEP):
         from kling_foley_core.default_model import load_default_model
 
         device, _ = C.device_and_dtype("fp32")
-        parts = load_default_model(device)
+        parts = {k: M.place(m, memory, device) for k, m in load_default_model("cpu").items()}
         return tuple(parts.get(k) for k in ("transformer", "vae", "vocoder", "mono2stereo", "visual_encoder",
                                             "sync_encoder", "text_encoder"))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import common as C
+from . import memory as M
 from .common import TINY, node_error
 
 
@@ -36,15 +37,16 @@ class KlingFoleyModelLoader:
             "checkpoint": (C.model_choices("transformer", [TINY]), {
                 "tooltip": "MM-DiT weights in models/kling_foley/transformer/ (e.g. mmaudio_large_44k_v2.pth)."}),
             "precision": _precision(),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, checkpoint, precision="fp32"):
+    def load(self, checkpoint, precision="fp32", memory=M.KEEP):
         if checkpoint == TINY:
             return (C.tiny_components()["transformer"],)
         from kling_foley_core.compat.convert_mmaudio import load_mmdit
 
         device, dtype = C.device_and_dtype(precision)
-        return (load_mmdit(_resolve("transformer", checkpoint), dtype=dtype, device=device).eval(),)
+        model = load_mmdit(_resolve("transformer", checkpoint), dtype=dtype, device="cpu").eval()
+        return (M.place(model, memory, device),)
 
 
 class KlingFoleyVAELoader:
@@ -73,9 +75,9 @@ class KlingFoleyVAELoader:
                 "tooltip": "Mel-VAE weights in models/kling_foley/vae/ (v1-44.pth for 44.1 kHz models, "
                            "v1-16.pth for 16 kHz)."}),
             "precision": _precision(),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, checkpoint, precision="fp32"):
+    def load(self, checkpoint, precision="fp32", memory=M.KEEP):
         if checkpoint == TINY:
             return (C.tiny_components()["vae"],)
         from kling_foley_core.models.mel_vae_mmaudio import load_mmaudio_mel_vae
@@ -87,7 +89,7 @@ class KlingFoleyVAELoader:
                    else load_mmaudio_mel_vae(path, dtype=dtype, device=device))
         except ValueError as e:
             raise node_error("Kling-Foley VAE Loader", f"checkpoint {checkpoint!r}: {e}") from None
-        return (vae.to(device).eval(),)
+        return (M.place(vae.eval(), memory, device),)
 
 
 def _vae_folder_class(path):
@@ -132,9 +134,9 @@ class KlingFoleyVocoderLoader:
                            "bigvgan_generator.pt), or Griffin-Lim: no weights, lower quality."}),
             "griffin_lim_iters": ("INT", {"default": 32, "min": 1, "max": 512,
                                           "tooltip": "Griffin-Lim iterations (more = cleaner phase, slower)."}),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, vocoder, griffin_lim_iters=32):
+    def load(self, vocoder, griffin_lim_iters=32, memory=M.KEEP):
         from kling_foley_core.models.vocoder_griffinlim import GriffinLimVocoder
 
         if vocoder in self.BUILTIN:
@@ -142,7 +144,7 @@ class KlingFoleyVocoderLoader:
         from kling_foley_core.models.vocoder_bigvgan import load_bigvgan
 
         device, _ = C.device_and_dtype("fp32")
-        return (load_bigvgan(_resolve("vocoder", vocoder), device=device).eval(),)
+        return (M.place(load_bigvgan(_resolve("vocoder", vocoder), device="cpu").eval(), memory, device),)
 
 
 class KlingFoleyMono2StereoLoader:
@@ -161,14 +163,15 @@ class KlingFoleyMono2StereoLoader:
         return {"required": {
             "checkpoint": (C.model_choices("mono2stereo", [TINY]), {
                 "tooltip": "A Mono2Stereo model folder in models/kling_foley/mono2stereo/."}),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, checkpoint):
+    def load(self, checkpoint, memory=M.KEEP):
         from kling_foley_core.models.mono2stereo import Mono2Stereo
 
         if checkpoint == TINY:
             return (C.tiny_components()["mono2stereo"],)
-        return (Mono2Stereo.from_pretrained(_resolve("mono2stereo", checkpoint)).eval(),)
+        device, _ = C.device_and_dtype("fp32")
+        return (M.place(Mono2Stereo.from_pretrained(_resolve("mono2stereo", checkpoint)).eval(), memory, device),)
 
 
 class KlingFoleyVisualEncoderLoader:
@@ -193,9 +196,9 @@ class KlingFoleyVisualEncoderLoader:
             "weights": (C.model_choices("clip", ["(none: tiny only)"]), {
                 "tooltip": "Weights in models/kling_foley/clip/: an open_clip checkpoint file or a folder."}),
             "precision": _precision(),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, encoder, weights, precision="fp32"):
+    def load(self, encoder, weights, precision="fp32", memory=M.KEEP):
         if encoder == TINY:
             return (C.tiny_components()["visual_encoder"],)
         if weights.startswith("(none"):
@@ -204,7 +207,7 @@ class KlingFoleyVisualEncoderLoader:
         from kling_foley_core.encoders import get_visual_encoder
 
         device, dtype = C.device_and_dtype(precision)
-        return (get_visual_encoder(encoder, _resolve("clip", weights), dtype=dtype, device=device),)
+        return (M.place(get_visual_encoder(encoder, _resolve("clip", weights), dtype=dtype), memory, device),)
 
 
 class KlingFoleySyncEncoderLoader:
@@ -225,15 +228,16 @@ class KlingFoleySyncEncoderLoader:
             "checkpoint": (C.model_choices("synchformer", [TINY]), {
                 "tooltip": "synchformer_state_dict.pth in models/kling_foley/synchformer/."}),
             "precision": _precision(),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, checkpoint, precision="fp32"):
+    def load(self, checkpoint, precision="fp32", memory=M.KEEP):
         if checkpoint == TINY:
             return (C.tiny_components()["sync_encoder"],)
         from kling_foley_core.encoders import get_sync_encoder
 
         device, dtype = C.device_and_dtype(precision)
-        return (get_sync_encoder("synchformer", _resolve("synchformer", checkpoint), dtype=dtype, device=device),)
+        encoder = get_sync_encoder("synchformer", _resolve("synchformer", checkpoint), dtype=dtype)
+        return (M.place(encoder, memory, device),)
 
 
 class KlingFoleyTextEncoderLoader:
@@ -258,9 +262,9 @@ class KlingFoleyTextEncoderLoader:
             "weights": (C.model_choices("text_encoders", ["(none: tiny only)"]), {
                 "tooltip": "A folder (config.json + weights + tokenizer) or file in models/kling_foley/text_encoders/."}),
             "precision": _precision(),
-        }}
+        }, "optional": {"memory": M.memory_input()}}
 
-    def load(self, encoder, weights, precision="fp32"):
+    def load(self, encoder, weights, precision="fp32", memory=M.KEEP):
         if encoder == TINY:
             return (C.tiny_components()["text_encoder"],)
         if weights.startswith("(none"):
@@ -269,7 +273,7 @@ class KlingFoleyTextEncoderLoader:
         from kling_foley_core.encoders import get_text_encoder
 
         device, dtype = C.device_and_dtype(precision)
-        return (get_text_encoder(encoder, _resolve("text_encoders", weights), dtype=dtype, device=device),)
+        return (M.place(get_text_encoder(encoder, _resolve("text_encoders", weights), dtype=dtype), memory, device),)
 
 
 NODES = [KlingFoleyModelLoader, KlingFoleyVAELoader, KlingFoleyVocoderLoader, KlingFoleyMono2StereoLoader,
