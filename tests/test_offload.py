@@ -95,3 +95,43 @@ def test_sequential_offload_without_an_accelerator_says_so():
         pytest.skip("an accelerator is present")
     with pytest.raises(RuntimeError, match="needs an accelerator"):
         pipe.enable_sequential_cpu_offload()
+
+
+@pytest.mark.parametrize("mode", ["model", "sequential"])
+def test_hunyuan_dit_and_dac_vae_under_accelerate_offload_give_the_same_audio(mode):
+    """HunyuanVideo-Foley runs through generate_latents and the DAC-VAE's decode (no pipeline class): the same
+    hooks that enable_*_cpu_offload attach, on a CPU execution device."""
+    from accelerate import cpu_offload, cpu_offload_with_hook
+
+    from kling_foley_core.generation import FoleyConditions, SamplerSettings, generate_latents
+    from kling_foley_core.hunyuan.dac_vae import DacVae
+    from kling_foley_core.hunyuan.dit import HunyuanFoleyDiT
+    from kling_foley_nodes.hunyuan import tiny_dac_config
+
+    def build():
+        torch.manual_seed(0)
+        dit = HunyuanFoleyDiT.from_preset("tiny", clip_dim=32, sync_feat_dim=32, condition_dim=32).eval()
+        with torch.no_grad():  # the released init zeroes adaLN/final layers; randomise so every path matters
+            for p in dit.parameters():
+                p.normal_(0, 0.2)
+        return dit.requires_grad_(False), DacVae(**tiny_dac_config()).eval().requires_grad_(False)
+
+    g = torch.Generator().manual_seed(1)
+    cond = FoleyConditions(duration=1.0, clip_f=torch.randn(1, 8, 32, generator=g),
+                           sync_f=torch.randn(1, 24, 32, generator=g), text_f=torch.randn(1, 5, 32, generator=g),
+                           empty_text_f=torch.randn(1, 5, 32, generator=g))
+    settings = SamplerSettings(steps=2, cfg=4.5)
+
+    def run(dit, vae):
+        return vae.decode(generate_latents(dit, cond, settings, seed=3))
+
+    ref = run(*build())
+    dit, vae = build()
+    if mode == "model":
+        _, first = cpu_offload_with_hook(dit, "cpu")
+        cpu_offload_with_hook(vae, "cpu", prev_module_hook=first)
+    else:
+        for m in (dit, vae):
+            cpu_offload(m, torch.device("cpu"), offload_buffers=len(m._parameters) > 0)
+        assert {p.device.type for p in dit.parameters()} == {"meta"}
+    assert torch.equal(run(dit, vae), ref)

@@ -22,6 +22,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
 from ..models.mel_vae_mmaudio import DiagonalGaussian  # one posterior type for every codec
+from ..offload import onloads
 
 
 class Snake(nn.Module):
@@ -133,6 +134,7 @@ class DacVae(ModelMixin, ConfigMixin):
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
+    @onloads
     def encode(self, audio: torch.Tensor) -> DiagonalGaussian:
         """audio (B, 1, T) → posterior over (B, latent_dim, ceil(T / hop)); T is right-padded to a hop multiple."""
         if audio.ndim != 3 or audio.shape[1] != 1:
@@ -144,6 +146,7 @@ class DacVae(ModelMixin, ConfigMixin):
         moments = self.quant_conv(self.encoder(audio.to(dtype)))  # (B, 2C, N)
         return DiagonalGaussian.from_moments(moments)
 
+    @onloads
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latents (B, latent_dim, N) → audio (B, 1, N·hop) in [−1, 1]."""
         if z.ndim != 3 or z.shape[1] != self.config.latent_dim:
