@@ -135,8 +135,8 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None, extra: list[str] = ()) -> int:
-    overrides = generate_overrides(args) + list(extra)  # a missing video is reported before anything is loaded
     workflow = find_workflow(args.workflow)
+    overrides = generate_overrides(args) + list(extra)
     container = output_container(args, Path(args.video))  # before any model runs; a --set may still override it
     overrides.insert(0, f"Mux Video.container={json.dumps(container)}")
     _setup(args)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from video_clips import write_clip
+
 ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("diffusers", "transformers")
 
@@ -33,8 +35,10 @@ def test_importing_the_cli_imports_no_heavy_library():
 # The MMAudio workflow names model files this checkout does not hold: a validation error, exit code 2.
 @pytest.mark.parametrize("workflow, code", [("video_to_audio_default.json", 0), ("video_to_audio_hunyuan_tiny.json", 0),
                                             ("video_to_audio_mmaudio.json", 2)])
-def test_validation_imports_no_heavy_library(workflow, code):
-    out = _run_cli("run", str(ROOT / "workflows" / workflow), "--validate-only")
+def test_validation_imports_no_heavy_library(workflow, code, tmp_path):
+    clip = write_clip(tmp_path / "in.mp4", n=25, rate=25, size=(32, 32))  # 1 s: at least one sync window
+    out = _run_cli("run", str(ROOT / "workflows" / workflow), "--validate-only",
+                   "--set", f"Load Video.video_path={json.dumps(str(clip))}")
     assert out == {"code": code, "heavy": []}
 
 
