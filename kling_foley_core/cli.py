@@ -16,9 +16,11 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,13 +109,50 @@ def _setup(args: argparse.Namespace) -> None:
         paths.set_output_directory(args.output_dir)
     if args.models_dir:
         paths.set_models_directory(args.models_dir)
+    check_output_directory(paths.get_output_directory(), "--output-dir" if args.output_dir is not None else
+                           "the output folder")
+
+
+def check_output_directory(folder: Path, name: str = "--output-dir") -> None:
+    """Up front, before any model loads: ``folder`` is a folder (or can be made one) where files can be written.
+
+    The write is tried (a temporary file, removed at once), so a read-only file system is found even by root.
+    """
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and not existing.is_symlink() and existing != existing.parent:
+        existing = existing.parent  # the nearest existing folder, where the missing ones will be made
+    if not existing.is_dir():
+        what = "is a file" if existing.is_file() else "is not a folder"
+        where = "" if existing == folder else f": '{existing}' on its path"
+        raise SystemExitError(f"{name} '{folder}'{where} {what}; choose a folder for the results")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".kling_foley_write_test_", dir=existing)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        where = "" if existing == folder else f" (in '{existing}', where it would be made)"
+        raise SystemExitError(f"{name} '{folder}' is not writable{where}: {e.strerror or e}; choose a folder "
+                              "you can write to") from None
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan`` and ``inf`` parse as floats but pass every range check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _make_runner(args: argparse.Namespace, node_classes: Mapping | None):
+    from .preflight import check_prompt
     from .runner import WorkflowRunner
 
     classes = node_classes if node_classes is not None else load_node_classes(args.node_module)
-    return WorkflowRunner(classes)
+    return WorkflowRunner(classes, checks=[check_prompt])
 
 
 def _report(result) -> None:

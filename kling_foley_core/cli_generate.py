@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from .cli import EXIT_OK, SystemExitError, _event_logger, _make_runner, _report, _setup, register_command
+from .cli import (EXIT_OK, SystemExitError, _event_logger, _make_runner, _report, _setup, finite_float,
+                  register_command)
 
 WORKFLOWS_DIR = Path(__file__).resolve().parent.parent / "workflows"
 DEFAULT_WORKFLOWS = ("video_to_audio_default", "video_to_audio_tiny")  # first one that exists wins
@@ -43,9 +44,13 @@ def find_workflow(name: str | None) -> Path:
 
 
 def generate_overrides(args: argparse.Namespace) -> list[str]:
+    from .video.probe import VideoInputError, check_path
+
     video = Path(args.video)
-    if not video.is_file():
-        raise SystemExitError(f"video '{video}' does not exist; pass the path of a video file")
+    try:  # says what the path is (missing, a directory, a link loop, ...); the runner's checks probe the rest
+        check_path(video)
+    except VideoInputError as e:
+        raise SystemExitError(str(e)) from None
     sets = {"Load Video.video_path": str(video.resolve()), "Load Video.start": args.start,
             "Load Video.length": args.length, "Prompt.prompt": args.prompt,
             "Prompt.negative_prompt": args.negative_prompt, "Sampler.seed": args.seed, "Sampler.cfg": args.cfg,
@@ -115,11 +120,11 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default="", help="describe the sound (optional)")
     p.add_argument("--negative-prompt", default="", help="sounds to steer away from (optional)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, the papers' setting)")
-    p.add_argument("--cfg", type=float, default=4.5, help="guidance strength (default 4.5)")
+    p.add_argument("--cfg", type=finite_float, default=4.5, help="guidance strength (default 4.5)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--sampler", default="euler", help="sampler name (euler, heun, midpoint, rk4, dpm_multistep, adaptive)")
-    p.add_argument("--start", type=float, default=0.0, help="seconds to skip at the start of the video")
-    p.add_argument("--length", type=float, default=0.0, help="seconds to use (0 = to the end)")
+    p.add_argument("--start", type=finite_float, default=0.0, help="seconds to skip at the start of the video")
+    p.add_argument("--length", type=finite_float, default=0.0, help="seconds to use (0 = to the end)")
     p.add_argument("--workflow", default=None,
                    help=f"shipped workflow name or a .json file (default: {' or '.join(DEFAULT_WORKFLOWS)})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NODE.input=value",

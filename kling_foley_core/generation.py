@@ -86,7 +86,9 @@ def check_duration(duration: float, transformer) -> float:
         duration = float(duration)
     except (TypeError, ValueError):
         raise GenerationError(f"duration={duration!r} must be a number of seconds") from None
-    limit = float(getattr(transformer.config, "max_duration", None) or 30.0)
+    from .limits import max_seconds
+
+    limit = max_seconds(transformer.config)  # the one place the limit is decided (the runner checks it up front too)
     if not 0 < duration <= limit:
         raise GenerationError(f"duration={duration:g} s is outside this model's range (0, {limit:g}] s; "
                               f"trim the video or generate it in parts")

@@ -199,7 +199,7 @@ def test_console_script_error_has_no_traceback(tmp_path):
                            "--node-module", "test_runner_nodes"], capture_output=True, text=True, env=env,
                           timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("error: workflow failed validation (1 error):")
+    assert proc.stderr.startswith("error: workflow failed validation: node 3 (TSampler) input 'steps'")
     assert "value 1000 is bigger than the maximum 100" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -228,3 +228,90 @@ def test_split_uses_accelerate_only_when_it_agrees_with_the_launcher(monkeypatch
         assert used and share == [0]
     else:  # CPU torchrun without MPI: accelerate sees 1 process, so RANK/WORLD_SIZE decide
         assert not used and share == [3, 4]
+
+
+# ------------------------------------------------------------------------------------------------ checked up front
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_unusable_output_dir_is_found_before_any_node_runs(tmp_path, capsys, where):
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    out = blocker if where == "file" else blocker / "sub"
+    code = cli.main(["run", _write(tmp_path, api_workflow()), "--output-dir", str(out)], node_classes=NODES)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not CALLS  # was: the whole graph ran, then the save failed
+    assert err.startswith(f"error: --output-dir '{out}'") and "is a file" in err and "\n" not in err
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_dir_is_found_before_any_node_runs(tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        code = cli.main(["run", _write(tmp_path, api_workflow()), "--output-dir", str(ro / "x")], node_classes=NODES)
+    finally:
+        ro.chmod(0o755)
+    assert code == 2 and not CALLS and "is not writable" in capsys.readouterr().err
+
+
+def test_nan_on_the_command_line_exits_2(tmp_path, capsys):
+    code = cli.main(["run", _write(tmp_path, api_workflow()), "--set", "Sampler.cfg=NaN"], node_classes=NODES)
+    assert code == 2 and not CALLS
+    assert "node 3 (TSampler) input 'cfg': expected a finite number, got nan" in capsys.readouterr().err
+    for flag in ("--cfg", "--start", "--length"):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["generate", "clip.mp4", flag, "nan"])
+        assert e.value.code == 2
+        assert f"argument {flag}: expected a finite number, got 'nan'" in capsys.readouterr().err
+
+
+def _pack_run(tmp_path, video, workflow="video_to_audio_tiny", *extra) -> int:
+    """`run --validate-only` of a shipped workflow (the pack's real nodes) on ``video``."""
+    wf = HERE.parent / "workflows" / f"{workflow}.json"
+    return cli.main(["run", str(wf), "--validate-only", "--output-dir", str(tmp_path / "out"),
+                     "--set", f"Load Video.video_path={video}", *extra])
+
+
+def test_validate_only_says_the_input_video_is_missing(tmp_path, capsys):
+    code = _pack_run(tmp_path, tmp_path / "gone.mp4")
+    err = capsys.readouterr().err.strip()
+    assert code == 2  # was: "workflow is valid", then a failure at run time
+    assert "Load Video" in err or "KlingFoleyLoadVideo" in err
+    assert "gone.mp4" in err and "file not found" in err and "\n" not in err
+
+
+def test_clip_too_short_or_too_long_for_the_model_fails_validation(tmp_path, capsys):
+    from video_clips import write_clip
+
+    short = write_clip(tmp_path / "short.mp4", n=1, rate=25, size=(16, 16))  # 0.04 s
+    code = _pack_run(tmp_path, short)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "0.04 s, shorter than one sync window (0.64 s" in err and "\n" not in err
+    long = write_clip(tmp_path / "long.mp4", n=40, rate=1, size=(16, 16))  # 40 s; the default model makes ≤ 10 s
+    code = _pack_run(tmp_path, long, "video_to_audio_default")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is 40.00 s, but the model of node" in err and "at most 10 s in one run" in err
+    assert _pack_run(tmp_path, long, "video_to_audio_default", "--set", "Load Video.length=10") == 0  # trimmed
+
+
+@pytest.mark.parametrize("make,needle", [
+    (lambda p: p.mkdir(), "is a directory, not a video file"),
+    (lambda p: (p.symlink_to(p.with_name("b.mp4")), p.with_name("b.mp4").symlink_to(p)), "symbolic link loop"),
+])
+def test_generate_says_what_the_path_is(tmp_path, capsys, make, needle):
+    path = tmp_path / "a.mp4"
+    make(path)
+    assert cli.main(["generate", str(path), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "does not exist" not in err and "\n" not in err
+
+
+def test_generate_with_a_still_image_exits_2_naming_it(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    png = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(png)
+    code = cli.main(["generate", str(png), "--workflow", "video_to_audio_tiny", "--output-dir", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "is a still image (PNG), not a video" in err and "\n" not in err  # was: TypeError, exit 1

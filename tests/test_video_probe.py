@@ -148,3 +148,47 @@ def test_unsupported_codec(tmp_path, monkeypatch):
     with pytest.raises(VideoInputError) as e:
         probe_video(clip)
     assert e.value.kind == "unsupported_codec" and "'h264'" in _one_line(e.value, clip)
+
+
+# ------------------------------------------------------------------------------------------------ what a path is
+def test_still_image_is_named_as_such(tmp_path):
+    from PIL import Image
+
+    png = tmp_path / "frame.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(png)
+    with pytest.raises(VideoInputError) as e:  # was accepted, then a TypeError in the Load Video node
+        probe_video(png)
+    assert e.value.kind == "still_image" and "still image (PNG)" in _one_line(e.value, png)
+
+
+def test_symlink_loop_and_broken_link_say_what_they_are(tmp_path):
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(VideoInputError, match="symbolic link loop") as e:  # was "file not found"
+        probe_video(a)
+    assert "not found" not in str(e.value)
+    broken = tmp_path / "broken.mp4"
+    broken.symlink_to(tmp_path / "gone.mp4")
+    with pytest.raises(VideoInputError, match="symbolic link to .*gone.mp4.*which does not exist"):
+        probe_video(broken)
+
+
+def test_clip_span_checks_start_length_and_the_shortest_span(tmp_path):
+    from kling_foley_core.video.probe import clip_span
+
+    clip = write_clip(tmp_path / "c.mp4", n=50, rate=25, size=(16, 16))  # 2.0 s
+    assert clip_span(clip)[1] == pytest.approx(2.0, abs=1e-3)
+    assert clip_span(clip, start=0.5, length=1.0)[1] == pytest.approx(1.0)
+    assert clip_span(clip, start=1.0, length=5.0)[1] == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(VideoInputError, match=r"0.50 s, shorter than one sync window \(0.64 s") as e:
+        clip_span(clip, start=1.5)
+    assert e.value.kind == "too_short"
+    with pytest.raises(VideoInputError, match="past the end"):
+        clip_span(clip, start=2.5)
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(VideoInputError, match="must be a finite number of seconds"):
+            clip_span(clip, length=bad)
+    one_frame = write_clip(tmp_path / "one.mp4", n=1, rate=25, size=(16, 16))  # 0.04 s
+    with pytest.raises(VideoInputError, match="0.04 s, shorter than one sync window"):
+        clip_span(one_frame)

@@ -65,7 +65,9 @@ class WorkflowValidationError(WorkflowError):
 
     def _format(self) -> str:
         n = len(self.errors)
-        head = f"workflow failed validation ({n} error{'s' if n != 1 else ''}):"
+        if n == 1:
+            return f"workflow failed validation: {self.errors[0]}"
+        head = f"workflow failed validation ({n} errors):"
         return "\n".join([head] + [f"  - {e}" for e in self.errors])
 
     def node_errors(self) -> dict:

@@ -28,7 +28,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from .errors import NodeExecutionError, ProcessingInterrupted, WorkflowError
+from .errors import NodeExecutionError, ProcessingInterrupted, WorkflowError, WorkflowValidationError
 from .interrupt import check_interrupt, clear_interrupt
 from .nodeinfo import accepted_kwargs, input_specs
 from .overrides import apply_overrides
@@ -155,8 +155,10 @@ class WorkflowRunner:
         result = runner.run("workflows/video_to_foley.json", overrides=["Sampler.seed=7"])
     """
 
-    def __init__(self, node_classes: Mapping[str, type], *, cache: bool = True, keep: int = 0):
+    def __init__(self, node_classes: Mapping[str, type], *, cache: bool = True, keep: int = 0,
+                 checks: Iterable[Callable[[dict, Mapping], list]] = ()):
         self.node_classes = dict(node_classes)
+        self.checks = list(checks)  # check(prompt, node_classes) -> [NodeError]: after validation, before any run
         self.cache = OutputCache(keep=keep) if cache else None
         self._objects: dict[tuple[str, str], Any] = {}
 
@@ -165,7 +167,11 @@ class WorkflowRunner:
         """Load (file path or dict, API or UI format), apply overrides, validate; returns the API prompt."""
         prompt = load_workflow(workflow, self.node_classes)
         apply_overrides(prompt, overrides, self.node_classes)
-        return validate_prompt(prompt, self.node_classes, outputs)
+        validate_prompt(prompt, self.node_classes, outputs)
+        errors = [e for check in self.checks for e in check(prompt, self.node_classes)]
+        if errors:
+            raise WorkflowValidationError(errors)
+        return prompt
 
     # ------------------------------------------------------------------ execution
     def run(self, workflow: Any, *, overrides: Iterable[str] = (), outputs: Iterable[str] | None = None,

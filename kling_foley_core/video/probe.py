@@ -8,7 +8,9 @@ yet it proves the codec is decodable and reads the rotation that the display mat
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -38,8 +40,8 @@ _MAGICS = (
 
 
 class VideoInputError(ValueError):
-    """A video input that cannot be used. ``kind`` is one of: missing, not_media, corrupt, no_video, no_frames,
-    bad_size, unsupported_codec, bad_param."""
+    """A video input that cannot be used. ``kind`` is one of: missing, not_media, corrupt, still_image, no_video,
+    no_frames, bad_size, unsupported_codec, bad_param, too_short."""
 
     def __init__(self, path: str | os.PathLike | None, kind: str, message: str):
         self.path = None if path is None else str(path)
@@ -98,15 +100,39 @@ def normalize_rotation(degrees: float | int | None) -> int:
 
 
 def check_path(path: str | os.PathLike) -> Path:
+    """``path`` when it is a non-empty regular file; otherwise a :class:`VideoInputError` that says what it is."""
     p = Path(path)
-    if not p.exists():
-        raise VideoInputError(p, "missing", "file not found; check the path (relative paths are resolved from "
-                                            f"'{Path.cwd()}').")
-    if p.is_dir():
-        raise VideoInputError(p, "missing", "is a directory, not a video file; pass the path of a video file.")
+    problem = describe_unusable_path(p)
+    if problem is not None:
+        raise VideoInputError(p, *problem)
     if p.stat().st_size == 0:
         raise VideoInputError(p, "corrupt", "file is empty (0 bytes); re-export or re-download it.")
     return p
+
+
+def describe_unusable_path(p: Path) -> tuple[str, str] | None:
+    """``(kind, message)`` when ``p`` is not a readable regular file: missing, a directory, a broken link, a
+    symbolic link loop, a device or pipe, or unreadable; None when it is a regular file."""
+    import stat
+
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        if p.is_symlink():
+            return "missing", f"is a symbolic link to '{os.readlink(p)}', which does not exist; fix the link."
+        return "missing", ("file not found; check the path (relative paths are resolved from "
+                           f"'{Path.cwd()}').")
+    except OSError as e:  # ELOOP (a symbolic link loop), ENAMETOOLONG, EACCES on a parent folder, ...
+        if e.errno == errno.ELOOP:
+            return "missing", "is a symbolic link loop (following it never reaches a file); fix the link."
+        return "missing", f"cannot be read ({e.strerror or e}); check the path and its permissions."
+    if stat.S_ISDIR(st.st_mode):
+        return "missing", "is a directory, not a video file; pass the path of a video file."
+    if not stat.S_ISREG(st.st_mode):
+        return "missing", "is not a regular file (a device, pipe or socket); pass the path of a video file."
+    if not os.access(p, os.R_OK):
+        return "missing", "cannot be read (permission denied); check its permissions."
+    return None
 
 
 def open_container(path: str | os.PathLike) -> "av.container.InputContainer":
@@ -154,6 +180,12 @@ def select_video_stream(container, path) -> "av.video.stream.VideoStream":
     return streams[0]
 
 
+def _is_still_image(container) -> bool:
+    """FFmpeg opens single pictures (png, jpeg, bmp, webp, ...) with its image demuxers: ``image2``/``*_pipe``."""
+    name = container.format.name or ""
+    return name in ("image2", "image2pipe") or name.endswith("_pipe")
+
+
 def _is_attached_pic(stream) -> bool:
     try:
         return bool(stream.disposition & av.stream.Disposition.attached_pic)
@@ -175,6 +207,11 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     """
     with open_container(path) as container:
         stream = select_video_stream(container, path)
+        if _is_still_image(container):
+            raise VideoInputError(path, "still_image", f"is a still image ({_codec_description(stream).upper()}), "
+                                                       "not a video; pass a video file (to add sound to a still, "
+                                                       "make a clip of it first, e.g. ffmpeg -loop 1 -i IMAGE -t 5 "
+                                                       "out.mp4).")
         if not _has_decoder(stream):
             raise VideoInputError(path, "unsupported_codec", f"uses the video codec '{_codec_description(stream)}' "
                                                              "which this FFmpeg build cannot decode; re-encode it "
@@ -230,3 +267,33 @@ def first_frame(container, stream, path) -> "av.VideoFrame":
                                                "the file.")
     raise VideoInputError(path, "no_frames", "has a video stream with zero frames; pass a video with picture "
                                              "content.")
+
+
+def clip_span(path: str | os.PathLike, start: float = 0.0, length: float = 0.0) -> tuple[VideoInfo, float]:
+    """Probe ``path`` and the span ``[start, start + length)`` (``length`` 0 = to the end): ``(info, seconds)``.
+
+    Checked up front, before any model runs: ``start`` and ``length`` are finite and not negative, ``start`` lies
+    inside the video, and the span holds at least one sync window (:data:`kling_foley_core.limits.MIN_SECONDS`).
+    The longest span a model generates is the model's business (``limits.max_seconds``).
+    """
+    from ..limits import MIN_SECONDS
+
+    for name, value in (("start", start), ("length", length)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+            raise VideoInputError(None, "bad_param", f"{name}={value!r} must be a finite number of seconds, 0 or "
+                                                     "more")
+    info = probe_video(path)
+    total = info.duration
+    if total is None or not total > 0:
+        raise VideoInputError(path, "corrupt", "has no playing time (a single picture, or no duration in its "
+                                               "header); pass a video, or re-encode it (e.g. ffmpeg -i in -c:v "
+                                               "libx264 out.mp4).")
+    if start >= total:
+        raise VideoInputError(path, "bad_param", f"start={start:g} s is past the end of the video ({total:.2f} s); "
+                                                 "use a smaller start.")
+    seconds = min(length, total - start) if length > 0 else total - start
+    if seconds < MIN_SECONDS - 1e-9:
+        raise VideoInputError(path, "too_short", f"the span to add sound to is {seconds:.2f} s, shorter than one "
+                                                 f"sync window ({MIN_SECONDS:g} s = 16 frames at 25 fps); use a "
+                                                 f"clip of at least {MIN_SECONDS:g} s.")
+    return info, seconds

@@ -1,0 +1,127 @@
+"""Checks of a validated workflow that need the pack's meaning, run headless before any node executes.
+
+Validation (``runner.validation``) knows only each node's declared inputs. These checks follow the wires of the
+pack's nodes, so a problem that would otherwise surface at the Sampler, after the models loaded and the video was
+encoded, is a validation error instead:
+
+* every *Load Video* file is probed (missing, a directory, a still image, not a video, ...) and its span
+  ``[start, start + length)`` must lie inside the video and hold at least one sync window;
+* every *Sampler*'s duration (a *Load Video* duration or a literal, through *Conditioning*) must not exceed what its
+  model generates in one run, read from the model's config (``limits.max_seconds``) without loading weights. Where
+  the config cannot be read cheaply (MMAudio ``.pth`` files, HunyuanVideo-Foley) the Sampler checks it when it runs.
+
+``check_prompt(prompt, node_classes)`` has the shape of a ``WorkflowRunner`` check and returns ``NodeError``s.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Mapping
+
+from .limits import MIN_SECONDS, max_seconds
+from .runner.errors import NodeError
+from .runner.validation import dependencies, output_nodes
+from .runner.workflow import _is_link
+
+log = logging.getLogger(__name__)
+
+LOAD_VIDEO = "KlingFoleyLoadVideo"
+CONDITIONING = "KlingFoleyConditioning"
+SAMPLER = "KlingFoleySampler"
+DEFAULT_LOADER = "KlingFoleyDefaultModelLoader"
+MODEL_LOADER = "KlingFoleyModelLoader"
+_PARAM_INPUTS = {"start", "length"}
+
+
+def check_prompt(prompt: Mapping, node_classes: Mapping[str, type]) -> list[NodeError]:
+    needed = dependencies(prompt, output_nodes(prompt, node_classes))
+    errors: list[NodeError] = []
+    spans: dict[str, float] = {}
+    for nid in needed:
+        if prompt[nid].get("class_type") == LOAD_VIDEO:
+            _check_video(nid, prompt[nid]["inputs"], spans, errors)
+    for nid in needed:
+        if prompt[nid].get("class_type") == SAMPLER:
+            _check_sampler(nid, prompt, spans, errors)
+    return errors
+
+
+def _check_video(nid: str, inputs: Mapping, spans: dict, errors: list) -> None:
+    from .runner.paths import resolve_input_path
+    from .video.probe import VideoInputError, clip_span
+
+    path, start, length = inputs.get("video_path"), inputs.get("start", 0.0), inputs.get("length", 0.0)
+    if not isinstance(path, str) or _is_link(start) or _is_link(length):
+        return  # linked: known only when the graph runs
+    if not path.strip():
+        errors.append(NodeError(nid, LOAD_VIDEO, "invalid_input", "video_path is empty; give the path of a video "
+                                                                  "file", "video_path"))
+        return
+    try:
+        _info, spans[nid] = clip_span(resolve_input_path(path), start, length)
+    except VideoInputError as e:
+        name = "length" if e.kind == "bad_param" and "length=" in str(e) else \
+            "start" if e.kind == "bad_param" else "video_path"
+        errors.append(NodeError(nid, LOAD_VIDEO, "invalid_input", str(e), name))
+    except ValueError as e:  # inside ComfyUI: not a file of its input folder
+        errors.append(NodeError(nid, LOAD_VIDEO, "invalid_input", str(e), "video_path"))
+
+
+def _check_sampler(nid: str, prompt: Mapping, spans: dict, errors: list) -> None:
+    inputs = prompt[nid]["inputs"]
+    cond, model = inputs.get("conditioning"), inputs.get("model")
+    if not (_is_link(cond) and _is_link(model)) or inputs.get("context") is not None:
+        return  # a reference context lengthens the span: the Sampler checks it when it runs
+    cond_node = prompt.get(str(cond[0]), {})
+    if cond_node.get("class_type") != CONDITIONING:
+        return
+    duration = cond_node["inputs"].get("duration")
+    if _is_link(duration):
+        src = str(duration[0])
+        if src not in spans or prompt[src].get("class_type") != LOAD_VIDEO or int(duration[1]) != 1:
+            return
+        seconds, where = spans[src], f"the video of node {src} (Load Video)"
+    elif isinstance(duration, float):
+        seconds, where = duration, f"the duration of node {cond[0]} (Conditioning)"
+        if seconds < MIN_SECONDS:
+            errors.append(NodeError(str(cond[0]), CONDITIONING, "value_smaller_than_min",
+                                    f"duration={seconds:g} s is shorter than one sync window ({MIN_SECONDS:g} s = 16 "
+                                    f"frames at 25 fps)", "duration"))
+            return
+    else:
+        return
+    limit, model_name = model_limit(prompt.get(str(model[0]), {}))
+    if limit is not None and seconds > limit + 1e-6:
+        errors.append(NodeError(nid, SAMPLER, "value_bigger_than_max",
+                                f"{where} is {seconds:.2f} s, but the model of node {model[0]} ({model_name}) generates "
+                                f"at most {limit:g} s in one run; set Load Video's length (generate --length) to "
+                                f"{limit:g} or less", "conditioning"))
+
+
+def model_limit(loader: Mapping) -> tuple[float | None, str]:
+    """``(longest clip in seconds, model name)`` of the transformer a loader node loads, from its config alone;
+    ``(None, name)`` when that takes more than reading a config file."""
+    ct, inputs = loader.get("class_type"), loader.get("inputs") or {}
+    if ct == DEFAULT_LOADER:
+        from . import default_model
+
+        config = Path(default_model.__file__).parent / "weights" / "transformer" / "config.json"
+        return _config_limit(config), str(inputs.get("model", "foley-tiny"))
+    if ct == MODEL_LOADER and isinstance(inputs.get("checkpoint"), str):
+        from .runner.paths import find_model
+
+        try:
+            path = Path(find_model("transformer", inputs["checkpoint"]))
+        except (OSError, ValueError):
+            return None, inputs["checkpoint"]  # reported by the loader's own validation
+        return (_config_limit(path / "config.json") if path.is_dir() else None), inputs["checkpoint"]
+    return None, str(ct)
+
+
+def _config_limit(config: Path) -> float | None:
+    try:
+        return max_seconds(json.loads(config.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as e:
+        log.debug("no duration limit from %s: %s", config, e)
+        return None
