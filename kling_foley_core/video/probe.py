@@ -122,6 +122,8 @@ def describe_unusable_path(p: Path) -> tuple[str, str] | None:
             return "missing", f"is a symbolic link to '{os.readlink(p)}', which does not exist; fix the link."
         return "missing", ("file not found; check the path (relative paths are resolved from "
                            f"'{Path.cwd()}').")
+    except ValueError:  # a NUL character: no file system takes it
+        return "missing", "is not a usable path (it holds a NUL character); pass the path of a video file."
     except OSError as e:  # ELOOP (a symbolic link loop), ENAMETOOLONG, EACCES on a parent folder, ...
         if e.errno == errno.ELOOP:
             return "missing", "is a symbolic link loop (following it never reaches a file); fix the link."
