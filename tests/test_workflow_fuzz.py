@@ -62,14 +62,16 @@ def api_to_ui(prompt: dict, classes: dict) -> dict:
 
 
 def seeds(classes: dict) -> list[dict]:
-    """Every shipped workflow in API and UI format."""
+    """Every shipped workflow in API and UI format, plus a UI save with a subgraph (the runner expands those)."""
+    from test_runner_subgraphs import workflow as subgraph_workflow
+
     out = []
     for path in sorted(WORKFLOWS.glob("*.json")):
         data = json.loads(path.read_text())
         api = load_workflow(data, classes)
         out.append(data)
         out.append(api if isinstance(data.get("nodes"), list) else api_to_ui(api, classes))
-    return out
+    return out + [subgraph_workflow()]
 
 
 def _pick(tree, rng: random.Random) -> tuple:
@@ -166,15 +168,16 @@ def fuzz(cases: int, seed: int, classes: dict, *, report=None) -> list[tuple[str
 
 def _node_classes() -> dict:
     from kling_foley_core.cli import load_node_classes
+    from test_runner_nodes import NODE_CLASS_MAPPINGS as TEST_NODES  # the subgraph seed's nodes
     from test_workflows_shipped import COMFY_CORE  # ComfyUI's own nodes that two shipped workflows start from
 
-    return {**load_node_classes(), **COMFY_CORE}
+    return {**load_node_classes(), **COMFY_CORE, **TEST_NODES}
 
 
 def test_shipped_workflows_in_both_formats_load_and_validate():
     classes = _node_classes()
     base = seeds(classes)
-    assert len(base) >= 2 * len(list(WORKFLOWS.glob("*.json")))
+    assert len(base) == 2 * len(list(WORKFLOWS.glob("*.json"))) + 1
     for data in base:  # the seeds are sound (only model files absent here): a fuzz failure is the mutation's doing
         errors = collect_errors(load_workflow(data, classes), classes)
         assert {e.kind for e in errors} <= {"custom_validation_failed", "value_not_in_list"}, errors  # model files
