@@ -31,6 +31,7 @@ CONDITIONING = "KlingFoleyConditioning"
 SAMPLER = "KlingFoleySampler"
 DEFAULT_LOADER = "KlingFoleyDefaultModelLoader"
 MODEL_LOADER = "KlingFoleyModelLoader"
+TINY = "tiny (random weights, for testing)"  # the loaders' choice of the random tiny stack
 _PARAM_INPUTS = {"start", "length"}
 
 
@@ -108,6 +109,10 @@ def model_limit(loader: Mapping) -> tuple[float | None, str]:
 
         config = Path(default_model.__file__).parent / "weights" / "transformer" / "config.json"
         return _config_limit(config), str(inputs.get("model", "foley-tiny"))
+    if ct == MODEL_LOADER and inputs.get("checkpoint") == TINY:
+        from .models.mmdit_presets import MMDIT_PRESETS
+
+        return max_seconds(MMDIT_PRESETS["tiny"]), "tiny MM-DiT"
     if ct == MODEL_LOADER and isinstance(inputs.get("checkpoint"), str):
         from .runner.paths import find_model
 

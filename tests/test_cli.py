@@ -315,3 +315,13 @@ def test_generate_with_a_still_image_exits_2_naming_it(tmp_path, capsys):
     code = cli.main(["generate", str(png), "--workflow", "video_to_audio_tiny", "--output-dir", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "is a still image (PNG), not a video" in err and "\n" not in err  # was: TypeError, exit 1
+
+
+@pytest.mark.parametrize("duration,needle", [(0.3, "duration=0.3 s is shorter than one sync window"),
+                                             (60, "is 60.00 s, but the model of node")])
+def test_literal_duration_outside_the_model_range_fails_validation(tmp_path, capsys, duration, needle):
+    wf = HERE.parent / "workflows" / "text_to_audio_tiny.json"
+    code = cli.main(["run", str(wf), "--validate-only", "--output-dir", str(tmp_path / "out"),
+                     "--set", f"KlingFoleyConditioning.duration={duration}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and needle in err and "\n" not in err  # was: valid, then a failure at the Sampler
