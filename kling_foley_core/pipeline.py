@@ -14,9 +14,21 @@ from diffusers import DiffusionPipeline
 
 from .generation import (FoleyConditions, GenerationError, SamplerSettings, decode_latents, frame_specs,
                          generate_latents, mel_to_stereo, stereo_video_features, vocode)
+from .audio.encode import AudioInputError, encode_audio
+from .audio.io import read_audio
+from .audio.splice import splice_window
 from .offload import align_weights
+from .sampling.context import CONTEXT_MODES, ContextError, make_context
 
 log = logging.getLogger(__name__)
+
+
+def audio_mode_name(mode: str) -> str:
+    """``audio_mode`` checked (FoleyGenEx's names fe / ac-vta are accepted for continue / reference)."""
+    name = {"fe": "continue", "extension": "continue", "ac-vta": "reference"}.get(mode, mode)
+    if name not in CONTEXT_MODES:
+        raise GenerationError(f"audio_mode={mode!r} must be one of {', '.join(CONTEXT_MODES)}")
+    return name
 
 
 @dataclass
@@ -185,10 +197,33 @@ class KlingFoleyPipeline(DiffusionPipeline):
             out.update(empty_text_f=neg.hidden)
         return out
 
+    def known_audio(self, audio, sample_rate, mode, context_seconds, edit_start, edit_end):
+        """``audio`` → (waveform (B, C, T), its rate, :class:`AudioContext`), or None without audio."""
+        if audio is None:
+            return None
+        try:
+            if isinstance(audio, (str, Path)):
+                wave, sample_rate = read_audio(audio, what="audio")
+            else:
+                wave = torch.as_tensor(audio, dtype=torch.float32)
+                if sample_rate is None:
+                    raise GenerationError("audio= given as a waveform needs audio_sample_rate= (its rate in Hz)")
+            wave = wave[None] if wave.ndim == 2 else wave
+            enc = encode_audio(self.vae, wave, int(sample_rate), what="audio")
+            ctx = make_context(enc.latents, enc.latent_rate, audio_mode_name(mode), context_seconds=context_seconds,
+                               edit_start=edit_start, edit_end=edit_end)
+        except (AudioInputError, ContextError) as e:
+            raise GenerationError(str(e)) from None
+        return wave, int(sample_rate), ctx
+
     @staticmethod
     def _step_callback(bar, callback: Callable[[dict], None] | None) -> Callable[[dict], None]:
+        inverted = [0]  # steps of an edit's inversion, which come before the sampling steps
+
         def on_step(info: dict) -> None:
-            bar.update(info["step"] - bar.n)  # samplers report the step reached
+            if info.get("phase") == "inversion":
+                inverted[0] = info["step"]
+            bar.update(info["step"] + (0 if info.get("phase") == "inversion" else inverted[0]) - bar.n)
             if callback is not None:
                 callback(info)
         return on_step
@@ -199,29 +234,50 @@ class KlingFoleyPipeline(DiffusionPipeline):
                  duration: float | None = None, start: float = 0.0, num_inference_steps: int = 25,
                  guidance_scale: float = 4.5, sampler: str = "euler", schedule: str = "uniform", shift: float = 1.0,
                  seed: int = 0, generator: torch.Generator | None = None,
-                 callback: Callable[[dict], None] | None = None) -> FoleyOutput:
+                 callback: Callable[[dict], None] | None = None, video_semantics: bool = True,
+                 audio: str | Path | torch.Tensor | None = None, audio_sample_rate: int | None = None,
+                 audio_mode: str = "continue", context_seconds: float = 0.0, edit_start: float = 0.0,
+                 edit_end: float = 0.0) -> FoleyOutput:
+        """Generate stereo audio for ``video`` (a file) or ``frames`` (+ ``fps``), or for ``duration`` seconds from
+        ``prompt`` alone (text to audio).
+
+        ``video_semantics=False`` drops the video's semantic features (TC-VTA: timing from the video, timbre from
+        ``prompt``). ``audio`` (a file, or a (C, T) / (B, C, T) waveform at ``audio_sample_rate``) is known audio
+        (FoleyGenEx), used as ``audio_mode``: ``continue`` (it is the soundtrack's start, its last
+        ``context_seconds`` (0 = all) are kept and the rest of the clip is generated), ``edit`` (the window
+        [``edit_start``, ``edit_end``] s of it is regenerated; outside it the audio is returned unchanged) or
+        ``reference`` (its timbre is copied; its first ``context_seconds``, 0 = all)."""
         # 1. Check inputs
         self.check_inputs(video, frames, fps, duration, num_inference_steps, guidance_scale, prompt)
+        known = self.known_audio(audio, audio_sample_rate, audio_mode, context_seconds, edit_start, edit_end)
         # 2. Sample the video by timestamp and encode it
         clip_f = sync_f = None
         if video is not None or frames is not None:
             sampled = self.sample_video(video, frames, fps, start, duration)
             duration = sampled.duration
             clip_f, sync_f = self.encode_video(sampled)
+        stereo_feats = (clip_f, sync_f)
+        if not video_semantics:
+            clip_f = None
         # 3. Encode the text (and the negative prompt for CFG)
         cond = FoleyConditions(duration=float(duration), clip_f=clip_f, sync_f=sync_f,
-                               **self.encode_text(prompt, negative_prompt))
+                               context=known[2] if known else None, **self.encode_text(prompt, negative_prompt))
         # 4. Denoising loop (flow matching from t = 0 noise to t = 1 data)
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
                                    cfg=guidance_scale)
-        with self.progress_bar(total=num_inference_steps) as bar:
+        inversion = num_inference_steps if cond.context is not None and cond.context.invert else 0
+        with self.progress_bar(total=num_inference_steps + inversion) as bar:
             latents = generate_latents(self.transformer, cond, settings, seed=seed, generator=generator,
                                        callback=self._step_callback(bar, callback))
         # 5. Mel-VAE decode → mono mel → Mono2Stereo → stereo mel
         mel = mel_to_stereo(self.mono2stereo, decode_latents(self.vae, latents),
-                            stereo_video_features(self.mono2stereo, clip_f, sync_f))
+                            stereo_video_features(self.mono2stereo, *stereo_feats))
         # 6. Vocoder per channel, trimmed to the requested duration
         sr = int(self.vocoder.sample_rate)
         wave = vocode(self.vocoder, mel, num_samples=int(math.floor(cond.duration * sr)))
+        if known and known[2].window is not None:  # edit: the original's samples outside the window
+            wave = torch.stack([splice_window(o, known[1], g, sr, *known[2].window) for o, g in
+                                zip(known[0].expand(wave.shape[0], -1, -1), wave)])
+            sr = known[1]
         self.maybe_free_model_hooks()
         return FoleyOutput(waveform=wave, sample_rate=sr, latents=latents, mel=mel, duration=cond.duration)

@@ -96,3 +96,55 @@ def test_progress_bar_follows_set_progress_bar_config(pipe):
         assert out.getvalue().strip("\x00") == ""
     finally:
         pipe.set_progress_bar_config(disable=True)
+
+
+def _tone(seconds, sr=22050, channels=1):
+    t = torch.arange(int(seconds * sr)) / sr
+    x = 0.3 * torch.sin(2 * torch.pi * 440 * t) * torch.exp(-3 * (t % 0.5))
+    return x.expand(channels, -1).clone(), sr
+
+
+def test_known_audio_modes_from_the_pipeline(pipe, tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=60, rate=Fraction(25, 1), size=(40, 32))
+    wave, sr = _tone(2.4)
+    plain = pipe(clip, num_inference_steps=2, seed=1)
+    cont = pipe(clip, num_inference_steps=2, seed=1, audio=wave, audio_sample_rate=sr, audio_mode="continue")
+    assert cont.waveform.shape == plain.waveform.shape
+    assert not torch.equal(cont.latents, plain.latents)
+    # the known frames end exactly at the given audio's latents
+    from kling_foley_core.audio.encode import encode_audio
+
+    enc = encode_audio(pipe.vae, wave, sr)
+    k = enc.latents.shape[-1]
+    assert torch.allclose(cont.latents[..., :k], enc.latents, atol=1e-4)
+    ref = pipe(clip, num_inference_steps=2, seed=1, audio=wave, audio_sample_rate=sr, audio_mode="reference")
+    assert ref.waveform.shape == plain.waveform.shape  # the prepended reference is dropped again
+    tc = pipe(clip, prompt="a bell", num_inference_steps=2, seed=1, video_semantics=False)
+    assert not torch.equal(tc.latents, pipe(clip, prompt="a bell", num_inference_steps=2, seed=1).latents)
+
+
+def test_edit_keeps_the_original_outside_the_window(pipe, tmp_path):
+    clip = write_clip(tmp_path / "c.mp4", n=75, rate=Fraction(25, 1), size=(40, 32))
+    wave, sr = _tone(3.0, sr=16000, channels=2)
+    out = pipe(clip, num_inference_steps=2, seed=2, audio=wave, audio_sample_rate=sr, audio_mode="edit",
+               edit_start=1.0, edit_end=2.0)
+    assert out.sample_rate == sr and out.waveform.shape == (1, 2, wave.shape[-1])
+    outside = torch.cat([out.waveform[0, :, :int(0.95 * sr)], out.waveform[0, :, int(2.05 * sr):]], -1)
+    original = torch.cat([wave[:, :int(0.95 * sr)], wave[:, int(2.05 * sr):]], -1)
+    assert torch.equal(outside, original)
+    assert not torch.allclose(out.waveform[0, :, int(1.2 * sr):int(1.8 * sr)], wave[:, int(1.2 * sr):int(1.8 * sr)])
+
+
+def test_bad_known_audio_is_named_before_sampling(pipe, tmp_path):
+    wave, sr = _tone(2.0)
+    with pytest.raises(GenerationError, match="audio_mode='remix'"):
+        pipe(prompt="x", duration=2.0, audio=wave, audio_sample_rate=sr, audio_mode="remix")
+    with pytest.raises(GenerationError, match="audio_sample_rate"):
+        pipe(prompt="x", duration=2.0, audio=wave)
+    with pytest.raises(GenerationError, match="edit window .* is empty"):
+        pipe(prompt="x", duration=2.0, audio=wave, audio_sample_rate=sr, audio_mode="edit", edit_start=1.5,
+             edit_end=1.0)
+    with pytest.raises(GenerationError, match="silent"):
+        pipe(prompt="x", duration=2.0, audio=torch.zeros(1, sr), audio_sample_rate=sr)
+    with pytest.raises(GenerationError, match="not found"):
+        pipe(prompt="x", duration=2.0, audio=tmp_path / "none.wav")
