@@ -43,19 +43,75 @@ def find_workflow(name: str | None) -> Path:
     raise SystemExitError(f"--workflow {name!r} is not a shipped workflow; choose one of: {', '.join(shipped)}")
 
 
+# --mode → the shipped workflow that runs it (FoleyGenEx's paradigms; v2a is the default workflow)
+MODE_WORKFLOWS = {"v2a": None, "tc-vta": "text_controlled_default", "ac-vta": "reference_audio_default",
+                  "fe": "foley_extension_default", "edit": "soundtrack_edit_default", "tta": "text_to_audio_default"}
+MODE_HELP = ("v2a: sound for the video; tc-vta: the prompt sets the timbre, the video the timing; ac-vta: --audio is "
+             "a reference whose timbre is copied; fe: --audio is the soundtrack's start, the rest is generated; "
+             "edit: --edit-start..--edit-end of --audio (default: the video's own soundtrack) is regenerated; "
+             "tta: no video, --prompt and --duration")
+
+
+def check_mode(args: argparse.Namespace) -> None:
+    """The mode's own arguments, before anything loads (one-line errors naming the option)."""
+    from .video.probe import describe_unusable_path
+
+    mode = args.mode
+    if mode != "v2a" and args.workflow:
+        raise SystemExitError(f"--mode {mode} runs its own workflow ({MODE_WORKFLOWS[mode]}); drop --workflow or "
+                              "--mode")
+    if mode == "tta":
+        if args.video is not None:
+            raise SystemExitError("--mode tta makes audio from the prompt alone and takes no video; drop the video, "
+                                  "or use --mode tc-vta to set the timbre of a video's sound with the prompt")
+        if not args.prompt.strip():
+            raise SystemExitError("--mode tta needs --prompt (the sounds to make, e.g. 'four snares in the center')")
+        if not args.duration > 0:
+            raise SystemExitError(f"--duration {args.duration:g}: --mode tta needs the seconds of audio to make (> 0)")
+        return
+    if args.video is None:
+        raise SystemExitError(f"--mode {mode} needs a video (or use --mode tta for audio from a prompt alone)")
+    if args.duration:
+        raise SystemExitError("--duration is for --mode tta; a video's length sets the duration (use --length)")
+    if mode in ("ac-vta", "fe") and not args.audio:
+        what = "a recording whose timbre to copy" if mode == "ac-vta" else "the soundtrack of the video's start"
+        raise SystemExitError(f"--mode {mode} needs --audio FILE ({what})")
+    if args.audio and mode in ("v2a", "tc-vta"):
+        raise SystemExitError(f"--audio is used by --mode ac-vta, fe or edit, not {mode}")
+    if args.audio:
+        problem = describe_unusable_path(Path(args.audio))
+        if problem is not None:
+            raise SystemExitError(f"--audio {args.audio}: {problem[1]}")
+    if mode == "edit" and not 0 <= args.edit_start < args.edit_end:
+        raise SystemExitError(f"--edit-start {args.edit_start:g} --edit-end {args.edit_end:g}: give the window to "
+                              "regenerate in seconds, 0 <= start < end")
+    if mode != "edit" and (args.edit_start or args.edit_end):
+        raise SystemExitError("--edit-start/--edit-end are for --mode edit")
+    if args.context_seconds < 0:
+        raise SystemExitError(f"--context-seconds {args.context_seconds:g} must be >= 0 (0 = all of --audio)")
+
+
 def generate_overrides(args: argparse.Namespace) -> list[str]:
     from .video.probe import VideoInputError, check_path
 
+    sets = {"Prompt.prompt": args.prompt, "Prompt.negative_prompt": args.negative_prompt, "Sampler.seed": args.seed,
+            "Sampler.cfg": args.cfg, "Schedule.steps": args.steps, "Sampler Select.sampler_name": args.sampler}
+    if args.mode == "tta":
+        stem = "".join(c if c.isalnum() else "_" for c in args.prompt.strip())[:40].strip("_") or "text"
+        sets.update({"Conditioning.duration": args.duration, "Save Audio.filename_prefix": f"kling_foley/{stem}"})
+        return [f"{k}={json.dumps(v)}" for k, v in sets.items()] + list(args.overrides)
     video = Path(args.video)
     try:  # says what the path is (missing, a directory, a link loop, ...); the runner's checks probe the rest
         check_path(video)
     except VideoInputError as e:
         raise SystemExitError(str(e)) from None
-    sets = {"Load Video.video_path": str(video.resolve()), "Load Video.start": args.start,
-            "Load Video.length": args.length, "Prompt.prompt": args.prompt,
-            "Prompt.negative_prompt": args.negative_prompt, "Sampler.seed": args.seed, "Sampler.cfg": args.cfg,
-            "Schedule.steps": args.steps, "Sampler Select.sampler_name": args.sampler,
-            "Mux Video.filename_prefix": f"kling_foley/{video.stem}"}
+    sets.update({"Load Video.video_path": str(video.resolve()), "Load Video.start": args.start,
+                 "Load Video.length": args.length, "Mux Video.filename_prefix": f"kling_foley/{video.stem}"})
+    if args.mode in ("ac-vta", "fe", "edit"):
+        sets["Known Audio.audio_path"] = str(Path(args.audio or video).resolve())
+        sets["Audio Context.context_seconds"] = args.context_seconds
+    if args.mode == "edit":
+        sets.update({"Audio Context.edit_start": args.edit_start, "Audio Context.edit_end": args.edit_end})
     return [f"{k}={json.dumps(v)}" for k, v in sets.items()] + list(args.overrides)
 
 
@@ -116,7 +172,16 @@ def _move_output(result, out: Path) -> None:
 
 
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("video", help="the (silent) video to add sound to")
+    p.add_argument("video", nargs="?", default=None, help="the (silent) video to add sound to (none for --mode tta)")
+    p.add_argument("--mode", choices=tuple(MODE_WORKFLOWS), default="v2a", help=MODE_HELP)
+    p.add_argument("--audio", default=None, metavar="FILE",
+                   help="known audio for --mode ac-vta / fe / edit (any audio file or a video's soundtrack)")
+    p.add_argument("--context-seconds", type=finite_float, default=0.0,
+                   help="fe: seconds at the end of --audio kept as context; ac-vta: seconds of the reference used "
+                        "(0 = all)")
+    p.add_argument("--edit-start", type=finite_float, default=0.0, help="edit: start of the window to regenerate (s)")
+    p.add_argument("--edit-end", type=finite_float, default=0.0, help="edit: end of the window to regenerate (s)")
+    p.add_argument("--duration", type=finite_float, default=0.0, help="tta: seconds of audio to make")
     p.add_argument("--prompt", default="", help="describe the sound (optional)")
     p.add_argument("--negative-prompt", default="", help="sounds to steer away from (optional)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, the papers' setting)")
@@ -140,10 +205,24 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None, extra: list[str] = ()) -> int:
-    workflow = find_workflow(args.workflow)
+    mode = getattr(args, "mode", "v2a")
+    for name, default in (("mode", "v2a"), ("audio", None), ("context_seconds", 0.0), ("edit_start", 0.0),
+                          ("edit_end", 0.0), ("duration", 0.0)):
+        setattr(args, name, getattr(args, name, default))
+    check_mode(args)
+    workflow = find_workflow(MODE_WORKFLOWS[mode] or args.workflow)
     overrides = generate_overrides(args) + list(extra)
-    container = output_container(args, Path(args.video))  # before any model runs; a --set may still override it
-    overrides.insert(0, f"Mux Video.container={json.dumps(container)}")
+    if mode == "tta":
+        if getattr(args, "output", None):
+            out = Path(args.output)
+            if out.suffix.lower() not in (".flac", ".wav"):
+                raise SystemExitError(f"--output {out}: --mode tta writes audio; name a .flac or .wav file")
+            if out.exists() or out.is_symlink() or not out.parent.is_dir():
+                raise SystemExitError(f"--output {out}: already exists or its folder does not; choose another name")
+            overrides.insert(0, f"Save Audio.format={json.dumps(out.suffix.lower()[1:])}")
+    else:
+        container = output_container(args, Path(args.video))  # before any model runs; a --set may override it
+        overrides.insert(0, f"Mux Video.container={json.dumps(container)}")
     _setup(args)
     runner = _make_runner(args, node_classes)
     result = runner.run(str(workflow), overrides=overrides, on_event=_event_logger(getattr(args, "verbose", False)))

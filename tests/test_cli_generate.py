@@ -26,3 +26,54 @@ def test_generate_bad_input_is_one_line(tmp_path, capsys):
     assert err.startswith("error: video") and "none.mp4" in err and "\n" not in err
     assert main(["generate", str(Path(__file__)), "--workflow", "nope"]) == EXIT_USAGE
     assert "is not a shipped workflow" in capsys.readouterr().err
+
+
+def _write_wav(path, seconds=3.0, sr=22050):
+    import wave
+
+    import numpy as np
+
+    t = np.arange(int(seconds * sr)) / sr
+    x = 0.4 * np.sin(2 * np.pi * 330 * t) * np.exp(-6 * (t % 0.5))
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((x * 32767).astype("<i2").tobytes())
+    return path
+
+
+def test_generate_modes_run_their_workflows(tmp_path, capsys):
+    clip = write_clip(tmp_path / "hit.mp4", n=75, rate=25, size=(48, 48))
+    wav = _write_wav(tmp_path / "known.wav")
+    out = tmp_path / "out"
+    common = ["--steps", "2", "--output-dir", str(out)]
+    assert main(["generate", "--mode", "tta", "--prompt", "two kicks on the left", "--duration", "2",
+                 "--output", str(tmp_path / "tta.wav")] + common) == EXIT_OK
+    with av.open(str(tmp_path / "tta.wav")) as c:
+        assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 2.0) < 0.05
+    assert main(["generate", str(clip), "--mode", "edit", "--audio", str(wav), "--edit-start", "1",
+                 "--edit-end", "2", "--output", str(tmp_path / "edit.mp4")] + common) == EXIT_OK
+    assert main(["generate", str(clip), "--mode", "fe", "--audio", str(wav), "--context-seconds", "1.5",
+                 "--output", str(tmp_path / "fe.mp4")] + common) == EXIT_OK
+    assert "workflow foley_extension_default" in capsys.readouterr().out
+    for name in ("edit.mp4", "fe.mp4"):
+        with av.open(str(tmp_path / name)) as c:
+            assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 3.0) < 0.1
+
+
+def test_generate_mode_arguments_are_checked_first(tmp_path, capsys):
+    clip = write_clip(tmp_path / "c.mp4", n=30, rate=25, size=(32, 32))
+    cases = [(["generate", str(clip), "--mode", "ac-vta"], "needs --audio FILE"),
+             (["generate", "--mode", "tta", "--duration", "2"], "needs --prompt"),
+             (["generate", str(clip), "--mode", "tta", "--prompt", "x", "--duration", "2"], "takes no video"),
+             (["generate", str(clip), "--mode", "edit", "--audio", str(clip), "--edit-start", "2",
+               "--edit-end", "1"], "0 <= start < end"),
+             (["generate", str(clip), "--mode", "fe", "--audio", str(tmp_path / "no.wav")], "--audio"),
+             (["generate", str(clip), "--mode", "fe", "--audio", str(clip), "--workflow", "video_to_audio_tiny"],
+              "drop --workflow"),
+             (["generate"], "needs a video")]
+    for argv, message in cases:
+        assert main(argv) == EXIT_USAGE, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err, (argv, err)
