@@ -10,14 +10,20 @@ surrogate only has to keep the sync stream's length and rhythm.
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import replace
 
 import torch
+
+from .audio.encode import MIN_SECONDS
 
 from .models.sync_layout import TOKENS_PER_WINDOW
 from .sampling.context import AudioContext, ContextError
 
 __all__ = ["reference_conditions", "surrogate_sync"]
+
+log = logging.getLogger(__name__)
 
 
 def surrogate_sync(sync_f: torch.Tensor, n_tokens: int) -> torch.Tensor:
@@ -35,9 +41,19 @@ def reference_conditions(transformer, cond, ctx: AudioContext):
     if hasattr(transformer, "forward_native"):
         raise ContextError("the reference mode (AC-VTA) needs an MM-DiT model (Kling-Foley or MMAudio); "
                            "HunyuanVideo-Foley supports the continue and edit modes")
+    max_d = float(getattr(transformer.config, "max_duration", float("inf")))
+    room = int(math.floor((max_d - cond.duration) * ctx.latent_rate + 1e-6))  # reference frames that still fit
+    if room / ctx.latent_rate < MIN_SECONDS - 1e-6:
+        raise ContextError(f"reference mode: the clip is {cond.duration:.2f} s and this model takes at most "
+                           f"{max_d:g} s with the reference in front; cut the clip to at most "
+                           f"{max_d - MIN_SECONDS:.2f} s (the reference needs {MIN_SECONDS:.2f} s)")
+    if ctx.frames > room:
+        log.info("reference cut from %.2f s to %.2f s to fit the model's %g s", ctx.seconds, room / ctx.latent_rate,
+                 max_d)
+        ctx = replace(ctx, latents=ctx.latents[..., :room], known=ctx.known[..., :room])
     n_ref = ctx.frames
     n_target = transformer.sequence_lengths(cond.duration).latent
-    total = cond.duration + ctx.seconds
+    total = min(cond.duration + ctx.seconds, max_d)
     sync_f = cond.sync_f
     if sync_f is not None:
         need = transformer.sequence_lengths(total).sync

@@ -105,6 +105,17 @@ def test_reference_mode_returns_the_target_length_and_drops_the_reference():
     assert out.shape == (1, 8, model.sequence_lengths(DUR).latent)
 
 
+def test_a_reference_is_cut_to_the_room_the_model_has_left():
+    _, model = _models()
+    max_d = model.config.max_duration
+    ctx = _context(model, mode="reference", seconds=2.0)
+    dur = max_d - 1.0  # one second of room: the reference is cut to it, the output keeps the target's length
+    out = generate_latents(model, _cond(model, context=ctx, duration=dur), SamplerSettings(steps=2), seed=1)
+    assert out.shape[-1] == model.sequence_lengths(dur).latent
+    with pytest.raises(ContextError, match="cut the clip to at most"):
+        generate_latents(model, _cond(model, context=ctx, duration=max_d - 0.3), SamplerSettings(steps=2))
+
+
 def test_edit_keeps_everything_outside_the_window():
     plain, _ = _models()
     ctx = _context(plain, mode="edit", seconds=DUR, window=(0.5, 1.2))
