@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from . import common as C
+from . import memory as M
 from .common import TINY, node_error
 
 HUNYUAN_VAE = "KLING_FOLEY_HUNYUAN_VAE"
@@ -35,9 +36,10 @@ class KlingFoleyHunyuanLoader:
             "blocks_to_swap": ("INT", {"default": 0, "min": 0, "max": 64,
                                        "tooltip": "Blocks kept on the CPU and moved to the GPU only while they run "
                                                   "(0 = all resident). Lets XXL fit small GPUs."}),
+            "memory": M.memory_input(),
         }}
 
-    def load(self, dit, vae, precision="bf16", blocks_to_swap=0):
+    def load(self, dit, vae, precision="bf16", blocks_to_swap=0, memory=M.KEEP):
         from kling_foley_core.hunyuan.dac_vae import DacVae
         from kling_foley_core.hunyuan.dit import HunyuanFoleyDiT
         from kling_foley_core.hunyuan.loading import load_dac_vae, load_hunyuan_dit
@@ -60,11 +62,11 @@ class KlingFoleyHunyuanLoader:
             except ValueError as e:
                 raise node_error("Kling-Foley HunyuanVideo-Foley Loader", f"vae: {e}") from None
             codec = load_dac_vae(vae_path, device=device)
-        if blocks_to_swap:
+        if blocks_to_swap:  # the blocks stream themselves; the rest of the DiT stays on the device
             enable_block_swap(model, blocks_to_swap, device)
         else:
-            model.to(device)
-        return (model.eval(), codec.eval())
+            model = M.place(model.eval(), memory, device)
+        return (model.eval(), M.place(codec.eval(), memory, device))
 
 
 def tiny_dac_config() -> dict:

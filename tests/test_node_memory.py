@@ -101,3 +101,16 @@ def test_inside_comfyui_models_load_through_its_model_management(fake_comfy):
     place(c, KEEP, "cpu")
     c(torch.zeros(1, 2))
     assert [lm.model for lm in mm.current_loaded_models] == [c.comfy_patcher, b.comfy_patcher]  # ComfyUI decides
+
+
+def test_hunyuan_loader_takes_the_memory_input():
+    from kling_foley_nodes.hunyuan import KlingFoleyHunyuanLoader
+
+    assert "memory" in KlingFoleyHunyuanLoader.INPUT_TYPES()["optional"]
+    model, codec = KlingFoleyHunyuanLoader().load("tiny (random weights, for testing)",
+                                                  "tiny (random weights, for testing)", precision="fp32",
+                                                  memory=OFFLOAD)
+    assert hasattr(model, "_hf_hook") and hasattr(codec, "_hf_hook")
+    model_k, codec_k = KlingFoleyHunyuanLoader().load("tiny (random weights, for testing)",
+                                                      "tiny (random weights, for testing)", precision="fp32")
+    assert not hasattr(model_k, "_hf_hook")
