@@ -24,6 +24,7 @@ from typing import Callable
 import torch
 
 from .generation import FoleyConditions, GenerationError, SamplerSettings, context_path, generate_latents
+from . import limits
 from .limits import max_seconds
 from .models.duration import CLIP_FPS, sequence_lengths
 from .models.sync_layout import TOKENS_PER_WINDOW
@@ -32,20 +33,13 @@ from .sampling.windows import DEFAULT_OVERLAP, SYNC_STRIDE_SECONDS, WindowError,
 
 log = logging.getLogger(__name__)
 
-HUNYUAN_TRAINED_SECONDS = 8.0  # HunyuanVideo-Foley's training clips (64 SigLIP2 frames, 192 sync tokens)
 STREAM_CHUNK_SECONDS = 16.0  # encoder chunk when streaming a file (a multiple of 8 s: on both feature grids)
 
 
 def trained_seconds(transformer) -> float:
-    """The clip length a model was trained on: its config's ``default_duration`` (MMAudio 8 s, Kling-Foley 10 s,
-    foley-tiny 8 s), HunyuanVideo-Foley 8 s; never above the model's limit."""
-    config = transformer.config
-    value = getattr(config, "default_duration", None)
-    if value is None and isinstance(config, dict):
-        value = config.get("default_duration")
-    if value is None:
-        value = HUNYUAN_TRAINED_SECONDS
-    return min(float(value), max_seconds(config))
+    """The clip length a model was trained on (:func:`~.limits.trained_seconds` of its config): MMAudio and
+    foley-tiny 8 s, Kling-Foley 10 s, HunyuanVideo-Foley 8 s."""
+    return limits.trained_seconds(transformer.config)
 
 
 def window_defaults(transformer) -> tuple[float, float]:
@@ -178,16 +172,17 @@ def _chunks(duration: float, chunk: float) -> list[tuple[float, float]]:
 
 
 def encode_video_streamed(path, start: float, duration: float, *, visual_encoder=None, sync_encoder=None,
-                          chunk: float = STREAM_CHUNK_SECONDS, on_chunk: Callable[[int, int], None] | None = None):
+                          chunk: float | None = None, on_chunk: Callable[[int, int], None] | None = None):
     """``(clip_f, sync_f)`` of ``[start, start + duration)`` of a video file, decoded and encoded ``chunk`` seconds
     at a time, so memory is bounded by one chunk's frames however long the clip is.
 
-    ``chunk`` is a multiple of 8 s, which lies on both feature grids (8 fps frames, 0.32 s sync segments): each
+    ``chunk`` (default :data:`STREAM_CHUNK_SECONDS`) is a multiple of 8 s, which lies on both feature grids (8 fps frames, 0.32 s sync segments): each
     chunk's sync frames run 0.32 s past its end to complete its last segments, and the features equal those of
     one pass over the whole clip."""
     from .generation import frame_specs
     from .video.loader import load_video
 
+    chunk = STREAM_CHUNK_SECONDS if chunk is None else chunk
     if chunk <= 0 or abs(chunk / 8.0 - round(chunk / 8.0)) > 1e-9:
         raise GenerationError(f"chunk={chunk:g} s must be a positive multiple of 8 s")
     semantic, sync = frame_specs(visual_encoder, sync_encoder)

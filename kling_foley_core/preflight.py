@@ -6,9 +6,12 @@ encoded, is a validation error instead:
 
 * every *Load Video* file is probed (missing, a directory, a still image, not a video, ...) and its span
   ``[start, start + length)`` must lie inside the video and hold at least one sync window;
-* every *Sampler*'s duration (a *Load Video* duration or a literal, through *Conditioning*) must not exceed what its
-  model generates in one run, read from the model's config (``limits.max_seconds``) without loading weights. Where
-  the config cannot be read cheaply (MMAudio ``.pth`` files, HunyuanVideo-Foley) the Sampler checks it when it runs.
+* every *Sampler*'s duration (a *Load Video* duration or a literal, through *Conditioning*) is known here, from the
+  probe, before any encoder runs. No length is refused: a clip longer than the model's trained length is generated
+  in windows (``longform``); its window plan is made now, so a ``window_seconds`` longer than the model generates in
+  one run, or an ``overlap_seconds`` that does not fit, is a validation error. The model's lengths come from its
+  config without loading weights; where the config cannot be read cheaply (MMAudio ``.pth`` files,
+  HunyuanVideo-Foley) the Sampler checks its window inputs when it runs.
 
 ``check_prompt(prompt, node_classes)`` has the shape of a ``WorkflowRunner`` check and returns ``NodeError``s.
 """
@@ -19,7 +22,7 @@ import logging
 from pathlib import Path
 from typing import Mapping
 
-from .limits import MIN_SECONDS, max_seconds
+from .limits import MIN_SECONDS, max_seconds, trained_seconds
 from .runner.errors import NodeError
 from .runner.validation import dependencies, output_nodes
 from .runner.workflow import _is_link
@@ -92,27 +95,49 @@ def _check_sampler(nid: str, prompt: Mapping, spans: dict, errors: list) -> None
             return
     else:
         return
-    limit, model_name = model_limit(prompt.get(str(model[0]), {}))
-    if limit is not None and seconds > limit + 1e-6:
+    _check_windows(nid, inputs, seconds, where, model, prompt, errors)
+
+
+def _check_windows(nid: str, inputs: Mapping, seconds: float, where: str, model, prompt: Mapping,
+                   errors: list) -> None:
+    """The Sampler's window plan for ``seconds`` (any length is fine; the window inputs must fit the model)."""
+    from .sampling.windows import DEFAULT_OVERLAP, WindowError, plan_windows
+
+    config, model_name = model_config(prompt.get(str(model[0]), {}))
+    window, overlap = inputs.get("window_seconds", 0.0), inputs.get("overlap_seconds", 0.0)
+    if config is None or _is_link(window) or _is_link(overlap):
+        return
+    limit = max_seconds(config)
+    if window and window > limit + 1e-6:
         errors.append(NodeError(nid, SAMPLER, "value_bigger_than_max",
-                                f"{where} is {seconds:.2f} s, but the model of node {model[0]} ({model_name}) generates "
-                                f"at most {limit:g} s in one run; set Load Video's length (generate --length) to "
-                                f"{limit:g} or less", "conditioning"))
+                                f"window_seconds={window:g} is longer than the model of node {model[0]} ({model_name}) "
+                                f"generates in one run ({limit:g} s); give {trained_seconds(config):g} or 0 (its "
+                                f"trained length)", "window_seconds"))
+        return
+    try:
+        plan = plan_windows(seconds, window or trained_seconds(config), overlap or DEFAULT_OVERLAP)
+    except WindowError as e:
+        errors.append(NodeError(nid, SAMPLER, "invalid_input", str(e),
+                                "overlap_seconds" if "overlap" in str(e) else "window_seconds"))
+        return
+    if len(plan) > 1:
+        log.info("%s is %.2f s: node %s (Sampler) generates it in %d windows of %g s", where, seconds, nid, len(plan),
+                 plan.window)
 
 
-def model_limit(loader: Mapping) -> tuple[float | None, str]:
-    """``(longest clip in seconds, model name)`` of the transformer a loader node loads, from its config alone;
+def model_config(loader: Mapping) -> tuple[Mapping | None, str]:
+    """``(config, model name)`` of the transformer a loader node loads, read without loading weights;
     ``(None, name)`` when that takes more than reading a config file."""
     ct, inputs = loader.get("class_type"), loader.get("inputs") or {}
     if ct == DEFAULT_LOADER:
         from . import default_model
 
         config = Path(default_model.__file__).parent / "weights" / "transformer" / "config.json"
-        return _config_limit(config), str(inputs.get("model", "foley-tiny"))
+        return _read_config(config), str(inputs.get("model", "foley-tiny"))
     if ct == MODEL_LOADER and inputs.get("checkpoint") == TINY:
         from .models.mmdit_presets import MMDIT_PRESETS
 
-        return max_seconds(MMDIT_PRESETS["tiny"]), "tiny MM-DiT"
+        return MMDIT_PRESETS["tiny"], "tiny MM-DiT"
     if ct == MODEL_LOADER and isinstance(inputs.get("checkpoint"), str):
         from .runner.paths import find_model
 
@@ -120,13 +145,13 @@ def model_limit(loader: Mapping) -> tuple[float | None, str]:
             path = Path(find_model("transformer", inputs["checkpoint"]))
         except (OSError, ValueError):
             return None, inputs["checkpoint"]  # reported by the loader's own validation
-        return (_config_limit(path / "config.json") if path.is_dir() else None), inputs["checkpoint"]
+        return (_read_config(path / "config.json") if path.is_dir() else None), inputs["checkpoint"]
     return None, str(ct)
 
 
-def _config_limit(config: Path) -> float | None:
+def _read_config(config: Path) -> Mapping | None:
     try:
-        return max_seconds(json.loads(config.read_text(encoding="utf-8")))
+        return json.loads(config.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        log.debug("no duration limit from %s: %s", config, e)
+        log.debug("no model config at %s: %s", config, e)
         return None

@@ -22,6 +22,8 @@ class KlingFoleyVisualEncode:
     def encode(self, visual_encoder, video):
         from kling_foley_core.generation import frame_specs
 
+        if video.streams:  # a long file: read and encoded window by window
+            return (_streamed(video, visual_encoder=visual_encoder)[0],)
         semantic, _ = frame_specs(visual_encoder, None)
         frames = video.sampled(semantic, None).semantic.frames
         return (visual_encoder.encode(frames),)  # (1, Nc, D)
@@ -45,9 +47,23 @@ class KlingFoleySyncEncode:
     def encode(self, sync_encoder, video):
         from kling_foley_core.generation import frame_specs
 
+        if video.streams:
+            return (_streamed(video, sync_encoder=sync_encoder)[1],)
         _, sync = frame_specs(None, sync_encoder)
         frames = video.sampled(None, sync).sync.frames
         return (sync_encoder.encode(frames),)  # (1, Ns, D): uint8 frames, normalised by the encoder
+
+
+def _streamed(video, **encoder):
+    """(clip_f, sync_f) of a long video file, decoded and encoded in chunks (bounded memory, progress per chunk)."""
+    from kling_foley_core.longform import encode_video_streamed
+    from kling_foley_core.runner.progress import ProgressBar
+
+    with ProgressBar(1, desc="Kling-Foley encoding") as bar:
+        feats = encode_video_streamed(video.path, video.start, video.duration, **encoder,
+                                      on_chunk=lambda i, n: bar.update_absolute(i, n))
+        bar.update_absolute(bar.total)
+    return feats
 
 
 class KlingFoleyTextEncode:

@@ -54,7 +54,9 @@ class KlingFoleySchedule:
 
 class KlingFoleySampler:
     DESCRIPTION = ("Generates audio latents by flow matching with classifier-free guidance "
-                   "(cfg·v(cond) + (1−cfg)·v(uncond), batched in one forward). Interruptible between steps.")
+                   "(cfg·v(cond) + (1−cfg)·v(uncond), batched in one forward). Any length: a clip longer than the "
+                   "model's trained length is generated in overlapping windows, each continuing the previous one "
+                   "(Foley extension) and joined in latent space. Interruptible between steps.")
     CATEGORY = C.CATEGORY + "/sampling"
     RETURN_TYPES = (C.LATENT,)
     RETURN_NAMES = ("latent",)
@@ -76,19 +78,32 @@ class KlingFoleySampler:
                 "Known audio from Kling-Foley Audio Context: continue a track, edit a window, or copy a reference's "
                 "timbre. Models trained with the context pathway take it as input; others (MMAudio, "
                 "HunyuanVideo-Foley) use the training-free path.")}),
+            "window_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 60.0, "step": 0.1, "tooltip": (
+                "Clips longer than this are generated in windows joined by Foley extension (0 = the model's "
+                "trained length: foley-tiny and MMAudio 8 s, Kling-Foley 10 s, HunyuanVideo-Foley 8 s).")}),
+            "overlap_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": (
+                "Seconds of the previous window each window continues from (0 = 2 s; at least 0.64 s, at most "
+                "half a window).")}),
         }}
 
-    def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None, context=None):
+    def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None, context=None, window_seconds=0.0,
+               overlap_seconds=0.0):
         import dataclasses
         import logging
 
-        from kling_foley_core.generation import SamplerSettings, context_path, generate_latents
+        from kling_foley_core.generation import GenerationError, SamplerSettings, context_path
+        from kling_foley_core.longform import generate_long_latents, plan_for
         from kling_foley_core.runner.progress import ProgressBar
         from kling_foley_core.sampling.context import ContextError
 
         schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
         settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), **schedule)
-        total = settings.steps if settings.sampler != "adaptive" else 1
+        window, overlap = float(window_seconds) or None, float(overlap_seconds) or None
+        try:
+            windows = len(plan_for(model, conditioning.duration, window, overlap))
+        except GenerationError as e:
+            raise C.node_error("Kling-Foley Sampler", str(e)) from None
+        total = (settings.steps if settings.sampler != "adaptive" else 1) * windows
         if context is not None:
             conditioning = dataclasses.replace(conditioning, context=context)
             total *= 2 if context.invert else 1
@@ -100,14 +115,16 @@ class KlingFoleySampler:
             done[0] += 1
             bar.update_absolute(min(done[0], total), total)
 
-        try:
-            with ProgressBar(total, desc="Kling-Foley sampling") as bar:
-                latents = generate_latents(model, conditioning, settings, seed=seed, callback=progress)
-        except ContextError as e:
+        try:  # one bar over every window's steps (interruptible at each step)
+            with ProgressBar(total, desc="Kling-Foley sampling" + (f" ({windows} windows)" if windows > 1 else "")) \
+                    as bar:
+                out = generate_long_latents(model, conditioning, settings, seed=seed, window=window, overlap=overlap,
+                                            callback=progress)
+        except (ContextError, GenerationError) as e:
             raise C.node_error("Kling-Foley Sampler", str(e)) from None
-        return ({"latents": latents, "duration": conditioning.duration,
+        return ({"latents": out.latents, "duration": conditioning.duration,
                  "clip_features": conditioning.clip_f, "sync_features": conditioning.sync_f,
-                 "context_path": None if context is None else context_path(model)},)
+                 "context_path": out.context_path, "windows": out.plan.joins},)
 
 
 NODES = [KlingFoleySamplerSelect, KlingFoleySchedule, KlingFoleySampler]

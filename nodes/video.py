@@ -26,6 +26,13 @@ class FoleyVideo:
     fps: Optional[float] = None
     _sampled: dict = None  # (semantic spec, sync spec) → SampledVideo, filled on demand
 
+    @property
+    def streams(self) -> bool:
+        """A file longer than one encoder chunk: the encoders read it chunk by chunk instead of all at once."""
+        from kling_foley_core import longform
+
+        return self.path is not None and self.duration > longform.STREAM_CHUNK_SECONDS
+
     def sampled(self, semantic, sync):
         """Frames for these encoder specs (decoded once per spec pair and kept)."""
         from kling_foley_core.video.loader import load_video

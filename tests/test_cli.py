@@ -280,18 +280,20 @@ def test_validate_only_says_the_input_video_is_missing(tmp_path, capsys):
     assert "gone.mp4" in err and "file not found" in err and "\n" not in err
 
 
-def test_clip_too_short_or_too_long_for_the_model_fails_validation(tmp_path, capsys):
+def test_a_clip_too_short_fails_validation_and_none_is_too_long(tmp_path, capsys):
     from video_clips import write_clip
 
     short = write_clip(tmp_path / "short.mp4", n=1, rate=25, size=(16, 16))  # 0.04 s
     code = _pack_run(tmp_path, short)
     err = capsys.readouterr().err.strip()
     assert code == 2 and "0.04 s, shorter than one sync window (0.64 s" in err and "\n" not in err
-    long = write_clip(tmp_path / "long.mp4", n=40, rate=1, size=(16, 16))  # 40 s; the default model makes ≤ 10 s
-    code = _pack_run(tmp_path, long, "video_to_audio_default")
+    long = write_clip(tmp_path / "long.mp4", n=40, rate=1, size=(16, 16))  # 40 s; the default model runs ≤ 10 s
+    assert _pack_run(tmp_path, long, "video_to_audio_default") == 0  # was refused: now generated in windows
+    capsys.readouterr()
+    code = _pack_run(tmp_path, long, "video_to_audio_default", "--set", "Sampler.window_seconds=20")
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "is 40.00 s, but the model of node" in err and "at most 10 s in one run" in err
-    assert _pack_run(tmp_path, long, "video_to_audio_default", "--set", "Load Video.length=10") == 0  # trimmed
+    assert code == 2 and "window_seconds=20 is longer than the model of node" in err and "(10 s)" in err
+    assert "\n" not in err
 
 
 @pytest.mark.parametrize("make,needle", [
@@ -317,11 +319,17 @@ def test_generate_with_a_still_image_exits_2_naming_it(tmp_path, capsys):
     assert code == 2 and "is a still image (PNG), not a video" in err and "\n" not in err  # was: TypeError, exit 1
 
 
-@pytest.mark.parametrize("duration,needle", [(0.3, "duration=0.3 s is shorter than one sync window"),
-                                             (60, "is 60.00 s, but the model of node")])
-def test_literal_duration_outside_the_model_range_fails_validation(tmp_path, capsys, duration, needle):
+@pytest.mark.parametrize("duration,extra,needle", [
+    (0.3, [], "duration=0.3 s is shorter than one sync window"),
+    (600, [], None),  # any length: generated in windows
+    (60, ["KlingFoleySampler.overlap_seconds=6"], "overlap_seconds=6 must be between 0.64 s"),
+])
+def test_literal_duration_is_checked_with_its_window_plan(tmp_path, capsys, duration, extra, needle):
     wf = HERE.parent / "workflows" / "text_to_audio_tiny.json"
-    code = cli.main(["run", str(wf), "--validate-only", "--output-dir", str(tmp_path / "out"),
-                     "--set", f"KlingFoleyConditioning.duration={duration}"])
+    sets = [a for kv in [f"KlingFoleyConditioning.duration={duration}", *extra] for a in ("--set", kv)]
+    code = cli.main(["run", str(wf), "--validate-only", "--output-dir", str(tmp_path / "out"), *sets])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and needle in err and "\n" not in err  # was: valid, then a failure at the Sampler
+    if needle is None:
+        assert code == 0
+    else:
+        assert code == 2 and needle in err and "\n" not in err  # was: valid, then a failure at the Sampler
