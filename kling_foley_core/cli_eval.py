@@ -1,8 +1,10 @@
 """``kling-foley eval synthhits``: score a model on a fresh SynthHits test set built from held-out recordings.
 
 Prints onset F1 (±40 ms), mean |onset offset|, timbre accuracy (a classifier trained on real recordings, not on
-the generator), pan error, false sounds in hit-free clips — always beside two reference rows: the ground-truth
-audio and the ground-truth audio shuffled across clips. The false-sound rate is scored on at least
+the generator), pan error, false sounds in hit-free clips, and the fidelity to the true soundtrack (loudness and
+decay errors of the hits, log-spectral and mel distance, bandwidth) — always beside the reference rows: the
+ground-truth audio, the ground-truth audio shuffled across clips, and the same events played by other recordings
+of the same classes. The false-sound rate is scored on at least
 ``--hit-free-clips`` hit-free clips (extra ones of the same seed top up the test set's own), since one clip of the
 dozen or so in 100 test clips would move it by 7 %.
 """
@@ -115,7 +117,7 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     audio = run_model(pipe, clips, steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
                       prompt=args.with_captions)
     table, reports = evaluation_table({f"model:{args.model}": audio}, clips,
-                                      classifier=get_timbre_classifier(bank), seed=args.seed)
+                                      classifier=get_timbre_classifier(bank), seed=args.seed, bank=bank)
     print(table)
     kind = ("held-out" if args.split == "heldout" else "train-split") + (" hit-free" if args.hit_free else "")
     k, n, lo, hi = reports[-1].false_sound_interval()

