@@ -371,3 +371,4 @@ if __name__ == "__main__":
 # Further subcommands register themselves on import.
 from . import cli_generate  # noqa: E402,F401
 from . import cli_eval  # noqa: E402,F401
+from . import cli_detect  # noqa: E402,F401

@@ -171,6 +171,17 @@ def _move_output(result, out: Path) -> None:
     print(f"moved {made[-1]} to {out}")
 
 
+def watermark_off(workflow: Path, node_classes: Mapping) -> list[str]:
+    """``--no-watermark``: 'ID.watermark=false' for each node of the workflow that has a 'watermark' input."""
+    from .runner.nodeinfo import input_specs
+    from .runner.workflow import load_workflow
+
+    prompt = load_workflow(str(workflow), node_classes)
+    marking = [nid for nid, node in prompt.items() if node.get("class_type") in node_classes
+               and any(s.name == "watermark" for s in input_specs(node_classes[node["class_type"]]))]
+    return [f"{nid}.watermark=false" for nid in marking]
+
+
 def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("video", nargs="?", default=None, help="the (silent) video to add sound to (none for --mode tta)")
     p.add_argument("--mode", choices=tuple(MODE_WORKFLOWS), default="v2a", help=MODE_HELP)
@@ -200,6 +211,9 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
                         "the input's picture codec (checked before any model runs); default: "
                         "<output-dir>/kling_foley/<name>_00001 with the container chosen from the codec")
     p.add_argument("--models-dir", default=None, action="append", help="model folder root (see 'run --help')")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="leave out the inaudible provenance watermark generated audio carries by default "
+                        "('kling-foley detect FILE' finds it)")
     p.add_argument("--node-module", action="append", default=[], help=argparse.SUPPRESS)
     p.add_argument("--output-node", action="append", default=None, help=argparse.SUPPRESS)
 
@@ -225,6 +239,8 @@ def cmd_generate(args: argparse.Namespace, node_classes: Mapping | None = None, 
         overrides.insert(0, f"Mux Video.container={json.dumps(container)}")
     _setup(args)
     runner = _make_runner(args, node_classes)
+    if getattr(args, "no_watermark", False):
+        overrides += watermark_off(workflow, runner.node_classes)
     result = runner.run(str(workflow), overrides=overrides, on_event=_event_logger(getattr(args, "verbose", False)))
     print(f"workflow {workflow.stem}")
     _report(result)

@@ -253,10 +253,11 @@ def mel_to_stereo(mono2stereo, mel: torch.Tensor, video_f: torch.Tensor | None =
         return mono2stereo(mel, video_f).stacked().float()  # (B, 2, M, F)
 
 
-def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None) -> torch.Tensor:
+def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None, watermark: bool = True) -> torch.Tensor:
     """Log-mel ``(B, M, F)`` or ``(B, C, M, F)`` → waveform ``(B, C, T)``, each channel vocoded on its own.
 
     ``num_samples`` trims (or zero-pads) to an exact length, e.g. the video's duration × sample rate.
+    ``watermark`` embeds the provenance mark (:func:`finish_waveform`).
     """
     if mel.ndim == 3:
         mel = mel[:, None]
@@ -274,4 +275,15 @@ def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None) -> tor
             wave = wave[..., :num_samples]
         else:
             wave = torch.nn.functional.pad(wave, (0, num_samples - wave.shape[-1]))
-    return wave.clamp(-1.0, 1.0)
+    return finish_waveform(wave, int(vocoder.sample_rate), watermark=watermark)
+
+
+def finish_waveform(wave: torch.Tensor, sample_rate: int, *, watermark: bool = True) -> torch.Tensor:
+    """The last step of every generation route (vocoder or DAC-VAE): clip to [-1, 1] and, unless ``watermark`` is
+    off, embed the inaudible provenance watermark (:mod:`.audio.watermark`; Kling-Foley §8)."""
+    wave = wave.clamp(-1.0, 1.0)
+    if watermark:
+        from .audio.watermark import embed_watermark
+
+        wave = embed_watermark(wave, int(sample_rate))
+    return wave

@@ -237,7 +237,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                  callback: Callable[[dict], None] | None = None, video_semantics: bool = True,
                  audio: str | Path | torch.Tensor | None = None, audio_sample_rate: int | None = None,
                  audio_mode: str = "continue", context_seconds: float = 0.0, edit_start: float = 0.0,
-                 edit_end: float = 0.0) -> FoleyOutput:
+                 edit_end: float = 0.0, watermark: bool = True) -> FoleyOutput:
         """Generate stereo audio for ``video`` (a file) or ``frames`` (+ ``fps``), or for ``duration`` seconds from
         ``prompt`` alone (text to audio).
 
@@ -246,7 +246,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
         (FoleyGenEx), used as ``audio_mode``: ``continue`` (it is the soundtrack's start, its last
         ``context_seconds`` (0 = all) are kept and the rest of the clip is generated), ``edit`` (the window
         [``edit_start``, ``edit_end``] s of it is regenerated; outside it the audio is returned unchanged) or
-        ``reference`` (its timbre is copied; its first ``context_seconds``, 0 = all)."""
+        ``reference`` (its timbre is copied; its first ``context_seconds``, 0 = all). ``watermark=False`` leaves out
+        the inaudible provenance watermark every generated soundtrack carries by default."""
         # 1. Check inputs
         self.check_inputs(video, frames, fps, duration, num_inference_steps, guidance_scale, prompt)
         known = self.known_audio(audio, audio_sample_rate, audio_mode, context_seconds, edit_start, edit_end)
@@ -274,7 +275,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                             stereo_video_features(self.mono2stereo, *stereo_feats))
         # 6. Vocoder per channel, trimmed to the requested duration
         sr = int(self.vocoder.sample_rate)
-        wave = vocode(self.vocoder, mel, num_samples=int(math.floor(cond.duration * sr)))
+        wave = vocode(self.vocoder, mel, num_samples=int(math.floor(cond.duration * sr)), watermark=watermark)
         if known and known[2].window is not None:  # edit: the original's samples outside the window
             wave = torch.stack([splice_window(o, known[1], g, sr, *known[2].window) for o, g in
                                 zip(known[0].expand(wave.shape[0], -1, -1), wave)])

@@ -47,7 +47,8 @@ class KlingFoleyMono2Stereo:
 
 
 class KlingFoleyVocode:
-    DESCRIPTION = "Vocodes each mel channel into a waveform (native AUDIO), trimmed to the generated duration."
+    DESCRIPTION = ("Vocodes each mel channel into a waveform (native AUDIO), trimmed to the generated duration, with "
+                   "an inaudible provenance watermark (on by default; 'kling-foley detect FILE' finds it).")
     CATEGORY = C.CATEGORY + "/audio"
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
@@ -58,14 +59,14 @@ class KlingFoleyVocode:
         return {"required": {
             "vocoder": (C.VOCODER, {"tooltip": "From Kling-Foley Vocoder Loader (same sample rate as the VAE)."}),
             "mel": (C.MEL, {"tooltip": "From Kling-Foley VAE Decode or Mono2Stereo."}),
-        }}
+        }, "optional": {"watermark": C.watermark_input()}}
 
-    def vocode(self, vocoder, mel):
+    def vocode(self, vocoder, mel, watermark=True):
         from kling_foley_core.generation import vocode
 
         sr = int(vocoder.sample_rate)
-        wave = vocode(vocoder, mel["mel"], num_samples=int(mel["duration"] * sr))
-        return ({"waveform": wave.float().cpu(), "sample_rate": sr},)
+        wave = vocode(vocoder, mel["mel"], num_samples=int(mel["duration"] * sr), watermark=bool(watermark))
+        return (C.generated_audio(wave, sr, mel, bool(watermark)),)
 
 
 def _check_audio(node: str, audio):

@@ -112,6 +112,21 @@ def check_model(kind: str, name, builtins: tuple = ()) -> bool | str:
     return True
 
 
+def watermark_input() -> tuple:
+    """The optional 'watermark' input of the nodes that make a waveform (Vocode, HunyuanVideo-Foley Decode)."""
+    return ("BOOLEAN", {"default": True, "tooltip": "Embed the inaudible provenance watermark (Kling-Foley §8) that "
+                                                    "'kling-foley detect FILE' finds; off leaves the audio unmarked."})
+
+
+def generated_audio(wave, sample_rate: int, upstream: dict, watermark: bool) -> dict:
+    """A generated waveform as ComfyUI AUDIO, carrying the provenance (the upstream settings, if any, and whether
+    the watermark is in it) that Save Audio and Mux Video write into the file's tags."""
+    from kling_foley_core.audio.watermark import provenance_fields
+
+    provenance = {**(upstream.get("provenance") or {}), **provenance_fields(watermark)}
+    return {"waveform": wave.float().cpu(), "sample_rate": int(sample_rate), "provenance": provenance}
+
+
 def core_video(path):
     """ComfyUI's own VIDEO for a file (what core SaveVideo takes), or None headless."""
     try:

@@ -80,7 +80,8 @@ def tiny_dac_config() -> dict:
 
 
 class KlingFoleyHunyuanDecode:
-    DESCRIPTION = "Decodes HunyuanVideo-Foley latents with the DAC-VAE into 48 kHz audio, trimmed to the duration."
+    DESCRIPTION = ("Decodes HunyuanVideo-Foley latents with the DAC-VAE into 48 kHz audio, trimmed to the duration, "
+                   "with an inaudible provenance watermark (on by default; 'kling-foley detect FILE' finds it).")
     CATEGORY = C.CATEGORY + "/audio"
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
@@ -91,10 +92,12 @@ class KlingFoleyHunyuanDecode:
         return {"required": {
             "vae": (HUNYUAN_VAE, {"tooltip": "From Kling-Foley HunyuanVideo-Foley Loader."}),
             "latent": (C.LATENT, {"tooltip": "From Kling-Foley Sampler driven by the HunyuanVideo-Foley model."}),
-        }}
+        }, "optional": {"watermark": C.watermark_input()}}
 
-    def decode(self, vae, latent):
+    def decode(self, vae, latent, watermark=True):
         import torch
+
+        from kling_foley_core.generation import finish_waveform
 
         z = latent["latents"]
         if z.ndim != 3 or z.shape[1] != vae.config.latent_dim:
@@ -105,7 +108,7 @@ class KlingFoleyHunyuanDecode:
         sr = int(vae.config.sample_rate)
         n = int(latent["duration"] * sr)
         wave = torch.nn.functional.pad(wave, (0, max(0, n - wave.shape[-1])))[..., :n]
-        return ({"waveform": wave.clamp(-1, 1), "sample_rate": sr},)
+        return (C.generated_audio(finish_waveform(wave, sr, watermark=bool(watermark)), sr, latent, bool(watermark)),)
 
 
 NODES = [KlingFoleyHunyuanLoader, KlingFoleyHunyuanDecode]
