@@ -102,7 +102,8 @@ def _slice_features(cond: FoleyConditions, start: float, seconds: float) -> dict
 
 
 def generate_long_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,
-                          seed: int | None = 0, window: float | None = None, overlap: float | None = None,
+                          seed: int | None = 0, generator: torch.Generator | None = None,
+                          window: float | None = None, overlap: float | None = None,
                           absolute_start: bool = False, callback: Callable[[dict], None] | None = None,
                           on_window: Callable[[int, int], None] | None = None) -> LongLatents:
     """Latents ``(B, C, N)`` for ``cond.duration`` seconds of any length.
@@ -118,7 +119,7 @@ def generate_long_latents(transformer, cond: FoleyConditions, settings: SamplerS
     if len(plan) == 1:
         if on_window is not None:
             on_window(0, 1)
-        lat = generate_latents(transformer, cond, settings, seed=seed, callback=callback)
+        lat = generate_latents(transformer, cond, settings, seed=seed, generator=generator, callback=callback)
         return LongLatents(lat, plan, None if ctx is None else context_path(transformer))
     if ctx is not None and ctx.mode != "continue":
         raise GenerationError(f"a '{ctx.mode}' audio context works on clips up to one window ({plan.window:g} s); "
@@ -126,7 +127,8 @@ def generate_long_latents(transformer, cond: FoleyConditions, settings: SamplerS
     rate = latent_rate(transformer)
     hunyuan = hasattr(transformer, "forward_native")
     n_total = total_latent_frames(transformer, cond.duration)
-    generator = torch.Generator("cpu").manual_seed(int(seed or 0) & 0xFFFF_FFFF_FFFF_FFFF)
+    if generator is None:  # one generator runs on across windows: one seed, one soundtrack
+        generator = torch.Generator("cpu").manual_seed(int(seed or 0) & 0xFFFF_FFFF_FFFF_FFFF)
     out = None
     prev_end = 0  # latent frames already generated
     for w in plan.windows:

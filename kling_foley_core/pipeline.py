@@ -13,7 +13,8 @@ import torch
 from diffusers import DiffusionPipeline
 
 from .generation import (FoleyConditions, GenerationError, SamplerSettings, decode_latents, frame_specs,
-                         generate_latents, mel_to_stereo, stereo_video_features, vocode)
+                         mel_to_stereo, stereo_video_features, vocode)
+from .longform import generate_long_latents, plan_for
 from .audio.encode import AudioInputError, encode_audio
 from .audio.io import read_audio
 from .audio.splice import splice_window
@@ -173,6 +174,23 @@ class KlingFoleyPipeline(DiffusionPipeline):
             return load_video(video, semantic=semantic, sync=sync, start=start, duration=duration)
         return sample_image_batch(frames, fps, semantic=semantic, sync=sync, start=start, duration=duration)
 
+    def video_features(self, video, frames, fps, start, duration):
+        """``(clip_f, sync_f, seconds)`` of the video; a file longer than one encoder chunk is decoded and encoded
+        chunk by chunk (:func:`~.longform.encode_video_streamed`), so its frames are never all in memory."""
+        from . import longform
+        from .video.probe import VideoInputError, clip_span
+
+        if video is not None:
+            try:
+                seconds = clip_span(video, start, duration or 0.0)[1]
+            except VideoInputError as e:
+                raise GenerationError(str(e)) from None
+            if seconds > longform.STREAM_CHUNK_SECONDS:
+                return (*longform.encode_video_streamed(video, start, seconds, visual_encoder=self.visual_encoder,
+                                                         sync_encoder=self.sync_encoder), seconds)
+        sampled = self.sample_video(video, frames, fps, start, duration)
+        return (*self.encode_video(sampled), sampled.duration)
+
     def encode_video(self, sampled) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         clip_f = sync_f = None
         if self.visual_encoder is not None and sampled.semantic is not None:
@@ -223,7 +241,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
         def on_step(info: dict) -> None:
             if info.get("phase") == "inversion":
                 inverted[0] = info["step"]
-            bar.update(info["step"] + (0 if info.get("phase") == "inversion" else inverted[0]) - bar.n)
+            done = info.get("window", 0) * bar.total // info.get("windows", 1)  # the windows before this one
+            bar.update(done + info["step"] + (0 if info.get("phase") == "inversion" else inverted[0]) - bar.n)
             if callback is not None:
                 callback(info)
         return on_step
@@ -254,9 +273,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
         # 2. Sample the video by timestamp and encode it
         clip_f = sync_f = None
         if video is not None or frames is not None:
-            sampled = self.sample_video(video, frames, fps, start, duration)
-            duration = sampled.duration
-            clip_f, sync_f = self.encode_video(sampled)
+            clip_f, sync_f, duration = self.video_features(video, frames, fps, start, duration)
         stereo_feats = (clip_f, sync_f)
         if not video_semantics:
             clip_f = None
@@ -267,9 +284,10 @@ class KlingFoleyPipeline(DiffusionPipeline):
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
                                    cfg=guidance_scale)
         inversion = num_inference_steps if cond.context is not None and cond.context.invert else 0
-        with self.progress_bar(total=num_inference_steps + inversion) as bar:
-            latents = generate_latents(self.transformer, cond, settings, seed=seed, generator=generator,
-                                       callback=self._step_callback(bar, callback))
+        windows = len(plan_for(self.transformer, cond.duration))  # a long clip: windows joined by Foley extension
+        with self.progress_bar(total=(num_inference_steps + inversion) * windows) as bar:
+            latents = generate_long_latents(self.transformer, cond, settings, seed=seed, generator=generator,
+                                            callback=self._step_callback(bar, callback)).latents
         # 5. Mel-VAE decode → mono mel → Mono2Stereo → stereo mel
         mel = mel_to_stereo(self.mono2stereo, decode_latents(self.vae, latents),
                             stereo_video_features(self.mono2stereo, *stereo_feats))

@@ -136,3 +136,15 @@ def test_streamed_encoders_give_the_features_of_one_pass(tiny, tmp_path):
     assert torch.allclose(clip_f, vis.encode(whole.semantic.frames), atol=1e-5)
     assert torch.allclose(sync_f, syn.encode(whole.sync.frames), atol=1e-5)
     assert sync_f.shape[1] == sequence_lengths(17.5).sync
+
+
+def test_pipeline_generates_a_clip_longer_than_the_model_in_windows(tiny):
+    from kling_foley_core.pipeline import KlingFoleyPipeline
+
+    pipe = KlingFoleyPipeline(**tiny)
+    pipe.set_progress_bar_config(disable=True)
+    steps = []
+    frames = torch.rand(12 * 5, 16, 16, 3)  # 12 s at 5 fps; the tiny MM-DiT's trained length is 10 s
+    out = pipe(frames=frames, fps=5.0, num_inference_steps=2, callback=steps.append)
+    assert out.waveform.shape[-1] == 12 * out.sample_rate and out.duration == 12.0
+    assert {s["window"] for s in steps} == {0, 1} and all(s["windows"] == 2 for s in steps)
