@@ -42,7 +42,8 @@ def load_model_pipeline(name: str):
                           f"transformer, vae, ...)")
 
 
-def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, prompt: bool) -> list[dict]:
+def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, prompt: bool,
+              watermark: bool = True) -> list[dict]:
     """The model's stereo audio for each clip (from its frames at the clip's fps), as ComfyUI AUDIO dicts."""
     import torch
     from tqdm.auto import tqdm
@@ -51,7 +52,7 @@ def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, p
     for i, clip in enumerate(tqdm(clips, desc="generating", leave=False)):
         frames = torch.from_numpy(clip.frames).float() / 255.0  # (T, H, W, 3)
         res = pipe(frames=frames, fps=clip.fps, prompt=clip.caption if prompt else "", num_inference_steps=steps,
-                   guidance_scale=cfg, sampler=sampler, seed=seed + i)
+                   guidance_scale=cfg, sampler=sampler, seed=seed + i, watermark=watermark)
         out.append({"waveform": res.waveform[0].numpy(), "sample_rate": res.sample_rate})
     return out
 
@@ -65,6 +66,8 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cfg", type=float, default=4.5, help="guidance strength (default 4.5)")
     p.add_argument("--sampler", default="euler", help="sampler name (default euler)")
     p.add_argument("--with-captions", action="store_true", help="also give the model each clip's caption")
+    p.add_argument("--no-watermark", action="store_true",
+                   help="score the model's audio without the provenance watermark (on by default, as generated)")
     p.add_argument("--json", type=Path, default=None, help="also write the reports here")
     p.add_argument("--split", choices=["heldout", "train"], default="heldout",
                    help="recordings the clips use: heldout (the test sets, default) or train (validation sets for "
@@ -115,7 +118,7 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     clips += [generate_clip(bank, seed=args.seed, index=args.n + j, split=args.split, config=config, with_hits=False)
               for j in range(extra)]
     audio = run_model(pipe, clips, steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
-                      prompt=args.with_captions)
+                      prompt=args.with_captions, watermark=not args.no_watermark)
     table, reports = evaluation_table({f"model:{args.model}": audio}, clips,
                                       classifier=get_timbre_classifier(bank), seed=args.seed, bank=bank)
     print(table)

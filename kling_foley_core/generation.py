@@ -278,6 +278,24 @@ def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None, waterm
     return finish_waveform(wave, int(vocoder.sample_rate), watermark=watermark)
 
 
+def provenance(transformer, settings: SamplerSettings, seed) -> dict:
+    """The generation settings a file's provenance tag records (``mux.provenance_tags``): the model (``foley-tiny``
+    for the shipped one, else its weights folder's name or class, never a full path), sampler, steps, cfg, seed."""
+    from pathlib import Path
+
+    from .default_model import NAME, weights_dir
+
+    config = getattr(transformer, "config", None)
+    path = config.get("_name_or_path") if hasattr(config, "get") else None
+    name = type(transformer).__name__
+    if path:
+        folder = Path(path)
+        folder = folder.parent if folder.name == "transformer" else folder
+        name = NAME if folder.resolve() == Path(weights_dir()).resolve() else folder.name or name
+    return {"model": name, "sampler": settings.sampler, "steps": int(settings.steps), "schedule": settings.schedule,
+            "cfg": float(settings.cfg), "seed": int(seed)}
+
+
 def finish_waveform(wave: torch.Tensor, sample_rate: int, *, watermark: bool = True) -> torch.Tensor:
     """The last step of every generation route (vocoder or DAC-VAE): clip to [-1, 1] and, unless ``watermark`` is
     off, embed the inaudible provenance watermark (:mod:`.audio.watermark`; Kling-Foley §8)."""

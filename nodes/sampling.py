@@ -91,7 +91,7 @@ class KlingFoleySampler:
         import dataclasses
         import logging
 
-        from kling_foley_core.generation import GenerationError, SamplerSettings, context_path
+        from kling_foley_core.generation import GenerationError, SamplerSettings, context_path, provenance
         from kling_foley_core.longform import generate_long_latents, plan_for
         from kling_foley_core.runner.progress import ProgressBar
         from kling_foley_core.sampling.context import ContextError
@@ -124,7 +124,8 @@ class KlingFoleySampler:
             raise C.node_error("Kling-Foley Sampler", str(e)) from None
         return ({"latents": out.latents, "duration": conditioning.duration,
                  "clip_features": conditioning.clip_f, "sync_features": conditioning.sync_f,
-                 "context_path": out.context_path, "windows": out.plan.joins},)
+                 "context_path": out.context_path, "windows": out.plan.joins,
+                 "provenance": provenance(model, settings, seed)},)  # written into the saved file's tags
 
 
 NODES = [KlingFoleySamplerSelect, KlingFoleySchedule, KlingFoleySampler]

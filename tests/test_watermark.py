@@ -171,3 +171,13 @@ def test_detect_cli_exit_codes_and_one_line_errors(tmp_path, marked, capsys):
         assert main(["detect", str(tmp_path / bad)]) == EXIT_USAGE
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: detect: file") and words in err and "\n" not in err
+
+
+def test_generate_no_watermark_is_recorded_with_the_settings(tmp_path):
+    from video_clips import write_clip
+
+    clip = write_clip(tmp_path / "walk.mp4", n=40, rate=25, size=(48, 32))
+    assert main(["generate", str(clip), "--workflow", "video_to_audio_tiny", "--steps", "1", "--seed", "7",
+                 "--no-watermark", "--output-dir", str(tmp_path / "out"), "--output", str(tmp_path / "off.mp4")]) == EXIT_OK
+    tags = read_provenance(tmp_path / "off.mp4")  # the mark's presence by default: the Vocode and Save Audio test
+    assert tags["watermark"] == "off" and tags["seed"] == 7 and tags["steps"] == 1 and tags["model"]
