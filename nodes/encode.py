@@ -102,7 +102,7 @@ class KlingFoleyConditioning:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "duration": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 600.0, "step": 0.01,
+            "duration": ("FLOAT", {"default": 8.0, "min": 0.1, "max": 86400.0, "step": 0.01,
                                    "tooltip": "Seconds of audio. Connect Load Video's duration to match the video."}),
         }, "optional": {
             "clip_features": (C.FEATURES, {"tooltip": "From Kling-Foley Visual Encode."}),

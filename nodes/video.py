@@ -60,7 +60,7 @@ def _range_inputs() -> dict:
     return {
         "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
                             "tooltip": "Seconds to skip at the start of the video."}),
-        "length": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
+        "length": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 86400.0, "step": 0.01,
                              "tooltip": "Seconds to use from 'start' (0 = to the end of the video)."}),
     }
 
