@@ -113,9 +113,22 @@ def _vae_folder_class(path):
     return classes[name]
 
 
+def _folder_class(path) -> str | None:
+    """The ``_class_name`` a model folder's config.json names (None for a file or another config)."""
+    import json
+    from pathlib import Path
+
+    cfg = Path(path) / "config.json"
+    try:
+        return json.loads(cfg.read_text()).get("_class_name") if cfg.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 class KlingFoleyVocoderLoader:
     DESCRIPTION = ("Loads the vocoder (mel → waveform): BigVGAN checkpoints (NVIDIA v2 folders or MMAudio's 16 kHz "
-                   "file), or the weight-free Griffin-Lim fallback.")
+                   "file), a vocoder trained by the library (a VocosVocoder folder), or the weight-free Griffin-Lim "
+                   "fallback.")
     CATEGORY = C.CATEGORY + "/loaders"
     RETURN_TYPES = (C.VOCODER,)
     RETURN_NAMES = ("vocoder",)
@@ -141,10 +154,14 @@ class KlingFoleyVocoderLoader:
 
         if vocoder in self.BUILTIN:
             return (GriffinLimVocoder("16k" if "16k" in vocoder else "44k", n_iter=griffin_lim_iters).eval(),)
+        from kling_foley_core.default_model.components import load_vocoder
         from kling_foley_core.models.vocoder_bigvgan import load_bigvgan
 
         device, _ = C.device_and_dtype("fp32")
-        return (M.place(load_bigvgan(_resolve("vocoder", vocoder), device="cpu").eval(), memory, device),)
+        path = _resolve("vocoder", vocoder)
+        if _folder_class(path) == "VocosVocoder":  # a vocoder trained by the library (train_vocoder)
+            return (M.place(load_vocoder(path), memory, device),)
+        return (M.place(load_bigvgan(path, device="cpu").eval(), memory, device),)
 
 
 class KlingFoleyMono2StereoLoader:

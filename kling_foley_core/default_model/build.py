@@ -7,7 +7,7 @@
 
 The weights folder is a diffusers pipeline folder: ``model_index.json``, one ``save_pretrained`` folder per part
 (``config.json`` + ``diffusion_pytorch_model.safetensors``; the visual encoder's ``encoder_config.json``; the
-weight-free vocoder's ``config.json``) and ``foley_tiny.json`` (what trained them). Assembling it from the
+vocoder's: the trained one's weights, or Griffin-Lim's ``config.json`` alone) and ``foley_tiny.json`` (what trained them). Assembling it from the
 trainers' outputs (see ``TRAINING.md``)::
 
     python -m kling_foley_core.default_model.build --vae RUN_VAE/final/vae --foley RUN_FOLEY/final \\
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..offload import align_weights
-from .components import NAME, build_vocoder
+from .components import NAME, load_vocoder
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,29 @@ def load_default_model(device: torch.device | str = "cpu", *, dtype: torch.dtype
         sync_encoder=load(SynchformerEncoder, "sync_encoder"),
         text_encoder=load(WordTextEncoder, "text_encoder"),
         mono2stereo=load(Mono2Stereo, "mono2stereo"),
-        vocoder=build_vocoder(vocoder_iters).to(device),
     )
+    comps["vocoder"] = _vocoder(d, comps["vae"], vocoder_iters).to(device)
     for m in comps.values():
         m.requires_grad_(False)
     return comps
+
+
+def _vocoder(d: Path, vae, vocoder_iters: int):
+    """The folder's vocoder (the trained one its ``vocoder/config.json`` names, else Griffin-Lim), checked against
+    the VAE's mel layout."""
+    from ..models.vocoder_bigvgan import VocoderInputError
+    from ..models.vocoder_vocos import check_vocoder_fits
+
+    try:
+        vocoder = load_vocoder(d / "vocoder", vocoder_iters)
+        check_vocoder_fits(vocoder, vae.mel_mode or "16k", what=f"the vocoder in '{d / 'vocoder'}'",
+                           of=f"Mel-VAE in '{d / 'vae'}'")
+    except (OSError, ValueError, RuntimeError) as e:
+        if isinstance(e, VocoderInputError):
+            raise DefaultModelError(str(e)) from None
+        raise DefaultModelError(f"{NAME}: cannot load '{d / 'vocoder'}' ({str(e).splitlines()[0]}); re-assemble the "
+                                f"weights folder") from None
+    return vocoder
 
 
 def default_pipeline(device: torch.device | str = "cpu", **kwargs):
@@ -131,7 +149,7 @@ def _write_pipeline_files(out: Path) -> None:
 
 
 def assemble(out: Path, *, vae: Path | None = None, foley: Path | None = None, mono2stereo: Path | None = None,
-             notes: dict | None = None) -> Path:
+             vocoder: Path | None = None, notes: dict | None = None) -> Path:
     """Copy the parts from the trainers' ``final`` folders into ``out`` and update ``foley_tiny.json``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,12 +160,14 @@ def assemble(out: Path, *, vae: Path | None = None, foley: Path | None = None, m
             _copy_part(Path(foley) / part, out / part)
     if mono2stereo is not None:
         _copy_part(Path(mono2stereo), out / "mono2stereo")
+    if vocoder is not None:
+        _copy_part(Path(vocoder), out / "vocoder")
     if is_available(out):
         _write_pipeline_files(out)
     man_path = out / MANIFEST
     manifest = json.loads(man_path.read_text()) if man_path.is_file() else {"name": NAME}
     manifest["parts"] = {p: round(sum(f.stat().st_size for f in (out / p).iterdir()) / 1e6, 3)
-                         for p in PARTS if (out / p).is_dir()}
+                         for p in (*PARTS, "vocoder") if (out / p).is_dir()}
     manifest["total_mb"] = round(sum(manifest["parts"].values()), 3)
     if notes:
         manifest.setdefault("training", {}).update(notes)
@@ -162,11 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae", type=Path, default=None, help="train_mel_vae's final/vae")
     ap.add_argument("--foley", type=Path, default=None, help="train_foley's final folder")
     ap.add_argument("--mono2stereo", type=Path, default=None, help="train_mono2stereo's final/mono2stereo")
+    ap.add_argument("--vocoder", type=Path, default=None, help="train_vocoder's final/vocoder (default: Griffin-Lim)")
     ap.add_argument("--note", action="append", default=[], metavar="KEY=VALUE", help="training notes to record")
     args = ap.parse_args(argv)
     notes = dict(n.split("=", 1) for n in args.note if "=" in n)
     try:
-        out = assemble(args.out, vae=args.vae, foley=args.foley, mono2stereo=args.mono2stereo, notes=notes)
+        out = assemble(args.out, vae=args.vae, foley=args.foley, mono2stereo=args.mono2stereo, vocoder=args.vocoder,
+                       notes=notes)
     except DefaultModelError as e:
         print(f"error: {e}")
         return 2

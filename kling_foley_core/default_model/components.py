@@ -17,7 +17,9 @@ MM-DiT              KlingFoleyMMDiT (Kling design: duration embeddings, learned 
 Mel-VAE             KlingMelVAE 16 kHz (80 mels, 20-d, ×2), enc 64 / dec 128 wide  log10-mel ↔ latents
 Mono2Stereo         Mono2Stereo 16k, width 64, 4 layers, linear pan law, reading the   mono mel → L/R mels
                     sync tokens (64-d, time-ordered)
-vocoder             GriffinLimVocoder("16k") — weight-free                               mel → 16 kHz waveform
+vocoder             VocosVocoder("16k"): width 128, 6 ConvNeXt blocks, iSTFT head       mel → 16 kHz waveform
+                    (trained, TRAINING.md); GriffinLimVocoder("16k") when the folder
+                    holds no weights
 ==================  =============================================================  ==========================
 
 Why these sizes: SynthHits frames are 112 px with objects 15–25 % of the frame wide, so 48 px keeps every
@@ -40,7 +42,7 @@ from torch import nn
 from ..encoders.base import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 
 __all__ = ["FOLEY_TINY", "IMAGE_SIZE", "build_visual_encoder", "build_sync_encoder", "build_text_encoder",
-           "build_transformer", "build_vae", "build_mono2stereo", "build_vocoder", "FoleyTrainBundle"]
+           "build_transformer", "build_vae", "build_mono2stereo", "build_vocoder", "load_vocoder", "FoleyTrainBundle"]
 
 IMAGE_SIZE = 48
 NAME = "foley-tiny"
@@ -126,6 +128,21 @@ def build_vocoder(n_iter: int = 32):
     from ..models.vocoder_griffinlim import GriffinLimVocoder
 
     return GriffinLimVocoder("16k", n_iter=n_iter)
+
+
+def load_vocoder(folder, n_iter: int = 32):
+    """The vocoder a weights folder's ``vocoder/config.json`` names: a trained :class:`VocosVocoder` (its weights
+    beside the config), else the weight-free Griffin-Lim fallback with ``n_iter`` iterations."""
+    import json
+    from pathlib import Path
+
+    cfg = Path(folder) / "config.json"
+    name = json.loads(cfg.read_text()).get("_class_name") if cfg.is_file() else None
+    if name == "VocosVocoder":
+        from ..models.vocoder_vocos import VocosVocoder
+
+        return VocosVocoder.from_pretrained(str(folder)).eval()
+    return build_vocoder(n_iter)
 
 
 class FoleyTrainBundle(nn.Module):
