@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Mapping
@@ -84,6 +85,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
                         "another class, no video semantics), ac-vta (reference audio of another class), fe (continue "
                         "the first 40 %% of the true soundtrack), edit (regenerate a 2-4 s window with another "
                         "class's text); each beside the true audio and the model without the control")
+    p.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
+                   help="render every clip this long, with hits over the whole clip (e.g. 60 or 300; the model "
+                        "generates it in windows) and add the long-clip scores: F1 per 10-s span, drift (ms per "
+                        "minute), false onsets at window joins against elsewhere, length error (default 0: the "
+                        "test sets' own 2-10 s clips)")
     p.add_argument("--objects", type=int, nargs=2, metavar=("MIN", "MAX"), default=None,
                    help="objects per clip (default 1 3, as in the test sets; e.g. 3 3 for crowded scenes)")
 
@@ -106,15 +112,22 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
             config.check()
         except SynthHitsError as e:
             raise SystemExitError(f"--objects {args.objects[0]} {args.objects[1]}: {e}") from None
+    duration = getattr(args, "duration", 0.0)
+    if duration and not (math.isfinite(duration) and duration >= 1.0) or duration < 0:
+        raise SystemExitError(f"--duration {duration:g}: give the seconds of each clip (1 or more, e.g. 60), or 0 "
+                              f"for the test sets' own lengths")
+    if duration and (args.hit_free or args.task != "v2a"):
+        raise SystemExitError("--duration scores long clips with hits for --task v2a; drop --hit-free / --task")
     t0 = time.perf_counter()
     pipe = load_model_pipeline(args.model)
     bank = load_bank()
     if args.task != "v2a":
         return _eval_task(args, pipe, bank, get_timbre_classifier(bank), t0)
     clips = [generate_clip(bank, seed=args.seed, index=i, split=args.split, config=config,
-                           with_hits=False if args.hit_free else None) for i in range(args.n)]
+                           with_hits=True if duration else (False if args.hit_free else None),
+                           duration=duration or None) for i in range(args.n)]
     own = sum(not c.events for c in clips)
-    extra = 0 if args.hit_free else max(0, args.hit_free_clips - own)
+    extra = 0 if args.hit_free or duration else max(0, args.hit_free_clips - own)
     clips += [generate_clip(bank, seed=args.seed, index=args.n + j, split=args.split, config=config, with_hits=False)
               for j in range(extra)]
     audio = run_model(pipe, clips, steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
@@ -131,10 +144,30 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     if false:
         print("hit-free clips with sound: " + "; ".join(_false_sound(r) for r in false))
     topped = f" + {extra} hit-free to reach {args.hit_free_clips}" if extra else ""
+    rows = [r.as_dict(per_clip=True) for r in reports]
+    if duration:
+        _long_scores(pipe, clips, audio, rows, duration)
     print(f"({args.n} {kind} clips{topped}, seed {args.seed}, {time.perf_counter() - t0:.1f} s)")
     if args.json:
-        args.json.write_text(json.dumps([r.as_dict(per_clip=True) for r in reports], indent=1))
+        args.json.write_text(json.dumps(rows, indent=1))
     return EXIT_OK
+
+
+def _long_scores(pipe, clips, audio, rows: list[dict], duration: float) -> None:
+    """The long-clip scores of the model and the true audio (same joins), printed and added to their rows."""
+    from .evaluation.longform import format_long_rows, long_clip_scores
+    from .evaluation.metrics import GROUND_TRUTH
+    from .longform import plan_for
+
+    plan = plan_for(pipe.transformer, duration)
+    truth = [{"waveform": c.audio, "sample_rate": c.sample_rate} for c in clips]
+    long = {GROUND_TRUTH: long_clip_scores(truth, clips, plan.joins), rows[-1]["name"]: long_clip_scores(audio, clips,
+                                                                                                      plan.joins)}
+    print(f"long clips: {duration:g} s in {len(plan)} windows of {plan.window:g} s (overlap {plan.overlap:g} s), "
+          f"joins at {', '.join(f'{j:.2f}' for j in plan.joins[:6])}{' ...' if len(plan) > 7 else ''} s")
+    print(format_long_rows(long))
+    for row in rows:
+        row.update(long.get(row["name"], {}))
 
 
 def _eval_task(args, pipe, bank, classifier, t0: float) -> int:
