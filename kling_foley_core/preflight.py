@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 LOAD_VIDEO = "KlingFoleyLoadVideo"
 CONDITIONING = "KlingFoleyConditioning"
 SAMPLER = "KlingFoleySampler"
+MUX_VIDEO = "KlingFoleyMuxVideo"
+AUDIO_BYTES_PER_SECOND = 48_000  # a generous bound on the muxed soundtrack(s) (AAC stereo, two tracks)
 DEFAULT_LOADER = "KlingFoleyDefaultModelLoader"
 MODEL_LOADER = "KlingFoleyModelLoader"
 TINY = "tiny (random weights, for testing)"  # the loaders' choice of the random tiny stack
@@ -48,6 +51,8 @@ def check_prompt(prompt: Mapping, node_classes: Mapping[str, type]) -> list[Node
     for nid in needed:
         if prompt[nid].get("class_type") == SAMPLER:
             _check_sampler(nid, prompt, spans, errors)
+        elif prompt[nid].get("class_type") == MUX_VIDEO:
+            _check_disk(nid, prompt, spans, errors)
     return errors
 
 
@@ -70,6 +75,37 @@ def _check_video(nid: str, inputs: Mapping, spans: dict, errors: list) -> None:
         errors.append(NodeError(nid, LOAD_VIDEO, "invalid_input", str(e), name))
     except ValueError as e:  # inside ComfyUI: not a file of its input folder
         errors.append(NodeError(nid, LOAD_VIDEO, "invalid_input", str(e), "video_path"))
+
+
+def _check_disk(nid: str, prompt: Mapping, spans: dict, errors: list) -> None:
+    """A long video's muxed copy (its picture copied, plus the soundtrack) must fit in the output folder."""
+    import shutil
+
+    from .runner.paths import get_output_directory, resolve_input_path
+
+    video = prompt[nid]["inputs"].get("video")
+    src = str(video[0]) if _is_link(video) else None
+    if src not in spans:
+        return
+    seconds = spans[src]
+    try:
+        from .video.probe import probe_video
+
+        path = resolve_input_path(prompt[src]["inputs"]["video_path"])
+        total = probe_video(path).duration or seconds
+        need = os.path.getsize(path) * min(1.0, seconds / total) + AUDIO_BYTES_PER_SECOND * seconds
+        folder = Path(get_output_directory())
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free = shutil.disk_usage(folder).free
+    except (OSError, ValueError) as e:
+        log.debug("no disk-space check for node %s: %s", nid, e)
+        return
+    if need > free:
+        errors.append(NodeError(nid, MUX_VIDEO, "invalid_input",
+                                f"the video of node {src} is {seconds / 3600:.2f} h; its copy with the new soundtrack "
+                                f"needs about {need / 1e9:.1f} GB but '{folder}' has {free / 1e9:.1f} GB free; free "
+                                f"space, choose another output folder or cut the video (length)", "video"))
 
 
 def _check_sampler(nid: str, prompt: Mapping, spans: dict, errors: list) -> None:

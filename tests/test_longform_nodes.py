@@ -75,3 +75,19 @@ def test_bad_window_inputs_are_one_line_sampler_errors(tmp_path):
         pack.NODE_CLASS_MAPPINGS["KlingFoleySampler"]().sample(model, FoleyConditions(duration=30.0), 0, 1.0,
                                                                window_seconds=8.0, overlap_seconds=5.0)
     assert "\n" not in str(e.value)
+
+
+def test_a_video_whose_copy_cannot_fit_on_disk_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    from kling_foley_core import cli
+
+    clip = write_clip(tmp_path / "in.mp4", n=50, rate=25, size=(32, 24))
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**6, 10**6 - 1000, 1000))  # 1 kB free
+    code = cli.main(["run", str(WORKFLOWS / "video_to_audio_tiny.json"), "--validate-only", "--output-dir",
+                     str(tmp_path / "out"), "--set", f"Load Video.video_path={clip}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "its copy with the new soundtrack needs about" in err and "GB free" in err
+    assert "\n" not in err
