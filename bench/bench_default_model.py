@@ -66,9 +66,34 @@ def _scores(pipe, n: int, seed: int, steps: int, cfg: float, captions: bool) -> 
     return table, [r.as_dict() for r in reports]
 
 
+def _compare_speed(folders, args) -> int:
+    """Several weights folders timed in one run: ``--repeats`` rounds, each timing every folder once in turn."""
+    from kling_foley_core.default_model import default_pipeline
+
+    pipes = [default_pipeline("cpu", directory=f) for f in folders]
+    runs: dict[int, list[dict]] = {i: [] for i in range(len(pipes))}
+    for _ in range(args.repeats):
+        for i, pipe in enumerate(pipes):
+            runs[i].append(_speed(pipe, 1, args.steps, args.cfg))
+    result = {}
+    base = None
+    for i, folder in enumerate(folders):
+        wall = statistics.median(r["wall_s"] for r in runs[i])
+        gen = statistics.median(r["generate_s"] for r in runs[i])
+        base = base or wall
+        result[str(folder)] = {"wall_s": wall, "generate_s": gen, "ratio": wall / base}
+        print(f"{folder}: 8 s clip, video file -> muxed mp4: wall {wall:.2f} s (generate {gen:.2f} s), "
+              f"{wall / base:.2f}x the first")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", type=Path, default=None, help="weights folder (default: the shipped one)")
+    ap.add_argument("--weights", type=Path, action="append", default=None,
+                    help="weights folder (default: the shipped one); repeat it to time several builds in one run "
+                         "(their speed runs alternate, so load changes hit each alike; ratios against the first)")
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=25)
@@ -84,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from kling_foley_core.default_model import default_pipeline
 
+    folders = args.weights or [None]
+    if len(folders) > 1:
+        return _compare_speed(folders, args)
     t0 = time.perf_counter()
-    pipe = default_pipeline("cpu", directory=args.weights)
+    pipe = default_pipeline("cpu", directory=folders[0])
     result = {"load_s": time.perf_counter() - t0, "threads": torch.get_num_threads()}
     print(f"load: {result['load_s']:.2f} s ({result['threads']} threads)")
     if not args.eval_only:

@@ -113,6 +113,12 @@ def test_trainer_loss_falls_and_the_vae_stage_resumes(data, tmp_path):
 
     assert loss(trained) < 0.85 * loss(start)  # a trainer that does not learn stays at 1.0
 
+    from kling_foley_core.training.export import export_checkpoint
+
+    exported = export_checkpoint(out / "checkpoints" / "step-0000060", tmp_path / "exported")
+    back = VocosVocoder.from_pretrained(str(exported)).state_dict()
+    assert all(torch.equal(v, back[k]) for k, v in trained.state_dict().items())
+
     from kling_foley_core.models.mel_vae_kling import KlingMelVAE
 
     KlingMelVAE(n_mels=80, latent_dim=20, hidden_dim=16, num_blocks=1, norm_groups=4,

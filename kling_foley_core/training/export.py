@@ -72,6 +72,10 @@ def _export(ckpt: Path, out: Path, vae: str | Path | None) -> Path:
         if vae is not None:
             raise TrainingError(f"--vae {vae}: checkpoint '{ckpt}' is a Mel-VAE run's; drop --vae")
         return export_vae_checkpoint(ckpt, cfg, out)
+    if cfg.get("trainer") == "vocoder":
+        if vae is not None:
+            raise TrainingError(f"--vae {vae}: checkpoint '{ckpt}' is a vocoder run's; drop --vae")
+        return export_vocoder_checkpoint(ckpt, cfg, out)
     if cfg.get("trainer") != "foley":
         raise TrainingError(f"checkpoint '{ckpt}': the run was trained by {cfg.get('trainer')!r}, not train_foley "
                             f"or train_mel_vae")
@@ -93,6 +97,16 @@ def _export(ckpt: Path, out: Path, vae: str | Path | None) -> Path:
             m2s.eval().save_pretrained(m2s_dir)
         return assemble(out, vae=vae, foley=tmp / "foley", mono2stereo=m2s_dir,
                         notes={"exported_from": f"{run.name}/{ckpt.name}"})
+
+
+def export_vocoder_checkpoint(ckpt: Path, cfg: dict, out: Path) -> Path:
+    """A ``train_vocoder`` checkpoint's EMA weights → a vocoder folder at ``out``."""
+    from ..models.vocoder_vocos import VocosVocoder
+
+    vocoder = VocosVocoder(**cfg["vocoder"])
+    _load_ema(vocoder, ckpt / EMA_FILE, "vocoder")
+    vocoder.eval().save_pretrained(out)
+    return out
 
 
 def export_vae_checkpoint(ckpt: Path, cfg: dict, out: Path) -> Path:
