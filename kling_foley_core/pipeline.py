@@ -235,6 +235,20 @@ class KlingFoleyPipeline(DiffusionPipeline):
         return wave, int(sample_rate), ctx
 
     @staticmethod
+    def _keep_context_samples(wave: torch.Tensor, sr: int, known, duration: float) -> torch.Tensor:
+        """The continued clip at the known audio's rate: its own samples over the kept context (crossfaded into the
+        generated audio just before the seam), the generated audio after it."""
+        original, rate, ctx = known
+        kept = original[..., original.shape[-1] - int(round(ctx.seconds * rate)):]
+        kept = kept.expand(-1, max(kept.shape[1], wave.shape[1]), -1)  # mono known audio, stereo result
+        total = int(math.floor(duration * rate))
+        kept = torch.nn.functional.pad(kept, (0, max(0, total - kept.shape[-1])))[..., :total]
+        if ctx.seconds >= total / rate:  # the known audio covers the whole clip: nothing was generated
+            return kept.expand(wave.shape[0], -1, -1).clone()
+        return torch.stack([splice_window(o, rate, g, sr, min(ctx.seconds, total / rate), total / rate)
+                            for o, g in zip(kept.expand(wave.shape[0], -1, -1), wave)])
+
+    @staticmethod
     def _step_callback(bar, callback: Callable[[dict], None] | None) -> Callable[[dict], None]:
         inverted = [0]  # steps of an edit's inversion, which come before the sampling steps
 
@@ -263,7 +277,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
         ``video_semantics=False`` drops the video's semantic features (TC-VTA: timing from the video, timbre from
         ``prompt``). ``audio`` (a file, or a (C, T) / (B, C, T) waveform at ``audio_sample_rate``) is known audio
         (FoleyGenEx), used as ``audio_mode``: ``continue`` (it is the soundtrack's start, its last
-        ``context_seconds`` (0 = all) are kept and the rest of the clip is generated), ``edit`` (the window
+        ``context_seconds`` (0 = all) are taken as the sound of the clip's first seconds and returned as they are,
+        the rest of the clip is generated and joined to them with a 50 ms crossfade), ``edit`` (the window
         [``edit_start``, ``edit_end``] s of it is regenerated; outside it the audio is returned unchanged) or
         ``reference`` (its timbre is copied; its first ``context_seconds``, 0 = all). ``watermark=False`` leaves out
         the inaudible provenance watermark every generated soundtrack carries by default."""
@@ -298,5 +313,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
             wave = torch.stack([splice_window(o, known[1], g, sr, *known[2].window) for o, g in
                                 zip(known[0].expand(wave.shape[0], -1, -1), wave)])
             sr = known[1]
+        elif known and known[2].mode == "continue":  # Foley extension: the given audio's own samples to the seam
+            wave, sr = self._keep_context_samples(wave, sr, known, cond.duration), known[1]
         self.maybe_free_model_hooks()
         return FoleyOutput(waveform=wave, sample_rate=sr, latents=latents, mel=mel, duration=cond.duration)
