@@ -377,3 +377,17 @@ def test_real_recordings_bank():
     ref = np.array([e.time for e in clip.events])
     pairs = match_onsets(ref, detect_onsets(clip.audio, SR), tolerance=0.010)
     assert len(pairs) >= 0.8 * len(ref)
+
+
+def test_swapped_sounds_keep_the_motion_and_name_the_sound():
+    from kling_foley_core.data.synthhits import SynthHitsConfig
+
+    bank = synthetic_bank()
+    for i in range(4):
+        a = generate_clip(bank, seed=7, index=i, with_hits=True)
+        b = generate_clip(bank, seed=7, index=i, with_hits=True, config=SynthHitsConfig(p_swap_sound=1.0))
+        assert [e.time for e in a.events] == [e.time for e in b.events]
+        assert all(ea.sound_class != eb.sound_class for ea, eb in zip(a.events, b.events))
+        assert b.caption != a.caption
+    with pytest.raises(SynthHitsError, match="p_swap_sound"):
+        SynthHitsConfig(p_swap_sound=1.5).check()

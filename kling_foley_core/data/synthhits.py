@@ -119,6 +119,8 @@ class SynthHitsConfig:
     min_objects: int = 1  # objects per clip: drawn uniformly in min_objects..max_objects
     max_objects: int = 3
     p_hovering: float = 0.0  # in a hit clip, chance that an object only hovers (one object always strikes)
+    p_swap_sound: float = 0.0  # chance that a clip's objects sound like another class than they look (captions
+    # name the sound): training data for text- and audio-controlled timbre (TC-VTA, AC-VTA)
     hit_rate: tuple[float, float] = (0.4, 1.2)  # hits per second per object
     min_gap_object: float = 0.3  # s between two hits of one object
     min_gap_any: float = 0.12  # s between any two hits (keeps onsets separable at ±40 ms)
@@ -146,6 +148,9 @@ class SynthHitsConfig:
         if not 0.0 <= self.p_hovering < 1.0:
             raise SynthHitsError(f"p_hovering={self.p_hovering} must be a probability in [0, 1) (chance that an "
                                  f"object of a hit clip only hovers; default 0)")
+        if not (isinstance(self.p_swap_sound, (int, float)) and 0.0 <= self.p_swap_sound <= 1.0):
+            raise SynthHitsError(f"p_swap_sound={self.p_swap_sound} must be a probability in [0, 1] (chance that a "
+                                 f"clip's objects sound like another class; default 0)")
         if self.min_duration < 2 * self.edge_margin + 0.1:
             raise SynthHitsError(f"min_duration={self.min_duration} too short for edge_margin={self.edge_margin}")
 
@@ -356,6 +361,22 @@ class _Obj:
         return v * v / (2 * g)  # held at the apex
 
 
+def _swap_sounds(rng, bank: RecordingBank, split: str, objs: list, classes) -> None:
+    """Give each class of the clip the sound of another class (a permutation without fixed points over the
+    bank's classes), with a recording of that class; the objects keep their look."""
+    classes = sorted(classes)
+    if len(classes) < 2:
+        return
+    mapping = {}
+    for cls in sorted({o.cls for o in objs}):
+        others = [c for c in classes if c != cls and c not in mapping.values()] or [c for c in classes if c != cls]
+        mapping[cls] = str(others[int(rng.integers(len(others)))])
+    for o in objs:
+        o.cls = mapping[o.cls]
+        recs = bank.select(split, o.cls)
+        o.recording = recs[int(rng.integers(len(recs)))]
+
+
 def _build_objects(rng, bank: RecordingBank, split: str, dur: float, cfg: SynthHitsConfig, with_hits: bool,
                    classes: Sequence[str]) -> list[_Obj]:
     size = cfg.size
@@ -447,6 +468,8 @@ def generate_clip(bank: RecordingBank, *, seed: int, index: int, split: str = "t
     if with_hits is None:
         with_hits = bool(rng.uniform() >= cfg.p_no_hits)
     objs = _build_objects(rng, bank, split, dur, cfg, with_hits, classes)
+    if cfg.p_swap_sound > 0 and rng.uniform() < cfg.p_swap_sound:  # drawn only when on: other clips reproduce
+        _swap_sounds(rng, bank, split, objs, classes)
     size, fps, sr = cfg.size, cfg.fps, cfg.sample_rate
     ground = int(round(size * 0.8))
     n_frames = int(round(dur * fps))
@@ -700,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="in clips with hits, chance that an object only hovers while the others strike (default "
                          "%(default)s; at least one object strikes; e.g. 0.4 teaches that a hovering object is "
                          "silent beside a striking one)")
+    ap.add_argument("--p-swap-sound", type=float, default=SynthHitsConfig.p_swap_sound,
+                    help="chance that a clip's objects sound like another class than they look (default 0)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
@@ -707,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover),
                                  min_objects=args.objects[0], max_objects=args.objects[1],
-                                 p_hovering=args.p_hovering)
+                                 p_hovering=args.p_hovering, p_swap_sound=args.p_swap_sound)
         config.check()
         bank = load_bank(args.recordings)
         idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,
