@@ -51,7 +51,7 @@ def _other_class(cls: str, classes: list[str], rng: np.random.Generator) -> str:
 
 def task_clips(bank, n: int, seed: int, task: str, split: str = "heldout", cap: int = 20) -> list:
     """The first ``n`` test clips of this seed that suit the task (hits of one class; edit: ≥ 4 s; fe: a hit in the
-    given first 40 %)."""
+    given first 40 %; ac-vta: ≤ 8 s)."""
     out, i = [], 0
     while len(out) < n:
         if i >= cap * n:
@@ -62,6 +62,8 @@ def task_clips(bank, n: int, seed: int, task: str, split: str = "heldout", cap: 
             continue
         if task == "edit" and clip.duration < 4.0:
             continue
+        if task == "ac-vta" and clip.duration > 8.0:
+            continue  # the 2-s reference goes before the clip, inside the default model's 10 s
         if task == "fe" and not any(e.time < 0.4 * clip.duration - 0.05 for e in clip.events):
             continue  # the given 40 % must hold a hit (silent audio is no context to continue)
         out.append(clip)
