@@ -16,7 +16,8 @@ two sets' energies: it ignores gain, and a codec or resampler that keeps the spe
 Embedding. A key gives each of ``PERIOD`` = 16 slots × 20 bands a sign p = ±1 (SHA-256 bits, the same on every
 machine), repeated along the clip. The whitened statistic d(s) = r(s) − (mean of r over the ±``SPAN`` slots around
 s) (the host's steady tones and slow spectral changes cancel) is pushed to p·``MARGIN`` where it is not there
-already, by scaling the tile's A bins by exp(c/4) and its B bins by exp(−c/4), |c| ≤ ``MAX_CHANGE`` (±1.3 dB). The
+already, by scaling the tile's A bins by exp(c/4) and its B bins by exp(−c/4), |c| ≤ 0.6 (±1.3 dB; up to 1.2 on
+sparse audio whose mark would score under ``TARGET``, see ``STRENGTHS``). The
 change is a scaled copy of the host's own STFT, so it sits under the sound it rides on (masked, no new
 frequencies); both channels get the same gains (a downmix keeps the mark). The added signal is limited to
 ``LIMIT`` of the host's ±5 ms peak, so nothing is spread ahead of an attack and digital silence stays exactly zero.
@@ -25,8 +26,8 @@ Detection. d(s, b) of the mono mix, clipped to ±``CLIP`` (onsets cannot dominat
 ``ACTIVE_DB`` below the loudest, is folded over the period and correlated with the key's pattern at each of the 16
 phases and 8 sub-slot alignments (``HYPOTHESES`` = 128: a cut anywhere is found without a sync code). The score of
 one alignment is z = Σ p·F / ‖F‖; for audio that does not carry this key's mark the signs are independent of F, so
-by Hoeffding's inequality P(z ≥ t) ≤ exp(−t²/2), and ``THRESHOLD`` = 5 bounds the false-positive rate of the whole
-search by 128·exp(−12.5) < 0.05 %.
+by Hoeffding's inequality P(z ≥ t) ≤ exp(−t²/2), and ``THRESHOLD`` = 5.5 bounds the false-positive rate of the
+whole search by 128·exp(−15.1) < 0.004 %.
 """
 from __future__ import annotations
 
@@ -50,12 +51,13 @@ BAND_EDGES = (125, 375, 625, 875, 1125, 1375, 1625, 1875, 2125, 2375, 2625, 2875
 MARGIN = 0.5  # target of the whitened log-ratio statistic, nepers
 SPAN = 8  # slots each side of the local mean the statistic is whitened by
 PASSES = 2  # a second pass makes up for what the overlap of STFT frames smeared away
-MAX_CHANGE = 0.6  # largest change of a tile's log(E_A / E_B)
+STRENGTHS = (0.6, 0.9, 1.2)  # largest change of a tile's log(E_A / E_B): ±1.3, ±2, ±2.6 dB on each set
+TARGET = 8.5  # the score an embedding aims for (a 5-s cut of it still clears THRESHOLD)
 LIMIT = 0.35  # the added signal never exceeds this fraction of the host's ±5 ms peak
 CLIP = 1.0  # whitened statistics are limited to ±CLIP before correlating
 ACTIVE_DB = 60.0  # tiles more than this below the loudest tile are ignored
 HYPOTHESES = PERIOD * FRAMES_PER_SLOT
-THRESHOLD = 5.0
+THRESHOLD = 5.5
 
 
 class WatermarkError(ValueError):
@@ -162,24 +164,36 @@ def _slot_signs(pattern: torch.Tensor, n_slots: int) -> torch.Tensor:
 def embed_watermark(waveform, sample_rate: int, *, key: str = DEFAULT_KEY):
     """``waveform`` ``[..., T]`` with the key's mark added: same shape, dtype, device and type (tensor or numpy).
 
-    Silence stays exactly silent; the result is clipped to [-1, 1] when the input lies within it.
+    The weakest strength of ``STRENGTHS`` whose mark scores ``TARGET`` is used (sparse audio, with few tiles to
+    carry the mark, gets a stronger one). Silence stays exactly silent; the result is clipped to [-1, 1] when the
+    input lies within it.
     """
     x, rows = _as_rows(waveform, "embed_watermark")
     stft, band, side = _stft_setup(sample_rate)
     pattern = key_pattern(key)
-    n = rows.shape[-1]
-    if n < stft["win_length"] or not rows.abs().max() > 0:  # too short to carry anything, or silent
+    if rows.shape[-1] < stft["win_length"] or not rows.abs().max() > 0:  # too short to carry anything, or silent
         return waveform
+    for strength in STRENGTHS:
+        out = _embed(rows, sample_rate, stft, band, side, pattern, strength)
+        if detect_watermark(out, sample_rate, key=key).score >= TARGET:
+            break
+    out = out.reshape(x.shape).to(x.dtype)
+    return out.numpy() if isinstance(waveform, np.ndarray) else out.to(x.device)
+
+
+def _embed(rows, sample_rate, stft, band, side, pattern, max_change: float) -> torch.Tensor:
+    """``rows`` (R, T) float64 with the mark at one strength (largest log-ratio change ``max_change``)."""
+    n = rows.shape[-1]
     out, total = rows, None
     for _ in range(PASSES):
         spec = torch.stft(out, **stft, return_complex=True)  # (R, bins, frames)
         ratio, energy = _slot_ratios(_set_energies(spec.mean(0).abs().square(), band, side))  # the mono mix
         p = _slot_signs(pattern, ratio.shape[0])
         active = energy > energy.max() * 10 ** (-ACTIVE_DB / 10)
-        # informed: a tile already at p·MARGIN is left alone, any other pushed just far enough (≤ MAX_CHANGE)
-        step = p * (MARGIN - p * _whiten(ratio, active)).clamp(0.0, MAX_CHANGE) * active
+        # informed: a tile already at p·MARGIN is left alone, any other pushed just far enough (≤ max_change)
+        step = p * (MARGIN - p * _whiten(ratio, active)).clamp(0.0, max_change) * active
         if total is not None:
-            step = (total + step).clamp(-MAX_CHANGE, MAX_CHANGE) - total
+            step = (total + step).clamp(-max_change, max_change) - total
         total = step if total is None else total + step
         frame_step = step[torch.arange(spec.shape[-1]) // FRAMES_PER_SLOT][:, band.clamp(min=0)].T  # (bins, frames)
         gain = torch.where((band >= 0)[:, None], torch.expm1(0.25 * side[:, None] * frame_step), 0.0)
@@ -187,10 +201,7 @@ def embed_watermark(waveform, sample_rate: int, *, key: str = DEFAULT_KEY):
     radius = round(0.005 * sample_rate)
     limit = LIMIT * torch.nn.functional.max_pool1d(rows.abs()[:, None], 2 * radius + 1, 1, radius)[:, 0]
     out = rows + torch.minimum(torch.maximum(out - rows, -limit), limit)
-    if rows.abs().max() <= 1.0:
-        out = out.clamp(-1.0, 1.0)
-    out = out.reshape(x.shape).to(x.dtype)
-    return out.numpy() if isinstance(waveform, np.ndarray) else out.to(x.device)
+    return out.clamp(-1.0, 1.0) if rows.abs().max() <= 1.0 else out
 
 
 def detect_watermark(waveform, sample_rate: int, *, key: str = DEFAULT_KEY) -> Detection:
