@@ -19,6 +19,8 @@ import torch
 from .audio.encode import MIN_SECONDS
 
 from .models.sync_layout import TOKENS_PER_WINDOW
+
+SYNC_STRIDE_S = 8 / 25  # seconds between two Synchformer windows (8 frames at 25 fps)
 from .sampling.context import AudioContext, ContextError
 
 __all__ = ["reference_conditions", "surrogate_sync"]
@@ -47,19 +49,20 @@ def reference_conditions(transformer, cond, ctx: AudioContext):
         raise ContextError(f"reference mode: the clip is {cond.duration:.2f} s and this model takes at most "
                            f"{max_d:g} s with the reference in front; cut the clip to at most "
                            f"{max_d - MIN_SECONDS:.2f} s (the reference needs {MIN_SECONDS:.2f} s)")
-    if ctx.frames > room:
-        log.info("reference cut from %.2f s to %.2f s to fit the model's %g s", ctx.seconds, room / ctx.latent_rate,
-                 max_d)
-        ctx = replace(ctx, latents=ctx.latents[..., :room], known=ctx.known[..., :room])
-    n_ref = ctx.frames
+    # The reference spans whole sync strides (0.32 s), so the surrogate's whole windows end exactly where the
+    # target starts and its sync tokens stay aligned with its audio (a partial stride would shift them).
+    strides = int(math.floor(min(ctx.frames, room) / ctx.latent_rate / SYNC_STRIDE_S + 1e-6))
+    n_ref = min(ctx.frames, room, int(round(strides * SYNC_STRIDE_S * ctx.latent_rate)))
+    if n_ref < ctx.frames:
+        log.info("reference cut from %.2f s to %.2f s (whole 0.32-s sync strides, within the model's %g s)",
+                 ctx.seconds, n_ref / ctx.latent_rate, max_d)
+        ctx = replace(ctx, latents=ctx.latents[..., :n_ref], known=ctx.known[..., :n_ref])
     n_target = transformer.sequence_lengths(cond.duration).latent
-    total = min(cond.duration + ctx.seconds, max_d)
+    total = min(cond.duration + strides * SYNC_STRIDE_S, max_d)
     sync_f = cond.sync_f
     if sync_f is not None:
-        need = transformer.sequence_lengths(total).sync
-        n_sur = max(0, need - sync_f.shape[1])
-        n_sur -= n_sur % TOKENS_PER_WINDOW
-        sync_f = torch.cat([surrogate_sync(sync_f, n_sur), sync_f], dim=1) if n_sur else sync_f
+        n_sur = strides * TOKENS_PER_WINDOW
+        sync_f = torch.cat([surrogate_sync(sync_f, n_sur), sync_f], dim=1)
     # the reference covers the start of the joined span: every frame of it is known
     known = torch.ones(ctx.latents.shape[0], n_ref, dtype=torch.bool, device=ctx.latents.device)
     joined = replace(cond, duration=total, clip_f=None, text_f=None, text_mask=None, negative_text_f=None,
