@@ -141,3 +141,12 @@ def test_trainer_refuses_a_vae_of_another_mel_layout(data, tmp_path, capsys):
                              str(tmp_path / "v"), *ARGS])
     out = capsys.readouterr().out
     assert rc == 2 and out.startswith("error: --vae") and "44100 Hz" in out and "16000 Hz" in out
+
+
+def test_vocoder_loader_node_reads_a_trained_vocoder_folder(tmp_path):
+    from nodes.loaders import KlingFoleyVocoderLoader
+
+    torch.manual_seed(3)
+    VocosVocoder("16k", **TINY).save_pretrained(tmp_path / "vocoder")
+    (loaded,) = KlingFoleyVocoderLoader().load(str(tmp_path / "vocoder"))
+    assert isinstance(loaded, VocosVocoder) and loaded.n_mels == 80 and not loaded.training
