@@ -297,8 +297,15 @@ register_command("batch", "run one workflow once per video file in a folder", _b
 
 
 # ------------------------------------------------------------------------------------------------ main
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad syntax is one line naming the command and the option (not a usage dump), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kling-foley", description="Kling-Foley: run ComfyUI workflows headless.")
+    parser = _OneLineParser(prog="kling-foley", description="Kling-Foley: run ComfyUI workflows headless.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log node progress")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -316,7 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, *, node_classes: Mapping | None = None) -> int:
     """Entry point of the ``kling-foley`` console script. ``node_classes`` replaces the pack's (for tests)."""
     parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 and a usage line on bad syntax
+    try:
+        args = parser.parse_args(argv)  # bad syntax: one line, exit code 2; --help: exit code 0
+    except SystemExit as e:
+        return int(e.code or 0) if not isinstance(e.code, str) else EXIT_USAGE
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     from .runner import NodeExecutionError, ProcessingInterrupted, WorkflowError, interrupt

@@ -96,6 +96,8 @@ def generate_overrides(args: argparse.Namespace) -> list[str]:
 
     sets = {"Prompt.prompt": args.prompt, "Prompt.negative_prompt": args.negative_prompt, "Sampler.seed": args.seed,
             "Sampler.cfg": args.cfg, "Schedule.steps": args.steps, "Sampler Select.sampler_name": args.sampler}
+    if getattr(args, "guidance", None):
+        sets["Sampler.guidance"] = args.guidance
     if args.mode == "tta":
         stem = "".join(c if c.isalnum() else "_" for c in args.prompt.strip())[:40].strip("_") or "text"
         sets.update({"Conditioning.duration": args.duration, "Save Audio.filename_prefix": f"kling_foley/{stem}"})
@@ -197,6 +199,10 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt", default="", help="sounds to steer away from (optional)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, the papers' setting)")
     p.add_argument("--cfg", type=finite_float, default=4.5, help="guidance strength (default 4.5)")
+    p.add_argument("--guidance", choices=("all", "text"), default=None,
+                   help="what --cfg pushes away from: all conditions, or only the text (video and known audio kept "
+                        "in both branches, so --cfg strengthens the prompt's timbre); default: the workflow's own "
+                        "(text for --mode tc-vta and edit, all otherwise)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--sampler", default="euler", help="sampler name (euler, heun, midpoint, rk4, dpm_multistep, adaptive)")
     p.add_argument("--start", type=finite_float, default=0.0, help="seconds to skip at the start of the video")

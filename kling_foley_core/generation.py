@@ -60,6 +60,8 @@ class SamplerSettings:
     shift: float = 1.0
     cfg: float = 4.5
     batched_cfg: bool = True
+    guidance: str = "all"  # what CFG's unconditional branch drops: "all" conditions (the papers) or only the
+    # "text" (video, sync and known audio kept), so cfg scales the prompt's own effect (TC-VTA, edits by text)
 
 
 def frame_specs(visual_encoder, sync_encoder):
@@ -128,7 +130,8 @@ def latent_frames(transformer, cond: FoleyConditions, duration: float) -> int:
     return int(cond.latent_frames or transformer.sequence_lengths(duration).latent)
 
 
-def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None) -> PreparedFlow:
+def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None,
+                   guidance: str = "all") -> PreparedFlow:
     """Kling-Foley / MMAudio MM-DiT: channels-last latents in a normalised space."""
     b = cond.batch_size
 
@@ -142,7 +145,15 @@ def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: 
                                               latent_seq_len=cond.latent_frames, text_mask=cond.text_mask,
                                               seconds_start=cond.seconds_start, batch_size=b, **extra)
     uncond = None
-    if guided:
+    if guided and guidance == "text":  # only the prompt is dropped: the guided direction is the text's own
+        text = (cond.negative_text_f if cond.negative_text_f is not None
+                else transformer.empty_string_feat[None]).expand(b, -1, -1)
+        uncond = transformer.prepare_conditions(cond.clip_f, cond.sync_f, text, duration=duration,
+                                                latent_seq_len=cond.latent_frames,
+                                                text_mask=None if cond.negative_text_f is None else
+                                                cond.negative_text_mask, seconds_start=cond.seconds_start,
+                                                batch_size=b, **extra)
+    elif guided:
         uncond = transformer.get_empty_conditions(b, like=prepared, negative_text_f=cond.negative_text_f,
                                                   negative_text_mask=cond.negative_text_mask)
 
@@ -176,12 +187,22 @@ def _prepare_hunyuan(transformer, cond: FoleyConditions, duration: float, guided
                         lambda x: x.to(transformer.device, torch.float32), time_axis=2)
 
 
-def prepare_flow(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None) -> PreparedFlow:
+def prepare_flow(transformer, cond: FoleyConditions, duration: float, guided: bool, placed=None,
+                 guidance: str = "all") -> PreparedFlow:
     """Dispatch on the transformer family (one place, so every sampler node works with every family).
-    ``placed`` is the audio context laid on the span (models with a context pathway take it as an input)."""
+    ``placed`` is the audio context laid on the span (models with a context pathway take it as an input);
+    ``guidance`` what CFG's unconditional branch drops (:class:`SamplerSettings`)."""
+    if guidance not in GUIDANCE:
+        raise GenerationError(f"guidance={guidance!r} must be one of {', '.join(GUIDANCE)}")
     if hasattr(transformer, "forward_native"):  # the HunyuanVideo-Foley DiT (native time 1000 → 0)
+        if guidance != "all":
+            raise GenerationError("guidance='text' needs an MM-DiT model (Kling-Foley or MMAudio); "
+                                  "HunyuanVideo-Foley guides with every condition")
         return _prepare_hunyuan(transformer, cond, duration, guided, placed)
-    return _prepare_mmdit(transformer, cond, duration, guided, placed)
+    return _prepare_mmdit(transformer, cond, duration, guided, placed, guidance)
+
+
+GUIDANCE = ("all", "text")
 
 
 def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,
@@ -206,7 +227,8 @@ def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettin
         placed = ctx.placed(latent_frames(transformer, cond, duration), cond.batch_size)
         log.info("audio context (%s, %.2f s known): %s path", ctx.mode, float(placed.known[0].sum()) /
                  ctx.latent_rate, context_path(transformer))
-    flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0, placed=placed)
+    flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0, placed=placed,
+                        guidance=settings.guidance)
     velocity = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg)
     x0 = initial_noise(flow.shape, seed=seed, generator=generator, device=execution_device(transformer))
     with torch.inference_mode():

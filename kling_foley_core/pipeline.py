@@ -12,7 +12,7 @@ from typing import Callable, Optional
 import torch
 from diffusers import DiffusionPipeline
 
-from .generation import (FoleyConditions, GenerationError, SamplerSettings, decode_latents, frame_specs,
+from .generation import (GUIDANCE, FoleyConditions, GenerationError, SamplerSettings, decode_latents, frame_specs,
                          mel_to_stereo, stereo_video_features, vocode)
 from .longform import generate_long_latents, plan_for
 from .audio.encode import AudioInputError, encode_audio
@@ -270,7 +270,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                  callback: Callable[[dict], None] | None = None, video_semantics: bool = True,
                  audio: str | Path | torch.Tensor | None = None, audio_sample_rate: int | None = None,
                  audio_mode: str = "continue", context_seconds: float = 0.0, edit_start: float = 0.0,
-                 edit_end: float = 0.0, watermark: bool = True) -> FoleyOutput:
+                 edit_end: float = 0.0, watermark: bool = True, guidance: str = "all") -> FoleyOutput:
         """Generate stereo audio for ``video`` (a file) or ``frames`` (+ ``fps``), or for ``duration`` seconds from
         ``prompt`` alone (text to audio).
 
@@ -281,9 +281,13 @@ class KlingFoleyPipeline(DiffusionPipeline):
         the rest of the clip is generated and joined to them with a 50 ms crossfade), ``edit`` (the window
         [``edit_start``, ``edit_end``] s of it is regenerated; outside it the audio is returned unchanged) or
         ``reference`` (its timbre is copied; its first ``context_seconds``, 0 = all). ``watermark=False`` leaves out
-        the inaudible provenance watermark every generated soundtrack carries by default."""
+        the inaudible provenance watermark every generated soundtrack carries by default. ``guidance="text"`` makes
+        classifier-free guidance drop only the prompt (video, sync and known audio stay in both branches), so
+        ``guidance_scale`` strengthens the text's own effect (TC-VTA, edits by text)."""
         # 1. Check inputs
         self.check_inputs(video, frames, fps, duration, num_inference_steps, guidance_scale, prompt)
+        if guidance not in GUIDANCE:
+            raise GenerationError(f"guidance={guidance!r} must be one of {', '.join(GUIDANCE)}")
         known = self.known_audio(audio, audio_sample_rate, audio_mode, context_seconds, edit_start, edit_end)
         # 2. Sample the video by timestamp and encode it
         clip_f = sync_f = None
@@ -297,7 +301,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                context=known[2] if known else None, **self.encode_text(prompt, negative_prompt))
         # 4. Denoising loop (flow matching from t = 0 noise to t = 1 data)
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
-                                   cfg=guidance_scale)
+                                   cfg=guidance_scale, guidance=guidance)
         inversion = num_inference_steps if cond.context is not None and cond.context.invert else 0
         windows = len(plan_for(self.transformer, cond.duration))  # a long clip: windows joined by Foley extension
         with self.progress_bar(total=(num_inference_steps + inversion) * windows) as bar:

@@ -84,10 +84,14 @@ class KlingFoleySampler:
             "overlap_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": (
                 "Seconds of the previous window each window continues from (0 = 2 s; at least 0.64 s, at most "
                 "half a window).")}),
+            "guidance": (["all", "text"], {"default": "all", "tooltip": (
+                "What guidance pushes away from: 'all' conditions (the papers) or only the 'text' (video timing, "
+                "sync and known audio stay in both branches), so cfg strengthens the prompt's own effect: "
+                "text-controlled timbre (TC-VTA) and edits by text. MM-DiT models only.")}),
         }}
 
     def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None, context=None, window_seconds=0.0,
-               overlap_seconds=0.0):
+               overlap_seconds=0.0, guidance="all"):
         import dataclasses
         import logging
 
@@ -97,7 +101,7 @@ class KlingFoleySampler:
         from kling_foley_core.sampling.context import ContextError
 
         schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
-        settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), **schedule)
+        settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), guidance=guidance, **schedule)
         window, overlap = float(window_seconds) or None, float(overlap_seconds) or None
         try:
             windows = len(plan_for(model, conditioning.duration, window, overlap))

@@ -53,7 +53,7 @@ def test_generate_modes_run_their_workflows(tmp_path, capsys):
     with av.open(str(tmp_path / "tta.wav")) as c:
         assert abs(float(c.streams.audio[0].duration * c.streams.audio[0].time_base) - 2.0) < 0.05
     assert main(["generate", str(clip), "--mode", "edit", "--audio", str(wav), "--edit-start", "1",
-                 "--edit-end", "2", "--output", str(tmp_path / "edit.mp4")] + common) == EXIT_OK
+                 "--edit-end", "2", "--guidance", "all", "--output", str(tmp_path / "edit.mp4")] + common) == EXIT_OK
     assert main(["generate", str(clip), "--mode", "fe", "--audio", str(wav), "--context-seconds", "1.5",
                  "--output", str(tmp_path / "fe.mp4")] + common) == EXIT_OK
     assert "workflow foley_extension_default" in capsys.readouterr().out
@@ -72,6 +72,7 @@ def test_generate_mode_arguments_are_checked_first(tmp_path, capsys):
              (["generate", str(clip), "--mode", "fe", "--audio", str(tmp_path / "no.wav")], "--audio"),
              (["generate", str(clip), "--mode", "fe", "--audio", str(clip), "--workflow", "video_to_audio_tiny"],
               "drop --workflow"),
+             (["generate", str(clip), "--mode", "tc-vta", "--guidance", "video"], "--guidance"),
              (["generate"], "needs a video")]
     for argv, message in cases:
         assert main(argv) == EXIT_USAGE, argv

@@ -133,3 +133,20 @@ def test_context_errors_are_clear():
         generate_latents(plain, _cond(plain, context=long_ctx), SamplerSettings(steps=2))
     with pytest.raises(ContextError, match="mode"):
         AudioContext(torch.zeros(1, 8, 4), torch.ones(1, 4), 31.25, mode="sideways")
+
+
+def test_text_guidance_drops_only_the_prompt():
+    """guidance='text': CFG's unconditional branch keeps video and sync, so with the empty prompt it is no guidance
+    at all, and with a prompt it differs from guiding against every condition."""
+    from kling_foley_core.generation import GenerationError
+
+    plain, _ = _models()
+    empty = FoleyConditions(**{**_cond(plain).__dict__, "text_f": plain.empty_string_feat[None].clone()})
+    run = lambda cond, **kw: generate_latents(plain, cond, SamplerSettings(steps=3, **kw), seed=0)  # noqa: E731
+    unguided = run(empty, cfg=1.0)
+    assert torch.allclose(run(empty, cfg=4.5, guidance="text"), unguided, atol=1e-4)
+    assert not torch.allclose(run(empty, cfg=4.5), unguided, atol=1e-2)  # "all" also pushes away from no video
+    prompted = _cond(plain)
+    assert not torch.allclose(run(prompted, cfg=4.5, guidance="text"), run(prompted, cfg=4.5), atol=1e-3)
+    with pytest.raises(GenerationError, match="guidance='video'"):
+        run(prompted, cfg=4.5, guidance="video")

@@ -83,10 +83,10 @@ class Renderer:
         return self.pipe.encode_video(sampled)
 
     def __call__(self, duration: float, seed: int, *, clip_f=None, sync_f=None, prompt: str = "",
-                 context: AudioContext | None = None, stereo_from=None) -> np.ndarray:
+                 context: AudioContext | None = None, stereo_from=None, guidance: str = "all") -> np.ndarray:
         cond = FoleyConditions(duration=float(duration), clip_f=clip_f, sync_f=sync_f, context=context,
                                **self.pipe.encode_text(prompt, ""))
-        lat = generate_latents(self.pipe.transformer, cond, self.settings, seed=seed)
+        lat = generate_latents(self.pipe.transformer, cond, replace(self.settings, guidance=guidance), seed=seed)
         feats = stereo_from if stereo_from is not None else (clip_f, sync_f)
         mel = mel_to_stereo(self.pipe.mono2stereo, decode_latents(self.pipe.vae, lat),
                             stereo_video_features(self.pipe.mono2stereo, *feats))
@@ -151,15 +151,18 @@ def _seam_scores(x: np.ndarray, clip, seam: float) -> tuple[int, float]:
 
 
 def run_task(task: str, pipe, bank, classifier, *, n: int, seed: int, steps: int, cfg: float,
-             sampler: str) -> list[dict]:
-    """Rows (the model with the control first, then the reference rows) of one task."""
+             sampler: str, text_guidance: str = "text") -> list[dict]:
+    """Rows (the model with the control first, then the reference rows) of one task. ``text_guidance`` is what CFG
+    drops in the text-controlled renders (tc-vta, edit): "text" (only the prompt, so cfg scales the text's own
+    effect) or "all" (every condition, as the papers)."""
     if task not in TASKS or task == "v2a":
         raise EvaluationError(f"task={task!r}: choose one of {', '.join(TASKS[1:])} (v2a is the default eval)")
     with torch.inference_mode():
-        return _run_task(task, pipe, bank, classifier, n=n, seed=seed, steps=steps, cfg=cfg, sampler=sampler)
+        return _run_task(task, pipe, bank, classifier, n=n, seed=seed, steps=steps, cfg=cfg, sampler=sampler,
+                         text_guidance=text_guidance)
 
 
-def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler) -> list[dict]:
+def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, text_guidance) -> list[dict]:
     rng = np.random.default_rng(seed)
     render = Renderer(pipe, steps=steps, cfg=cfg, sampler=sampler)
     clips = task_clips(bank, n, seed, task)
@@ -182,7 +185,7 @@ def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler) -> 
         if task != "edit":
             uncontrolled.append(render(clip.duration, s, clip_f=clip_f, sync_f=sync_f))
         if task == "tc-vta":
-            model.append(render(clip.duration, s, sync_f=sync_f, prompt=target.caption))
+            model.append(render(clip.duration, s, sync_f=sync_f, prompt=target.caption, guidance=text_guidance))
         elif task == "ac-vta":
             enc = render.encode(reference_audio(bank, other, rng, clip.sample_rate), clip.sample_rate)
             ctx = make_context(enc.latents, enc.latent_rate, "reference")
@@ -199,7 +202,7 @@ def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler) -> 
             enc = render.encode(clip.audio, clip.sample_rate)
             ctx = make_context(enc.latents, enc.latent_rate, "edit", edit_start=t0, edit_end=t0 + length)
             gen = render(clip.duration, s, sync_f=sync_f, prompt=target.caption, context=ctx,
-                         stereo_from=(clip_f, sync_f))
+                         stereo_from=(clip_f, sync_f), guidance=text_guidance)
             joined = splice_window(torch.from_numpy(clip.audio), clip.sample_rate, torch.from_numpy(gen), sr_out,
                                    t0, t0 + length).numpy()
             model.append(joined)
