@@ -653,3 +653,27 @@ def test_foley_context_training_from_a_plain_init(data, vae_run, foley_run):
     for o in FOLEY_OVERRIDES:
         bad += ["--override", o]
     assert train_foley.main(bad) == 2  # no pathway: a one-line error, not a traceback
+
+
+def test_swapped_clips_are_marked_and_keep_their_caption(data, tmp_path):
+    """Clips whose objects sound like another class than they look (--p-swap-sound) are marked in the cache, and
+    the objective never drops their caption (it is the only cue to their sound)."""
+    import json
+    from types import SimpleNamespace
+
+    from kling_foley_core.training.cache_set import mark_swapped
+    from kling_foley_core.training.common import TrainingError
+    from kling_foley_core.training.dataset import sound_swapped
+
+    bank = synthetic_bank(per_class=2)
+    swap = SynthHitsConfig(size=48, min_duration=2.0, max_duration=2.6, p_no_hits=0.0, p_swap_sound=1.0)
+    assert all(sound_swapped(generate_clip(bank, seed=1, index=i, split="train", config=swap).objects)
+               for i in range(3))
+    assert not any(c["sound_swapped"] for c in FeatureCache(data["cache"]).clips)  # recorded when built
+    old = SimpleNamespace(clips=[{"clip_id": "a"}], dir=tmp_path)  # a cache built before the field existed
+    (tmp_path / "index.json").write_text(json.dumps({"config": {"p_swap_sound": 1.0}}))
+    mark_swapped(old, tmp_path)
+    assert old.clips[0]["sound_swapped"] is True
+    (tmp_path / "index.json").write_text(json.dumps({"config": {"p_swap_sound": 0.5}}))
+    with pytest.raises(TrainingError, match="rebuild the cache"):
+        mark_swapped(SimpleNamespace(clips=[{"clip_id": "a"}], dir=tmp_path), tmp_path)

@@ -84,4 +84,24 @@ def open_caches(data: list[str | Path], cache: list[str | Path] | None, *, image
                             f"data folders (or drop --cache for the default cache of each)")
     caches = [FeatureCache(build_cache(d, None if cache is None else cache[k], image_size=image_size))
               for k, d in enumerate(data)]
+    for c, d in zip(caches, data):
+        mark_swapped(c, d)
     return caches[0] if len(caches) == 1 else CacheSet(caches)
+
+
+def mark_swapped(cache: FeatureCache, data: Path) -> None:
+    """Caches built before clips recorded ``sound_swapped`` take it from their dataset's ``--p-swap-sound``
+    (0: no clip, 1: every clip); a mix cannot be told apart afterwards and needs its cache rebuilt."""
+    old = [c for c in cache.clips if "sound_swapped" not in c]
+    if not old:
+        return
+    index = data / "index.json"
+    import json
+
+    p = float(json.loads(index.read_text()).get("config", {}).get("p_swap_sound", 0.0)) if index.is_file() else 0.0
+    if p not in (0.0, 1.0):
+        raise TrainingError(f"--cache {cache.dir}: built before clips recorded whether their sound is swapped, and "
+                            f"{data} swaps {p:g} of them; rebuild the cache (python -m "
+                            f"kling_foley_core.training.dataset --data {data} --cache NEW)")
+    for c in old:
+        c["sound_swapped"] = p == 1.0

@@ -183,7 +183,8 @@ def _build_part(src: Path, part_dir: Path, image_size: int, limit: int | None) -
                      "sync": [sync_off, n_sync],
                      "events": [{"time": e.time, "sound_class": e.sound_class, "pan": e.pan} for e in clip.events],
                      "objects": [{"sound_class": o.get("sound_class"), "x_start": o.get("x_start"),
-                                  "x_end": o.get("x_end")} for o in clip.objects]})
+                                  "x_end": o.get("x_end")} for o in clip.objects],
+                     "sound_swapped": sound_swapped(clip.objects)})
     write_json(tmp / "part.json", {"arrays": {k: a.close() for k, a in files.items()}, "clips": rows})
     if part_dir.exists():
         shutil.rmtree(part_dir)
@@ -379,6 +380,15 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
     clips = _publish(metas, out, {**first, "source": [str(m.get("source")) for _, m in metas]})
     log.info("feature cache: merged %d clips into %s", len(clips), out)
     return out
+
+
+def sound_swapped(objects: list[dict]) -> bool:
+    """Whether some object sounds like another class than it looks (SynthHits ``--p-swap-sound``): its shape is
+    not the shape of its sound class's look."""
+    from ..data.synthhits import LOOKS
+
+    return any(o.get("sound_class") in LOOKS and o.get("shape") not in (None, LOOKS[o["sound_class"]].shape)
+               for o in objects)
 
 
 # ----------------------------------------------------------------------------------------------------------

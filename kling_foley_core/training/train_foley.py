@@ -106,7 +106,8 @@ class FoleyObjective(nn.Module):
                 mask: torch.Tensor, empty_ids: torch.Tensor, empty_mask: torch.Tensor, duration: float,
                 gen: torch.Generator, hits: torch.Tensor | None = None,
                 stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
-                pans: torch.Tensor | None = None, classes: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                pans: torch.Tensor | None = None, classes: torch.Tensor | None = None,
+                keep_text: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
         loss); unused ones are 0."""
         from ..sampling import flow_matching_loss
@@ -136,6 +137,8 @@ class FoleyObjective(nn.Module):
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
         drop_t = u[:, 1] < self.p_drop_text
+        if keep_text is not None:  # clips whose sound is not the one their objects' look implies: the caption is
+            drop_t = drop_t & ~keep_text.cpu()  # the only cue, so dropping it would teach that looks mislead
         empty_prompt = (drop_t & (u[:, 2] < 0.5)).to(x1.device)
         placeholder = (drop_t & (u[:, 2] >= 0.5)).to(x1.device)
         ids = torch.where(empty_prompt[:, None], empty_ids.expand_as(ids), ids)
@@ -223,9 +226,10 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
     n_mel = min(2 * lens.latent, min(cache.clips[int(i)]["mel"][1] for i in idx))  # the mel frames of d seconds
     stereo = tuple(torch.stack([torch.from_numpy(cache.mel(int(i), ch)[:, :n_mel]) for i in idx])
                    for ch in ("mono", "left", "right"))  # 3 × (B, M, F)
+    keep_text = torch.tensor([bool(cache.clips[int(i)].get("sound_swapped", False)) for i in idx])
     return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
                 empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo, pans=pans,
-                classes=classes)
+                classes=classes, keep_text=keep_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -491,7 +495,7 @@ def run(args) -> Path:
         loss, aux, m2s_loss, aux_pan, aux_cls = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
-            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev))
+            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
                              args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls)
