@@ -216,7 +216,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
         return out
 
     def known_audio(self, audio, sample_rate, mode, context_seconds, edit_start, edit_end):
-        """``audio`` → (waveform (B, C, T), its rate, :class:`AudioContext`), or None without audio."""
+        """``audio`` → (waveform (B, C, T), its rate, :class:`AudioContext`, the second of the waveform where the
+        context's first latent frame starts), or None without audio."""
         if audio is None:
             return None
         try:
@@ -232,14 +233,15 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                edit_start=edit_start, edit_end=edit_end)
         except (AudioInputError, ContextError) as e:
             raise GenerationError(str(e)) from None
-        return wave, int(sample_rate), ctx
+        start = (enc.latents.shape[-1] - ctx.frames) / enc.latent_rate if ctx.mode == "continue" else 0.0
+        return wave, int(sample_rate), ctx, start
 
     @staticmethod
     def _keep_context_samples(wave: torch.Tensor, sr: int, known, duration: float) -> torch.Tensor:
         """The continued clip at the known audio's rate: its own samples over the kept context (crossfaded into the
         generated audio just before the seam), the generated audio after it."""
-        original, rate, ctx = known
-        kept = original[..., original.shape[-1] - int(round(ctx.seconds * rate)):]
+        original, rate, ctx, start = known  # the samples under the context's latent frames (frames from the start)
+        kept = original[..., int(round(start * rate)):]
         kept = kept.expand(-1, max(kept.shape[1], wave.shape[1]), -1)  # mono known audio, stereo result
         total = int(math.floor(duration * rate))
         kept = torch.nn.functional.pad(kept, (0, max(0, total - kept.shape[-1])))[..., :total]

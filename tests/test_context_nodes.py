@@ -85,3 +85,17 @@ def test_bad_audio_is_refused_before_any_sampling(comps, tmp_path):
     (ctx,) = N["KlingFoleyAudioContext"]().make({"latents": torch.randn(1, 8, 100), "latent_rate": 31.25}, "continue")
     with pytest.raises(NodeInputError, match="Sampler: .*no longer than the target"):
         N["KlingFoleySampler"]().sample(comps["transformer"], FoleyConditions(duration=2.0), 0, 1.0, None, None, ctx)
+
+
+def test_splice_stays_within_full_scale():
+    """A full-scale generated window resampled to the original's rate overshoots (band-limited interpolation of
+    clipped audio); the spliced result stays a valid waveform."""
+    from kling_foley_core.audio.splice import splice_window
+
+    g = torch.Generator().manual_seed(0)
+    generated = torch.sign(torch.randn(2, 16000, generator=g))  # clipped noise at full scale, 16 kHz
+    original = 0.1 * torch.randn(2, 44100, generator=g)
+    out = splice_window(original, 44100, generated, 16000, 0.25, 0.75)
+    assert out.shape == original.shape and out.abs().max() <= 1.0
+    assert out[:, int(0.4 * 44100):int(0.6 * 44100)].abs().max() > 0.99  # the window holds the generated audio
+    assert torch.equal(out[:, : int(0.15 * 44100)], original[:, : int(0.15 * 44100)])  # outside: untouched

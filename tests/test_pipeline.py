@@ -121,6 +121,10 @@ def test_known_audio_modes_from_the_pipeline(pipe, tmp_path):
     seam = int((2.4 - 0.05) * sr)
     assert torch.equal(cont.waveform[0, :, :seam - 1], wave.expand(2, -1)[:, :seam - 1])
     assert not torch.allclose(cont.waveform[0, :, int(2.5 * sr):], torch.zeros(1))
+    short = wave[..., :-1]  # one sample short of whole latent frames: its context rounds up past its length
+    cont = pipe(clip, num_inference_steps=2, seed=1, audio=short, audio_sample_rate=sr, audio_mode="continue")
+    first = int(2.0 * sr)  # before the seam (whole frames of the short audio end up to one frame earlier)
+    assert torch.equal(cont.waveform[0, :, :first], short.expand(2, -1)[:, :first])  # was: silence
     ref = pipe(clip, num_inference_steps=2, seed=1, audio=wave, audio_sample_rate=sr, audio_mode="reference")
     assert ref.waveform.shape == plain.waveform.shape  # the prepended reference is dropped again
     tc = pipe(clip, prompt="a bell", num_inference_steps=2, seed=1, video_semantics=False)

@@ -20,7 +20,8 @@ DEFAULT_MARGIN = 0.05  # seconds of crossfade beyond each edge of the window
 def splice_window(original: torch.Tensor, original_rate: int, generated: torch.Tensor, generated_rate: int,
                   start: float, end: float, margin: float = DEFAULT_MARGIN) -> torch.Tensor:
     """``original`` (C, T) with ``[start, end]`` seconds replaced by ``generated`` (C', T') (resampled to the
-    original's rate, channels matched). Returns (C, T) at ``original_rate``."""
+    original's rate, channels matched). Returns (C, T) at ``original_rate``, within [-1, 1] (band-limited
+    resampling of a loud generated part can overshoot full scale)."""
     if not 0 <= start < end:
         raise AudioInputError(f"edit window [{start:g}, {end:g}] s: need 0 <= start < end")
     if not 0 <= margin <= 0.1:
@@ -42,4 +43,4 @@ def splice_window(original: torch.Tensor, original_rate: int, generated: torch.T
         w = torch.minimum((time - (start - margin)) / margin, ((end + margin) - time) / margin).clamp(0, 1)
     else:
         w = ((time >= start) & (time < end)).float()
-    return original.float() * (1 - w) + gen * w
+    return (original.float() * (1 - w) + gen * w).clamp(-1.0, 1.0)
