@@ -44,7 +44,7 @@ def load_model_pipeline(name: str):
 
 
 def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, prompt: bool,
-              watermark: bool = True) -> list[dict]:
+              watermark: bool = True, guidance_rescale: float = 0.0) -> list[dict]:
     """The model's stereo audio for each clip (from its frames at the clip's fps), as ComfyUI AUDIO dicts."""
     import torch
     from tqdm.auto import tqdm
@@ -53,7 +53,8 @@ def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, p
     for i, clip in enumerate(tqdm(clips, desc="generating", leave=False)):
         frames = torch.from_numpy(clip.frames).float() / 255.0  # (T, H, W, 3)
         res = pipe(frames=frames, fps=clip.fps, prompt=clip.caption if prompt else "", num_inference_steps=steps,
-                   guidance_scale=cfg, sampler=sampler, seed=seed + i, watermark=watermark)
+                   guidance_scale=cfg, sampler=sampler, seed=seed + i, watermark=watermark,
+                   guidance_rescale=guidance_rescale)
         out.append({"waveform": res.waveform[0].numpy(), "sample_rate": res.sample_rate})
     return out
 
@@ -66,6 +67,8 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25)")
     p.add_argument("--cfg", type=float, default=4.5, help="guidance strength (default 4.5)")
     p.add_argument("--sampler", default="euler", help="sampler name (default euler)")
+    p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                   help="CFG rescale in [0, 1] (default 0: plain CFG); see 'generate --help'")
     p.add_argument("--with-captions", action="store_true", help="also give the model each clip's caption")
     p.add_argument("--no-watermark", action="store_true",
                    help="score the model's audio without the provenance watermark (on by default, as generated)")
@@ -105,6 +108,8 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
 
     if args.n < 1:
         raise SystemExitError(f"--n {args.n}: give at least one clip")
+    if not 0.0 <= getattr(args, "guidance_rescale", 0.0) <= 1.0:
+        raise SystemExitError(f"--guidance-rescale {args.guidance_rescale}: give a value in [0, 1] (0 = plain CFG)")
     if args.hit_free_clips < 0:
         raise SystemExitError(f"--hit-free-clips {args.hit_free_clips}: give 0 (the test set's own hit-free clips "
                               f"only) or more, e.g. 80")
@@ -134,7 +139,8 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     clips += [generate_clip(bank, seed=args.seed, index=args.n + j, split=args.split, config=config, with_hits=False)
               for j in range(extra)]
     audio = run_model(pipe, clips, steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
-                      prompt=args.with_captions, watermark=not args.no_watermark)
+                      prompt=args.with_captions, watermark=not args.no_watermark,
+                      guidance_rescale=getattr(args, "guidance_rescale", 0.0))
     table, reports = evaluation_table({f"model:{args.model}": audio}, clips,
                                       classifier=get_timbre_classifier(bank), seed=args.seed, bank=bank)
     print(table)

@@ -98,6 +98,8 @@ def generate_overrides(args: argparse.Namespace) -> list[str]:
             "Sampler.cfg": args.cfg, "Schedule.steps": args.steps, "Sampler Select.sampler_name": args.sampler}
     if getattr(args, "guidance", None):
         sets["Sampler.guidance"] = args.guidance
+    if getattr(args, "guidance_rescale", None) is not None:
+        sets["Sampler.guidance_rescale"] = args.guidance_rescale
     if args.mode == "tta":
         stem = "".join(c if c.isalnum() else "_" for c in args.prompt.strip())[:40].strip("_") or "text"
         sets.update({"Conditioning.duration": args.duration, "Save Audio.filename_prefix": f"kling_foley/{stem}"})
@@ -203,6 +205,9 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="what --cfg pushes away from: all conditions, or only the text (video and known audio kept "
                         "in both branches, so --cfg strengthens the prompt's timbre); default: the workflow's own "
                         "(text for --mode tc-vta and edit, all otherwise)")
+    p.add_argument("--guidance-rescale", type=finite_float, default=None, metavar="PHI",
+                   help="CFG rescale in [0, 1] (as diffusers' guidance_rescale): less over-saturated, quieter hits "
+                        "at high --cfg (default: the workflow's own, 0)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--sampler", default="euler", help="sampler name (euler, heun, midpoint, rk4, dpm_multistep, adaptive)")
     p.add_argument("--start", type=finite_float, default=0.0, help="seconds to skip at the start of the video")

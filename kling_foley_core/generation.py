@@ -60,6 +60,7 @@ class SamplerSettings:
     shift: float = 1.0
     cfg: float = 4.5
     batched_cfg: bool = True
+    guidance_rescale: float = 0.0  # φ of CFG rescale (sampling/guidance.py): 0 = plain CFG
     guidance: str = "all"  # what CFG's unconditional branch drops: "all" conditions (the papers) or only the
     # "text" (video, sync and known audio kept), so cfg scales the prompt's own effect (TC-VTA, edits by text)
 
@@ -229,7 +230,8 @@ def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettin
                  ctx.latent_rate, context_path(transformer))
     flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0, placed=placed,
                         guidance=settings.guidance)
-    velocity = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg)
+    velocity = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg,
+                           rescale=settings.guidance_rescale)
     x0 = initial_noise(flow.shape, seed=seed, generator=generator, device=execution_device(transformer))
     with torch.inference_mode():
         if placed is not None:

@@ -272,7 +272,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
                  callback: Callable[[dict], None] | None = None, video_semantics: bool = True,
                  audio: str | Path | torch.Tensor | None = None, audio_sample_rate: int | None = None,
                  audio_mode: str = "continue", context_seconds: float = 0.0, edit_start: float = 0.0,
-                 edit_end: float = 0.0, watermark: bool = True, guidance: str = "all") -> FoleyOutput:
+                 edit_end: float = 0.0, watermark: bool = True, guidance: str = "all",
+                 guidance_rescale: float = 0.0) -> FoleyOutput:
         """Generate stereo audio for ``video`` (a file) or ``frames`` (+ ``fps``), or for ``duration`` seconds from
         ``prompt`` alone (text to audio).
 
@@ -285,11 +286,15 @@ class KlingFoleyPipeline(DiffusionPipeline):
         ``reference`` (its timbre is copied; its first ``context_seconds``, 0 = all). ``watermark=False`` leaves out
         the inaudible provenance watermark every generated soundtrack carries by default. ``guidance="text"`` makes
         classifier-free guidance drop only the prompt (video, sync and known audio stay in both branches), so
-        ``guidance_scale`` strengthens the text's own effect (TC-VTA, edits by text)."""
+        ``guidance_scale`` strengthens the text's own effect (TC-VTA, edits by text). ``guidance_rescale`` (0-1, as
+        in diffusers) pulls the guided prediction's spread back towards the conditional one's (less over-saturated,
+        quieter hits at high ``guidance_scale``)."""
         # 1. Check inputs
         self.check_inputs(video, frames, fps, duration, num_inference_steps, guidance_scale, prompt)
         if guidance not in GUIDANCE:
             raise GenerationError(f"guidance={guidance!r} must be one of {', '.join(GUIDANCE)}")
+        if not 0.0 <= guidance_rescale <= 1.0:  # NaN fails too
+            raise GenerationError(f"guidance_rescale={guidance_rescale!r} must be in [0, 1] (0 = plain CFG)")
         known = self.known_audio(audio, audio_sample_rate, audio_mode, context_seconds, edit_start, edit_end)
         # 2. Sample the video by timestamp and encode it
         clip_f = sync_f = None
@@ -303,7 +308,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                context=known[2] if known else None, **self.encode_text(prompt, negative_prompt))
         # 4. Denoising loop (flow matching from t = 0 noise to t = 1 data)
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
-                                   cfg=guidance_scale, guidance=guidance)
+                                   cfg=guidance_scale, guidance=guidance, guidance_rescale=guidance_rescale)
         inversion = num_inference_steps if cond.context is not None and cond.context.invert else 0
         windows = len(plan_for(self.transformer, cond.duration))  # a long clip: windows joined by Foley extension
         with self.progress_bar(total=(num_inference_steps + inversion) * windows) as bar:

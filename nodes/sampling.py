@@ -88,10 +88,14 @@ class KlingFoleySampler:
                 "What guidance pushes away from: 'all' conditions (the papers) or only the 'text' (video timing, "
                 "sync and known audio stay in both branches), so cfg strengthens the prompt's own effect: "
                 "text-controlled timbre (TC-VTA) and edits by text. MM-DiT models only.")}),
+            "guidance_rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                "CFG rescale (as diffusers' guidance_rescale): pulls the guided prediction's spread back towards "
+                "the conditional one's, against over-saturation (hits louder, tails longer than real). 0 = plain "
+                "CFG.")}),
         }}
 
     def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None, context=None, window_seconds=0.0,
-               overlap_seconds=0.0, guidance="all"):
+               overlap_seconds=0.0, guidance="all", guidance_rescale=0.0):
         import dataclasses
         import logging
 
@@ -101,7 +105,8 @@ class KlingFoleySampler:
         from kling_foley_core.sampling.context import ContextError
 
         schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
-        settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), guidance=guidance, **schedule)
+        settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), guidance=guidance,
+                                   guidance_rescale=float(guidance_rescale), **schedule)
         window, overlap = float(window_seconds) or None, float(overlap_seconds) or None
         try:
             windows = len(plan_for(model, conditioning.duration, window, overlap))

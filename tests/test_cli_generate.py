@@ -73,6 +73,7 @@ def test_generate_mode_arguments_are_checked_first(tmp_path, capsys):
              (["generate", str(clip), "--mode", "fe", "--audio", str(clip), "--workflow", "video_to_audio_tiny"],
               "drop --workflow"),
              (["generate", str(clip), "--mode", "tc-vta", "--guidance", "video"], "--guidance"),
+             (["generate", str(clip), "--guidance-rescale", "2"], "guidance_rescale"),
              (["generate"], "needs a video")]
     for argv, message in cases:
         assert main(argv) == EXIT_USAGE, argv

@@ -157,3 +157,21 @@ def test_flow_matching_objective():
     assert float(flow_matching_loss(lambda xt, t: torch.zeros_like(xt), x1, generator=g)) > 0.1
     t = logit_normal_t(10000, generator=torch.Generator().manual_seed(2))
     assert 0 < float(t.min()) and float(t.max()) < 1 and abs(float(t.median()) - 0.5) < 0.02
+
+
+def test_guidance_rescale_pulls_the_guided_spread_to_the_conditional_one():
+    from kling_foley_core.sampling.guidance import CFGDenoiser
+
+    class Toy:  # cond and uncond velocities of different spread
+        def predict_flow(self, x, t, c):
+            return x * c
+
+    x = torch.randn(2, 8, 3, generator=torch.Generator().manual_seed(0))
+    plain = CFGDenoiser(Toy(), 1.0, 0.2, 4.5, batched=False)(x, torch.tensor(0.3))
+    full = CFGDenoiser(Toy(), 1.0, 0.2, 4.5, batched=False, rescale=1.0)(x, torch.tensor(0.3))
+    half = CFGDenoiser(Toy(), 1.0, 0.2, 4.5, batched=False, rescale=0.5)(x, torch.tensor(0.3))
+    assert torch.allclose(plain, 3.8 * x)  # 4.5·1 + (1 − 4.5)·0.2
+    assert torch.allclose(full.std(dim=(1, 2)), x.std(dim=(1, 2)), rtol=1e-5)  # the conditional spread, per sample
+    assert torch.allclose(half, 0.5 * (full + plain))
+    with pytest.raises(ValueError, match="guidance_rescale"):
+        CFGDenoiser(Toy(), 1.0, 0.2, 4.5, batched=False, rescale=1.5)

@@ -16,12 +16,20 @@ class CFGDenoiser:
     ``cond``/``uncond`` are the model's prepared-conditions objects (computed once, reused every step).
     With ``batched=True`` cond and uncond run in one forward of batch 2B (``cond.batch_cat(uncond)`` is built
     once); with ``batched=False`` they run as two calls (lower peak memory).
+
+    ``rescale`` φ (diffusers' ``guidance_rescale``; Lin et al. 2024, "Common Diffusion Noise Schedules and Sample
+    Steps are Flawed", §3.4) pulls the guided velocity's spread back towards the conditional one's, per sample:
+    ``v = φ·v_cfg·std(v_cond)/std(v_cfg) + (1 − φ)·v_cfg``. Strong guidance over-saturates (for audio: hits louder
+    with longer tails than the recordings); 0 (default) is plain CFG.
     """
 
     def __init__(self, model: FlowModel, cond: Any, uncond: Any = None, cfg_strength: float = 4.5,
-                 batched: bool = True):
+                 batched: bool = True, rescale: float = 0.0):
         if cfg_strength < 0:
             raise ValueError(f"cfg={cfg_strength!r} must be ≥ 0 (1 = no guidance, the papers use 4.5)")
+        if not 0.0 <= rescale <= 1.0:
+            raise ValueError(f"guidance_rescale={rescale!r} must be in [0, 1] (0 = plain CFG, 0.7 = Lin et al.)")
+        self.rescale = float(rescale)
         self.model, self.cond, self.uncond = model, cond, uncond
         self.cfg = float(cfg_strength)
         self.batched = batched
@@ -42,4 +50,9 @@ class CFGDenoiser:
         else:
             v_cond = self.model.predict_flow(x, self._t(t, b, x), self.cond)
             v_uncond = self.model.predict_flow(x, self._t(t, b, x), self.uncond)
-        return self.cfg * v_cond + (1.0 - self.cfg) * v_uncond
+        v = self.cfg * v_cond + (1.0 - self.cfg) * v_uncond
+        if self.rescale > 0:
+            dims = tuple(range(1, v.ndim))
+            ratio = v_cond.std(dim=dims, keepdim=True) / v.std(dim=dims, keepdim=True).clamp_min(1e-8)
+            v = self.rescale * (v * ratio) + (1.0 - self.rescale) * v
+        return v
