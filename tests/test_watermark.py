@@ -181,3 +181,24 @@ def test_generate_no_watermark_is_recorded_with_the_settings(tmp_path):
                  "--no-watermark", "--output-dir", str(tmp_path / "out"), "--output", str(tmp_path / "off.mp4")]) == EXIT_OK
     tags = read_provenance(tmp_path / "off.mp4")  # the mark's presence by default: the Vocode and Save Audio test
     assert tags["watermark"] == "off" and tags["seed"] == 7 and tags["steps"] == 1 and tags["model"]
+
+
+def test_long_audio_is_marked_a_chunk_at_a_time(monkeypatch):
+    """Long audio is marked in chunks of whole pattern periods (memory bounded): the mark is found in the whole
+    and in a cut across a join, short audio keeps its single pass, and silence in a chunk stays silent."""
+    import kling_foley_core.audio.watermark as wm
+
+    x = hits(12.0)
+    x[:, int(9.5 * SR):] = 0.0  # a silent tail: a chunk of its own
+    single = embed_watermark(x, SR)
+    monkeypatch.setattr(wm, "CHUNK_PERIODS", 3)  # 3.07-s chunks at 16 kHz
+    chunked = embed_watermark(x, SR)
+    assert chunked.shape == x.shape and not torch.equal(chunked, single)
+    assert detect_watermark(chunked, SR).score > THRESHOLD + 3
+    join = 3 * 16384  # the first join, in samples
+    assert detect_watermark(chunked[:, join - 2 * SR: join + 2 * SR], SR).present
+    assert torch.equal(chunked[:, int(9.6 * SR):], x[:, int(9.6 * SR):])  # silence stays exactly silent
+    snr = 10 * torch.log10(x.square().sum() / (chunked - x).square().sum())
+    assert snr > 18
+    monkeypatch.setattr(wm, "CHUNK_PERIODS", 30)
+    assert torch.equal(embed_watermark(x, SR), single)

@@ -58,6 +58,7 @@ CLIP = 1.0  # whitened statistics are limited to ±CLIP before correlating
 ACTIVE_DB = 60.0  # tiles more than this below the loudest tile are ignored
 HYPOTHESES = PERIOD * FRAMES_PER_SLOT
 THRESHOLD = 5.5
+CHUNK_PERIODS = 30  # long audio is marked 30 pattern periods (30.7 s) at a time, so memory stays bounded
 
 
 class WatermarkError(ValueError):
@@ -117,13 +118,23 @@ def _stft_setup(sample_rate) -> tuple[dict, torch.Tensor, torch.Tensor]:
 
 def _as_rows(waveform, what: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The input as a tensor and as float64 rows ``(channels, T)``."""
+    x = _checked(waveform, what)
+    return x, _rows(x.detach().reshape(-1, x.shape[-1]))
+
+
+def _rows(flat: torch.Tensor) -> torch.Tensor:
+    return flat.to("cpu", torch.float64)
+
+
+def _checked(waveform, what: str) -> torch.Tensor:
+    """The input as a tensor: a finite float waveform ``[..., samples]``."""
     x = torch.as_tensor(waveform)
     if not x.is_floating_point() or x.ndim == 0 or x.shape[-1] == 0:
         raise WatermarkError(f"{what}: need a float waveform [..., samples] with samples > 0, got "
                              f"{tuple(x.shape)} {x.dtype}")
     if not torch.isfinite(x).all():
         raise WatermarkError(f"{what}: the waveform holds NaN or infinite samples")
-    return x, x.detach().reshape(-1, x.shape[-1]).to("cpu", torch.float64)
+    return x
 
 
 def _set_energies(power: torch.Tensor, band: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
@@ -168,17 +179,39 @@ def embed_watermark(waveform, sample_rate: int, *, key: str = DEFAULT_KEY):
     carry the mark, gets a stronger one). Silence stays exactly silent; the result is clipped to [-1, 1] when the
     input lies within it.
     """
-    x, rows = _as_rows(waveform, "embed_watermark")
+    x = _checked(waveform, "embed_watermark")
     stft, band, side = _stft_setup(sample_rate)
     pattern = key_pattern(key)
-    if rows.shape[-1] < stft["win_length"] or not rows.abs().max() > 0:  # too short to carry anything, or silent
-        return waveform
+    period = stft["hop_length"] * FRAMES_PER_SLOT * PERIOD  # samples of one pattern period
+    flat = x.detach().reshape(-1, x.shape[-1])
+    n, chunk = flat.shape[-1], CHUNK_PERIODS * period
+    if n <= chunk + 2 * period:
+        rows = _rows(flat)
+        out = _embed_adaptive(rows, sample_rate, stft, band, side, pattern, key)
+        if out is rows:
+            return waveform
+    else:  # long audio, a chunk at a time (memory bounded), each with a period of context either side; chunks
+        # start on whole periods, so the pattern runs on as in one pass
+        out = flat.to("cpu", copy=True)
+        for a in range(0, n, chunk):
+            lo, b = max(0, a - period), min(n, a + chunk)
+            part = _embed_adaptive(_rows(flat[:, lo:min(n, b + period)]), sample_rate, stft, band, side, pattern,
+                                   key)
+            out[:, a:b] = part[:, a - lo: b - lo].to(out.dtype)
+    out = out.reshape(x.shape).to(x.dtype)
+    return out.numpy() if isinstance(waveform, np.ndarray) else out.to(x.device)
+
+
+def _embed_adaptive(rows, sample_rate, stft, band, side, pattern, key) -> torch.Tensor:
+    """``rows`` with the mark at the weakest strength that scores ``TARGET`` (``rows`` itself when it is too
+    short to carry anything, or silent)."""
+    if rows.shape[-1] < stft["win_length"] or not rows.abs().max() > 0:
+        return rows
     for strength in STRENGTHS:
         out = _embed(rows, sample_rate, stft, band, side, pattern, strength)
         if detect_watermark(out, sample_rate, key=key).score >= TARGET:
             break
-    out = out.reshape(x.shape).to(x.dtype)
-    return out.numpy() if isinstance(waveform, np.ndarray) else out.to(x.device)
+    return out
 
 
 def _embed(rows, sample_rate, stft, band, side, pattern, max_change: float) -> torch.Tensor:

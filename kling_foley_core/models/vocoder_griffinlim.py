@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["GriffinLimVocoder", "mel_to_magnitude", "griffin_lim"]
 
+CHUNK_SECONDS = 30.0  # Griffin-Lim runs over at most this much audio at once (memory bounded for long clips)
+OVERLAP_SECONDS = 1.0  # each chunk continues the previous one's phases over this much, crossfaded
+
 
 def mel_to_magnitude(mel_power: torch.Tensor, filters: torch.Tensor, *, method: Literal["nnls", "pinv"] = "nnls",
                      n_iter: int = 30, pinv: torch.Tensor | None = None) -> torch.Tensor:
@@ -61,11 +64,14 @@ def mel_to_magnitude(mel_power: torch.Tensor, filters: torch.Tensor, *, method: 
 
 
 def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop_length: int, win_length: int, length: int,
-                n_iter: int = 32, momentum: float = 0.99, generator: torch.Generator | None = None) -> torch.Tensor:
+                n_iter: int = 32, momentum: float = 0.99, generator: torch.Generator | None = None,
+                initial_phase: torch.Tensor | None = None, return_phase: bool = False):
     """Fast Griffin-Lim: a waveform ``(N, length)`` whose centred STFT magnitude approximates ``magnitude``.
 
     ``magnitude`` is ``(N, n_fft//2+1, frames)`` for a centred STFT of ``length`` samples
-    (``frames = 1 + length // hop_length``).
+    (``frames = 1 + length // hop_length``). ``initial_phase`` (unit complex, ``(N, K, m)``) fixes the phase of the
+    first ``m`` frames throughout (a chunk continuing its predecessor's phase); ``return_phase`` also returns the
+    final unit phases ``(N, K, frames)``.
     """
     if not 0.0 <= momentum < 1.0:
         raise VocoderInputError(f"griffin_lim: momentum={momentum} must be in [0, 1) (0.99 is the usual choice)")
@@ -83,13 +89,18 @@ def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop_length: int, win_len
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     phase = torch.rand(magnitude.shape, generator=gen, device=gen.device, dtype=torch.float32)
     angles = torch.polar(torch.ones_like(phase), 2 * torch.pi * phase).to(magnitude.device)  # (N, K, frames)
+    if initial_phase is not None:
+        angles[..., : initial_phase.shape[-1]] = initial_phase.to(angles)
     previous = torch.zeros_like(angles)
     for _ in range(n_iter):
         rebuilt = to_spec(to_wave(magnitude * angles))  # consistency projection c_n
         accelerated = rebuilt + momentum * (rebuilt - previous)  # t_n = c_n + α (c_n − c_{n−1})
         previous = rebuilt
         angles = accelerated / accelerated.abs().clamp(min=1e-16)  # keep the phase, drop the magnitude
-    return to_wave(magnitude * angles)
+        if initial_phase is not None:  # known phases stay: the chunk fits itself to its predecessor
+            angles[..., : initial_phase.shape[-1]] = initial_phase.to(angles)
+    wave = to_wave(magnitude * angles)
+    return (wave, angles) if return_phase else wave
 
 
 class GriffinLimVocoder(ModelMixin, ConfigMixin):
@@ -160,16 +171,51 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
             raise VocoderInputError(f"GriffinLimVocoder: mel must be (B, {c.n_mels}, frames) log-mel of the "
                                     f"{c.sampling_rate} Hz front-end, got {shape}")
         frames = mel.shape[-1]
-        mag = self.magnitude(mel)  # (B, K, F)
-        # A centred STFT of F·hop samples has F + 1 frames: repeat the last one (it only shapes the final hop).
-        mag = torch.cat([mag, mag[..., -1:]], dim=-1)  # (B, K, F + 1)
         gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
-        shifted = griffin_lim(mag, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                              length=frames * c.hop_length, n_iter=self.n_iter, momentum=self.momentum,
-                              generator=gen)  # (B, F·hop), sample n ↔ output sample n + hop/2
+        shifted = self._phase(mel, gen)  # (B, F·hop), sample n ↔ output sample n + hop/2
         half = c.hop_length // 2
         wave = torch.nn.functional.pad(shifted, (half, 0))[..., :frames * c.hop_length]  # (B, F·hop)
         return wave.clamp(-1.0, 1.0).to(mel.dtype if mel.is_floating_point() else torch.float32)
+
+    def _griffin_lim(self, mel: torch.Tensor, gen: torch.Generator, initial_phase=None, next_frame=None):
+        """Griffin-Lim of one span of log-mel frames: (waveform (B, F·hop), final phases (B, K, F + 1))."""
+        c = self.mel
+        mag = self.magnitude(mel if next_frame is None else torch.cat([mel, next_frame], -1))  # (B, K, F [+1])
+        if next_frame is None:  # a centred STFT of F·hop samples has F + 1 frames: repeat the last one (it only
+            mag = torch.cat([mag, mag[..., -1:]], dim=-1)  # shapes the final hop)
+        return griffin_lim(mag, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
+                           length=mel.shape[-1] * c.hop_length, n_iter=self.n_iter, momentum=self.momentum,
+                           generator=gen, initial_phase=initial_phase, return_phase=True)
+
+    def _phase(self, mel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Griffin-Lim over the whole mel, in chunks of ``CHUNK_SECONDS`` for long audio so memory stays bounded
+        (one pass over a 10-minute stereo clip would hold gigabytes of spectra). Each chunk overlaps the previous
+        one by ``OVERLAP_SECONDS``, starts from its final phases there (so the two agree) and is crossfaded into
+        it with a raised cosine; audio up to one chunk long takes the single pass it always did."""
+        frames, hop = mel.shape[-1], self.mel.hop_length
+        rate = self.mel.sampling_rate / hop
+        chunk, overlap = int(CHUNK_SECONDS * rate), int(OVERLAP_SECONDS * rate)
+        if frames <= chunk:
+            return self._griffin_lim(mel, gen)[0]
+        out = torch.zeros(mel.shape[0], frames * hop, dtype=torch.float32, device=mel.device)
+        start, prev = 0, None  # prev: (the previous chunk's start, its final phases)
+        while start < frames:
+            end = min(frames, start + chunk)
+            init = None if prev is None else prev[1][..., start - prev[0]: start - prev[0] + overlap]
+            wave, phases = self._griffin_lim(mel[..., start:end], gen, init,
+                                             mel[..., end:end + 1] if end < frames else None)
+            if prev is None:
+                out[:, : wave.shape[-1]] = wave
+            else:
+                n = overlap * hop
+                ramp = 0.5 - 0.5 * torch.cos(torch.linspace(0, torch.pi, n, device=wave.device))
+                a = start * hop
+                out[:, a: a + n] = out[:, a: a + n] * (1 - ramp) + wave[:, :n] * ramp
+                out[:, a + n: a + wave.shape[-1]] = wave[:, n:]
+            if end == frames:
+                break
+            prev, start = (start, phases), end - overlap
+        return out
 
     def extra_repr(self) -> str:
         return (f"sr={self.sample_rate}, hop={self.hop_length}, n_mels={self.n_mels}, n_iter={self.n_iter}, "

@@ -133,12 +133,22 @@ class FoleyObjective(nn.Module):
             mono, left, right = stereo  # (B, M, F) each; features are put on the F mel frames inside, as at inference
             video = stereo_video_features(self.mono2stereo, clip_f, sync_f)
             m2s = mono2stereo_loss(self.mono2stereo(mono, video), left, right)
-        # the empty prompt's encoding ("no description") for half of the text-dropped clips
+        # the draws in the order older runs made them: drop flags, semantics-only drop, context masks
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
+        drop_c = None
+        if self.p_drop_clip > 0:  # semantics dropped, sync kept (drawn only when on: older runs reproduce)
+            drop_c = (torch.rand(b, generator=gen) < self.p_drop_clip).to(x1.device)
+        known = None
+        if self.context_prob > 0:
+            known = context_masks(b, n, prob=self.context_prob, span=self.context_span, generator=gen).to(x1.device)
         drop_t = u[:, 1] < self.p_drop_text
-        if keep_text is not None:  # clips whose sound is not the one their objects' look implies: the caption is
-            drop_t = drop_t & ~keep_text.cpu()  # the only cue, so dropping it would teach that looks mislead
+        if keep_text is not None:  # clips whose sound is not the one their objects' look implies: without known
+            # audio the caption is the only cue to it, so dropping it would teach that looks mislead; with known
+            # audio a dropped caption teaches to take the timbre from the context (AC-VTA)
+            keep = keep_text.cpu() & (torch.ones(b, dtype=torch.bool) if known is None else ~known.any(1).cpu())
+            drop_t = drop_t & ~keep
+        # the empty prompt's encoding ("no description") for half of the text-dropped clips
         empty_prompt = (drop_t & (u[:, 2] < 0.5)).to(x1.device)
         placeholder = (drop_t & (u[:, 2] >= 0.5)).to(x1.device)
         ids = torch.where(empty_prompt[:, None], empty_ids.expand_as(ids), ids)
@@ -149,12 +159,8 @@ class FoleyObjective(nn.Module):
         sync_f = torch.where(drop_v[:, None, None], model.empty_sync_feat[None].expand_as(sync_f), sync_f)
         text_f = torch.where(placeholder[:, None, None], model.empty_string_feat[None].expand_as(text_f), text_f)
         mask = mask | placeholder[:, None]
-        if self.p_drop_clip > 0:  # semantics dropped, sync kept (drawn only when on: older runs reproduce)
-            drop_c = (torch.rand(b, generator=gen) < self.p_drop_clip).to(x1.device)
+        if drop_c is not None:
             clip_f = torch.where(drop_c[:, None, None], model.empty_clip_feat[None].expand_as(clip_f), clip_f)
-        known = None
-        if self.context_prob > 0:
-            known = context_masks(b, n, prob=self.context_prob, span=self.context_span, generator=gen).to(x1.device)
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask,
                                         context=None if known is None else x1, context_known=known)
