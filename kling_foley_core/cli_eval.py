@@ -106,8 +106,9 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
     from .evaluation.metrics import evaluation_table
     from .evaluation.timbre import get_timbre_classifier
 
-    if args.n < 1:
-        raise SystemExitError(f"--n {args.n}: give at least one clip")
+    if args.n < 1 or (args.n < 2 and getattr(args, "task", "v2a") == "v2a"):
+        raise SystemExitError(f"--n {args.n}: give at least 2 clips (the shuffled reference row swaps audio "
+                              f"between clips)")
     if not 0.0 <= getattr(args, "guidance_rescale", 0.0) <= 1.0:
         raise SystemExitError(f"--guidance-rescale {args.guidance_rescale}: give a value in [0, 1] (0 = plain CFG)")
     if args.hit_free_clips < 0:

@@ -39,18 +39,18 @@ def test_eval_prints_the_model_row_beside_both_reference_rows(tmp_path, monkeypa
 
 
 def test_eval_refuses_a_negative_hit_free_count(capsys):
-    assert main(["eval", "synthhits", "--model", "tiny", "--n", "1", "--hit-free-clips", "-1"]) == EXIT_USAGE
+    assert main(["eval", "synthhits", "--model", "tiny", "--n", "2", "--hit-free-clips", "-1"]) == EXIT_USAGE
     assert "--hit-free-clips -1" in capsys.readouterr().err
 
 
 def test_eval_refuses_unknown_model(capsys):
-    assert main(["eval", "synthhits", "--model", "nope", "--n", "1"]) == EXIT_USAGE
+    assert main(["eval", "synthhits", "--model", "nope", "--n", "2"]) == EXIT_USAGE
     assert "--model 'nope'" in capsys.readouterr().err
 
 
 def test_eval_names_an_incomplete_weights_folder(tmp_path, capsys):
     (tmp_path / "transformer").mkdir()
-    assert main(["eval", "synthhits", "--model", str(tmp_path), "--n", "1"]) == EXIT_USAGE
+    assert main(["eval", "synthhits", "--model", str(tmp_path), "--n", "2"]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert f"--model {tmp_path}" in err and "lacks" in err
 
@@ -77,5 +77,11 @@ def test_eval_validation_sets_score_false_sounds_on_hit_free_train_clips(tmp_pat
 
 
 def test_eval_refuses_a_bad_object_range(capsys):
-    assert main(["eval", "synthhits", "--objects", "4", "2", "--n", "1"]) == EXIT_USAGE
+    assert main(["eval", "synthhits", "--objects", "4", "2", "--n", "2"]) == EXIT_USAGE
     assert "--objects 4 2: objects=4 2: need 1 <= min <= max <= 6" in capsys.readouterr().err
+
+
+def test_eval_of_one_clip_is_a_one_line_error(capsys):
+    assert main(["eval", "synthhits", "--model", "tiny", "--n", "1", "--duration", "300"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()  # was: a traceback from the shuffled reference row
+    assert "--n 1" in err and "at least 2" in err and "\n" not in err
