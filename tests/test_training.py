@@ -655,6 +655,26 @@ def test_foley_context_training_from_a_plain_init(data, vae_run, foley_run):
     assert train_foley.main(bad) == 2  # no pathway: a one-line error, not a traceback
 
 
+def test_freeze_holds_the_video_encoders_at_their_init(data, vae_run, foley_run):
+    """--freeze keeps the named encoders bit-identical to --init while the transformer trains; without --init it is
+    a one-line error (a frozen random encoder would be useless)."""
+    out = data["tmp"] / "foley_frozen"
+    args = _common(data, out, 3, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
+                   "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
+                   "--init", str(foley_run / "final"), "--freeze", "visual_encoder", "sync_encoder")
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    for part in ("visual_encoder", "sync_encoder"):
+        before, after = _weights(foley_run / "final" / part), _weights(out / "final" / part)
+        assert before.keys() == after.keys()
+        assert all(torch.equal(before[k], after[k]) for k in before), part
+    before, after = _weights(foley_run / "final" / "transformer"), _weights(out / "final" / "transformer")
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the rest did train
+    bad = _common(data, data["tmp"] / "x", 2, "--vae", str(vae_run / "final" / "vae"), "--freeze", "sync_encoder")
+    assert train_foley.main(bad) == 2
+
+
 def test_swapped_clips_are_marked_and_keep_their_caption(data, tmp_path):
     """Clips whose objects sound like another class than they look (--p-swap-sound) are marked in the cache, and
     the objective never drops their caption (it is the only cue to their sound)."""

@@ -87,8 +87,11 @@ def griffin_lim(magnitude: torch.Tensor, *, n_fft: int, hop_length: int, win_len
         return torch.stft(wave, pad_mode="reflect", return_complex=True, **stft_args)  # (N, K, frames)
 
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    phase = torch.rand(magnitude.shape, generator=gen, device=gen.device, dtype=torch.float32)
-    angles = torch.polar(torch.ones_like(phase), 2 * torch.pi * phase).to(magnitude.device)  # (N, K, frames)
+    # one random start shared by every row: the channels of a stereo pair (vocoded as rows) then settle on
+    # matching phases and stay coherent (independent starts left L and R correlated at only 0.06)
+    phase = torch.rand((1, *magnitude.shape[1:]), generator=gen, device=gen.device, dtype=torch.float32)
+    angles = torch.polar(torch.ones_like(phase), 2 * torch.pi * phase).to(magnitude.device).expand(
+        magnitude.shape).clone()  # (N, K, frames)
     if initial_phase is not None:
         angles[..., : initial_phase.shape[-1]] = initial_phase.to(angles)
     previous = torch.zeros_like(angles)

@@ -41,6 +41,7 @@ from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
 
 log = logging.getLogger(__name__)
 
+FREEZABLE = ("visual_encoder", "sync_encoder", "text_encoder")
 CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"]  # drawn in loss.png
 
 
@@ -50,9 +51,13 @@ class FoleyObjective(nn.Module):
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
                  mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
                  aux_sync_pos_weight: float = 4.0, p_drop_clip: float = 0.0, context_prob: float = 0.0,
-                 context_span: tuple[float, float] = (0.7, 1.0)):
+                 context_span: tuple[float, float] = (0.7, 1.0), frozen: tuple[str, ...] = ()):
         super().__init__()
         self.parts = parts
+        # encoders held at their --init weights (no gradient, no activations kept for a backward pass)
+        self.frozen = frozenset(frozen)
+        for name in self.frozen:
+            getattr(parts, name).requires_grad_(False)
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
         # FoleyGenEx: semantic features dropped on their own (TC-VTA: timing from sync, timbre from text) and
         # multimodal dynamic masking (a context on part of the latent, mirrored on the video features)
@@ -77,10 +82,13 @@ class FoleyObjective(nn.Module):
         vis = self.parts.visual_encoder
         b, nc = sem.shape[:2]
         pix = normalize_frames(sem.flatten(0, 1), vis.mean, vis.std)  # (B·Nc, 3, S, S)
-        clip_f = vis.encode_pixels(pix).view(b, nc, -1)  # (B, Nc, Dc)
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and "visual_encoder" not in self.frozen):
+            clip_f = vis.encode_pixels(pix).view(b, nc, -1)  # (B, Nc, Dc)
         x = sync * 2.0 - 1.0  # Synchformer frames in [-1, 1]
         windows = x.unfold(1, WINDOW, STRIDE).permute(0, 1, 5, 2, 3, 4)  # (B, W, 16, 3, S, S)
-        tokens = self.parts.sync_encoder.model(windows)  # (B, W, 8, Ds)
+        with torch.set_grad_enabled(grad and "sync_encoder" not in self.frozen):
+            tokens = self.parts.sync_encoder.model(windows)  # (B, W, 8, Ds)
         return clip_f, tokens.flatten(1, 2)  # (B, W·8, Ds)
 
     def sync_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
@@ -276,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hitfree-repeat", type=int, default=1,
                     help="show each hit-free clip this many times per epoch (1 = as often as the others); more "
                          "teaches that an object which moves without touching anything makes no sound")
+    ap.add_argument("--freeze", nargs="+", default=[], choices=FREEZABLE, metavar="PART",
+                    help=f"hold these parts at their --init weights ({', '.join(FREEZABLE)}): e.g. the video "
+                         f"encoders while training on clips whose sound is not the one their objects' look implies, "
+                         f"so the encoders keep telling the class from the look")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from the parts of an earlier run's final folder (a new optimiser and schedule)")
     ap.add_argument("--override", action="append", default=[], metavar="PART.KEY=VALUE",
@@ -413,6 +425,9 @@ def run(args) -> Path:
     if not (Path(args.vae) / "config.json").is_file():
         raise TrainingError(f"--vae {args.vae}: no Mel-VAE folder (config.json + weights); train one with "
                             f"`python -m kling_foley_core.training.train_mel_vae`")
+    if args.freeze and args.init is None:
+        raise TrainingError(f"--freeze {' '.join(args.freeze)} needs --init (a frozen part must start from trained "
+                            f"weights, not random ones)")
     overrides = parse_overrides(args.override)
     accelerator = make_accelerator()
     out = Path(args.out)
@@ -465,12 +480,12 @@ def run(args) -> Path:
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
-                               context_span=tuple(args.context_span))
+                               context_span=tuple(args.context_span), frozen=tuple(args.freeze))
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
     ema_m2s = EMA(m2s, args.ema) if m2s is not None else None
-    n_params = sum(p.numel() for p in parts.parameters())
+    n_params = sum(p.numel() for p in parts.parameters() if p.requires_grad)
     log.info("foley-tiny: %.2f M trainable parameters (%s)", n_params / 1e6, ", ".join(
         f"{k} {sum(p.numel() for p in m.parameters()) / 1e6:.2f} M" for k, m in parts.named_children()))
     ema = EMA(parts, args.ema)
