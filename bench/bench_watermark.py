@@ -277,7 +277,7 @@ def main(argv=None) -> int:
     p.add_argument("--generated", type=int, default=110, help="foley-tiny clips to mark, from the cache")
     p.add_argument("--make", action="store_true", help="generate the missing foley-tiny clips first (slow)")
     p.add_argument("--negatives", type=int, default=2400, help="about this many unmarked windows")
-    p.add_argument("--cuts", type=int, default=3, help="random 5-s spans per clip")
+    p.add_argument("--cuts", type=int, default=10, help="random 5-s spans per clip")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval", type=int, default=0, metavar="N",
                    help="also score eval synthhits on N clips with and without the mark (one generation each)")
