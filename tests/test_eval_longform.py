@@ -47,6 +47,15 @@ def test_seam_ratio_compares_false_onsets_at_joins_with_elsewhere(monkeypatch):
     assert _scores(monkeypatch, ref, ref, joins, samples=2999)["duration_error_s"] == pytest.approx(0.01)
 
 
+def test_a_cross_faded_join_counts_its_whole_stretch_as_seam(monkeypatch):
+    ref = [5.0, 15.0]
+    zones = [(7.0, 8.0), (13.0, 14.0)]  # 2 × (1 s + 2 × 0.1 s) = 2.4 s of seam neighbourhood
+    est = ref + [7.5, 6.95, 25.0]  # inside a fade, just before one (within 0.1 s), and elsewhere
+    s = _scores(monkeypatch, ref, est, zones)
+    assert s["seam_false_onsets"] == 2 and s["other_false_onsets"] == 1
+    assert s["seam_false_onset_ratio"] == pytest.approx((2 / 2.4) / (1 / 27.6), rel=1e-6)
+
+
 def test_eval_duration_adds_the_long_scores_to_the_json_rows(tmp_path, monkeypatch, capsys, tmp_path_factory):
     bank = synthetic_bank(per_class=4)
     monkeypatch.setattr(recordings, "load_bank", lambda *a, **k: bank)

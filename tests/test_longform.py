@@ -8,6 +8,7 @@ from kling_foley_core.longform import (encode_video_streamed, generate_long_late
                                        trained_seconds)
 from kling_foley_core.models.duration import sequence_lengths
 from kling_foley_core.sampling.context import AudioContext
+from kling_foley_core.sampling.windows import BLEND
 
 STEPS = SamplerSettings(steps=2)
 
@@ -74,15 +75,29 @@ def test_windows_continue_the_previous_audio_and_see_their_own_features(tiny, mo
         assert torch.equal(sub.clip_f, cond.clip_f[:, i0:i0 + sub.clip_f.shape[1]])
         assert torch.equal(sub.sync_f, cond.sync_f[:, t0:t0 + sub.sync_f.shape[1]])
         assert sub.sync_f.shape[1] == sequence_lengths(w.seconds).sync or w.index == len(plan) - 1
-        if w.index:
-            assert sub.context.mode == "continue" and sub.context.seconds == pytest.approx(w.context, abs=1 / rate)
-    # the first window's audio is what a plain run of that window makes, and later windows keep it (known frames)
+        if w.index:  # the first half of the overlap is held, the second cross-faded
+            assert sub.context.mode == "continue" and sub.context.seconds == pytest.approx(w.hold, abs=1 / rate)
+            assert w.hold == pytest.approx(w.context * (1 - BLEND))
+    # the first window's audio is what a plain run of that window makes, and the next window keeps it up to the end
+    # of its held context (known frames), then fades from it into its own frames by the end of the overlap
     g = torch.Generator().manual_seed(3)
     first = real(tr, seen[0], STEPS, generator=g)
-    assert torch.allclose(out.latents[..., :first.shape[-1]], first, atol=1e-5)
+    w1 = plan.windows[1]
+    a1, hold, end0 = round(w1.start * rate), round(w1.start * rate) + seen[1].context.frames, first.shape[-1]
+    assert torch.allclose(out.latents[..., :hold], first[..., :hold], atol=1e-5)
+    assert not torch.allclose(out.latents[..., hold:end0], first[..., hold:end0], atol=1e-3)
     # each window's context is exactly the frames the windows before it generated
-    a1 = round(plan.windows[1].start * rate)
-    assert torch.allclose(seen[1].context.latents, out.latents[..., a1:a1 + seen[1].context.frames], atol=1e-5)
+    assert torch.allclose(seen[1].context.latents, out.latents[..., a1:hold], atol=1e-5)
+    # past the overlap the latents are the second window's own: rerun it with the generator where it stood
+    g2 = torch.Generator().manual_seed(3)
+    real(tr, seen[0], STEPS, generator=g2)
+    second = real(tr, seen[1], STEPS, generator=g2)
+    assert torch.allclose(out.latents[..., end0:end0 + 3], second[..., end0 - a1:end0 - a1 + 3], atol=1e-5)
+    ramp_mid = (hold + end0) // 2  # half way through the fade: between the two windows
+    mix = out.latents[..., ramp_mid]
+    lo = torch.minimum(first[..., ramp_mid], second[..., ramp_mid - a1]) - 1e-5
+    hi = torch.maximum(first[..., ramp_mid], second[..., ramp_mid - a1]) + 1e-5
+    assert ((mix >= lo) & (mix <= hi)).all()
 
 
 def test_pathway_models_join_windows_through_their_context_branch(tiny):

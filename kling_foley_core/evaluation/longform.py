@@ -5,7 +5,8 @@
 * ``drift_ms_per_min``: least-squares slope of the signed offset (generated − true onset time) of matched onsets
   against time, in ms per minute: a soundtrack sliding against the picture has a non-zero slope.
 * ``seam_false_onset_ratio``: false onsets (generated onsets matching no true hit) within ±100 ms of a window
-  join, per second of that neighbourhood, divided by the same rate elsewhere. 1 means joins add no clicks or
+  join (of the whole stretch where the next window's audio fades in: from the end of its held context to the end
+  of the previous window), per second of that neighbourhood, divided by the same rate elsewhere. 1 means joins add no clicks or
   doubled hits; None when neither place has a false onset.
 * ``duration_error_s``: the largest |generated length − clip length| over the clips.
 """
@@ -30,9 +31,9 @@ def _mono_and_rate(audio) -> tuple[np.ndarray, int]:
     return x, int(audio["sample_rate"])
 
 
-def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence[float]) -> dict:
-    """The long-clip scores of one system: ``pred`` are AUDIO dicts (one per clip), ``joins`` the seconds where
-    windows meet (the same plan for every clip of one duration)."""
+def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence) -> dict:
+    """The long-clip scores of one system: ``pred`` are AUDIO dicts (one per clip), ``joins`` where windows meet,
+    each a time or a ``(start, end)`` stretch in seconds (the same plan for every clip of one duration)."""
     if not clips:
         raise ValueError("no clips to score")
     duration = max(c.duration for c in clips)
@@ -42,7 +43,7 @@ def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence[floa
     seam_false = other_false = 0
     seam_time = other_time = 0.0
     length_err = 0.0
-    joins = np.asarray(list(joins), dtype=np.float64)
+    joins = np.asarray([(j, j) if np.ndim(j) == 0 else tuple(j) for j in joins], dtype=np.float64).reshape(-1, 2)
     for audio, clip in zip(pred, clips):
         x, sr = _mono_and_rate(audio)
         length_err = max(length_err, abs(x.shape[-1] / sr - clip.duration))
@@ -59,12 +60,13 @@ def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence[floa
                                int(((est >= lo) & (est < hi)).sum()))
         near = np.zeros(len(est), bool)
         if joins.size:
-            near = (np.abs(est[:, None] - joins[None, :]) <= SEAM_SECONDS).any(axis=1)
+            near = ((est[:, None] >= joins[None, :, 0] - SEAM_SECONDS) &
+                    (est[:, None] <= joins[None, :, 1] + SEAM_SECONDS)).any(axis=1)
         false = np.array([j not in matched_est for j in range(len(est))], bool)
         seam_false += int((false & near).sum())
         other_false += int((false & ~near).sum())
-        seam = min(clip.duration, sum(min(j + SEAM_SECONDS, clip.duration) - max(j - SEAM_SECONDS, 0.0)
-                                      for j in joins if j < clip.duration))
+        seam = min(clip.duration, sum(min(j1 + SEAM_SECONDS, clip.duration) - max(j0 - SEAM_SECONDS, 0.0)
+                                      for j0, j1 in joins if j0 < clip.duration))
         seam_time += seam
         other_time += clip.duration - seam
     f1 = []

@@ -3,8 +3,10 @@
 A model generates at most its trained length in one run (foley-tiny and MMAudio 8 s, Kling-Foley 10 s,
 HunyuanVideo-Foley 8 s). A longer clip is cut into windows no longer than that, each overlapping the one before by
 at least ``overlap`` seconds. The overlap is the next window's Foley-extension context (FoleyGenEx §3): the
-previous window's latents there are *known* frames, so the new window continues the sound instead of starting
-afresh, and the windows are joined in latent space (one decode, no waveform crossfade).
+previous window's latents over its first half are *known* frames, so the new window continues the sound instead of
+starting afresh; over the second half (``BLEND``) the two windows' latents are cross-faded, so whatever the new
+window makes just after its known frames (a click, a doubled hit) enters at low weight. The windows are joined in
+latent space (one decode, no waveform crossfade).
 
 Window starts are multiples of the Synchformer stride (8 frames at 25 fps = 0.32 s). The sync tokens of a window
 are then exactly the tokens of the whole clip from that window's first sync segment on, and every start is an
@@ -23,9 +25,10 @@ from ..limits import MIN_SECONDS, SYNC_FPS
 
 SYNC_STRIDE_SECONDS = 8 / SYNC_FPS  # one Synchformer hop (0.32 s): the grid window starts lie on
 DEFAULT_OVERLAP = 2.0
+BLEND = 0.5  # of each overlap, this fraction is cross-faded in latent space; the rest is held as known context
 _EPS = 1e-6
 
-__all__ = ["DEFAULT_OVERLAP", "SYNC_STRIDE_SECONDS", "Window", "WindowError", "WindowPlan", "plan_windows"]
+__all__ = ["BLEND", "DEFAULT_OVERLAP", "SYNC_STRIDE_SECONDS", "Window", "WindowError", "WindowPlan", "plan_windows"]
 
 
 class WindowError(ValueError):
@@ -59,8 +62,14 @@ class Window:
 
     @property
     def join(self) -> float | None:
-        """Where this window's new audio begins (the seam with the previous window); None for the first."""
+        """Where the previous window's audio ends (this window's alone from here on); None for the first."""
         return None if self.index == 0 else self.start + self.context
+
+    @property
+    def hold(self) -> float:
+        """Seconds of the previous window's audio this window is given as known context: the first
+        ``1 - BLEND`` of the overlap. Over the rest, up to :attr:`join`, the two windows are cross-faded."""
+        return self.context * (1.0 - BLEND)
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,12 @@ class WindowPlan:
     def joins(self) -> list[float]:
         """Seconds where one window's new audio follows the previous window's (len(windows) - 1 of them)."""
         return [w.join for w in self.windows[1:]]
+
+    @property
+    def join_zones(self) -> list[tuple[float, float]]:
+        """``(start, end)`` of each join: from where the next window generates freely (the end of its held
+        context) to where the previous window's audio ends; between them the two are cross-faded."""
+        return [(w.start + w.hold, w.join) for w in self.windows[1:]]
 
 
 def _floor_grid(t: float, q: float) -> float:
