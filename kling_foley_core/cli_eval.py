@@ -172,9 +172,11 @@ def _long_scores(pipe, clips, audio, rows: list[dict], duration: float) -> None:
     plan = plan_for(pipe.transformer, duration)
     truth = [{"waveform": c.audio, "sample_rate": c.sample_rate} for c in clips]
     zones = plan.join_zones
-    long = {GROUND_TRUTH: long_clip_scores(truth, clips, zones), rows[-1]["name"]: long_clip_scores(audio, clips, zones)}
+    long = {GROUND_TRUTH: long_clip_scores(truth, clips, zones),
+            rows[-1]["name"]: long_clip_scores(audio, clips, zones)}
+    shown = ", ".join(f"{a:.2f}-{b:.2f}" for a, b in zones[:6]) + (" ..." if len(plan) > 7 else "")
     print(f"long clips: {duration:g} s in {len(plan)} windows of {plan.window:g} s (overlap {plan.overlap:g} s), "
-          f"joins (cross-faded) at {', '.join(f'{a:.2f}-{b:.2f}' for a, b in zones[:6])}{' ...' if len(plan) > 7 else ''} s")
+          f"joins (cross-faded) at {shown} s")
     print(format_long_rows(long))
     for row in rows:
         row.update(long.get(row["name"], {}))

@@ -24,13 +24,14 @@ resynthesis (they make up for what overlapping STFT frames smear). |c| ≤ 0.6 (
 ``REGION`` = 5-s window of the clip (and the clip itself) whose mark would score under ``TARGET`` is marked again
 at the next of ``STRENGTHS``, up to 2.0 (±4.3 dB), so a second of sound in a quiet clip carries a mark as firm as
 a busy clip's. The change is a scaled copy of the host's own STFT, so it sits under the sound it rides on
-(masked, no new frequencies); both channels get the same gains (a downmix keeps the mark). The added signal is limited to
-``LIMIT`` of the host's ±5 ms peak, so nothing is spread ahead of an attack and digital silence stays exactly zero.
+(masked, no new frequencies); both channels get the same gains (a downmix keeps the mark). The added signal is
+limited to ``LIMIT`` of the host's ±5 ms peak, so nothing is spread ahead of an attack and digital silence stays
+exactly zero.
 
 Detection. d(s, b) of the mono mix, clipped to ±``CLIP`` (onsets and the host's own contrasts cannot dominate) and
 zeroed on tiles more than ``ACTIVE_DB`` = 75 dB below the loudest (quiet tails carry much of the mark), is folded
-over the period and correlated with the key's pattern at each of the 16 phases and 8 sub-slot alignments (``HYPOTHESES`` = 128: a cut anywhere is found without a sync code). The score of
-one alignment is z = Σ p·F / ‖F‖; for audio that does not carry this key's mark the signs are independent of F, so
+over the period and correlated with the key's pattern at each of the 16 phases and 8 sub-slot alignments
+(``HYPOTHESES`` = 128: a cut anywhere is found without a sync code). The score of one alignment is z = Σ p·F / ‖F‖; for audio that does not carry this key's mark the signs are independent of F, so
 by Hoeffding's inequality P(z ≥ t) ≤ exp(−t²/2), and ``THRESHOLD`` = 5.5 bounds the false-positive rate of the
 whole search by 128·exp(−15.1) < 0.004 %.
 """

@@ -6,8 +6,8 @@
   against time, in ms per minute: a soundtrack sliding against the picture has a non-zero slope.
 * ``seam_false_onset_ratio``: false onsets (generated onsets matching no true hit) within ±100 ms of a window
   join (of the whole stretch where the next window's audio fades in: from the end of its held context to the end
-  of the previous window), per second of that neighbourhood, divided by the same rate elsewhere. 1 means joins add no clicks or
-  doubled hits; None when neither place has a false onset.
+  of the previous window), per second of that neighbourhood, divided by the same rate elsewhere. 1 means joins add
+  no clicks or doubled hits; None when neither place has a false onset.
 * ``duration_error_s``: the largest |generated length − clip length| over the clips.
 """
 from __future__ import annotations
