@@ -31,7 +31,8 @@ exactly zero.
 Detection. d(s, b) of the mono mix, clipped to ±``CLIP`` (onsets and the host's own contrasts cannot dominate) and
 zeroed on tiles more than ``ACTIVE_DB`` = 75 dB below the loudest (quiet tails carry much of the mark), is folded
 over the period and correlated with the key's pattern at each of the 16 phases and 8 sub-slot alignments
-(``HYPOTHESES`` = 128: a cut anywhere is found without a sync code). The score of one alignment is z = Σ p·F / ‖F‖; for audio that does not carry this key's mark the signs are independent of F, so
+(``HYPOTHESES`` = 128: a cut anywhere is found without a sync code). The score of one alignment is
+z = Σ p·F / ‖F‖; for audio that does not carry this key's mark the signs are independent of F, so
 by Hoeffding's inequality P(z ≥ t) ≤ exp(−t²/2), and ``THRESHOLD`` = 5.5 bounds the false-positive rate of the
 whole search by 128·exp(−15.1) < 0.004 %.
 """
