@@ -30,6 +30,21 @@ def test_drift_is_the_slope_of_the_offsets_in_ms_per_minute(monkeypatch):
     assert _scores(monkeypatch, ref, ref, joins=[])["drift_ms_per_min"] == pytest.approx(0.0, abs=1e-6)
 
 
+def test_drift_standard_error_is_bootstrapped_over_clips():
+    rng = np.random.default_rng(3)
+    t = np.tile(np.arange(1.0, 59.0, 0.5), 40)
+    owner = np.repeat(np.arange(40), len(t) // 40)
+    same = 0.0005 * t  # every clip drifts alike: no spread between clips
+    d, se = L._drift(t, same, owner)
+    assert d == pytest.approx(30.0, abs=1e-6) and se == pytest.approx(0.0, abs=1e-6)
+    noisy = same + rng.normal(0, 0.008, len(t))  # 8 ms of onset scatter
+    d, se_40 = L._drift(t, noisy, owner)
+    keep = owner < 10
+    _, se_10 = L._drift(t[keep], noisy[keep], owner[keep])
+    assert abs(d - 30.0) < 4 * se_40 and 0 < se_40 < se_10  # more clips, a tighter estimate
+    assert L._drift(t[owner == 0], noisy[owner == 0], owner[owner == 0])[1] is None  # one clip: no bootstrap
+
+
 def test_span_f1_shows_where_sync_is_lost(monkeypatch):
     ref = np.arange(1.0, 29.0, 1.0)
     est = np.where(ref < 20, ref, ref + 0.2)  # the last span is 200 ms late: nothing matches there

@@ -4,6 +4,8 @@
   that stays in sync keeps the same F1 at the end as at the start.
 * ``drift_ms_per_min``: least-squares slope of the signed offset (generated − true onset time) of matched onsets
   against time, in ms per minute: a soundtrack sliding against the picture has a non-zero slope.
+  ``drift_se_ms_per_min`` is its standard error, bootstrapped over the clips (a slope of a few ms/min is within
+  the noise of ten 60-s clips: onsets scatter by several ms around the true times).
 * ``seam_false_onset_ratio``: false onsets (generated onsets matching no true hit) within ±100 ms of a window
   join (of the whole stretch where the next window's audio fades in: from the end of its held context to the end
   of the previous window), per second of that neighbourhood, divided by the same rate elsewhere. 1 means joins add
@@ -39,12 +41,12 @@ def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence) -> 
     duration = max(c.duration for c in clips)
     n_spans = max(1, math.ceil(duration / SPAN_SECONDS - 1e-9))
     span_counts = np.zeros((n_spans, 3))  # matched, true, generated per span
-    offsets, times = [], []
+    offsets, times, owner = [], [], []
     seam_false = other_false = 0
     seam_time = other_time = 0.0
     length_err = 0.0
     joins = np.asarray([(j, j) if np.ndim(j) == 0 else tuple(j) for j in joins], dtype=np.float64).reshape(-1, 2)
-    for audio, clip in zip(pred, clips):
+    for k_clip, (audio, clip) in enumerate(zip(pred, clips)):
         x, sr = _mono_and_rate(audio)
         length_err = max(length_err, abs(x.shape[-1] / sr - clip.duration))
         est = detect_onsets(x, sr)
@@ -54,6 +56,7 @@ def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence) -> 
         for i, j in pairs:
             offsets.append(est[j] - ref[i])
             times.append(ref[i])
+            owner.append(k_clip)
         for k in range(n_spans):
             lo, hi = k * SPAN_SECONDS, (k + 1) * SPAN_SECONDS
             span_counts[k] += (sum(lo <= ref[i] < hi for i, _ in pairs), int(((ref >= lo) & (ref < hi)).sum()),
@@ -72,26 +75,49 @@ def long_clip_scores(pred: Sequence[dict], clips: Sequence, joins: Sequence) -> 
     f1 = []
     for m, n_ref, n_est in span_counts:
         f1.append(1.0 if n_ref == n_est == 0 else (2 * m / (n_ref + n_est) if n_ref + n_est else 0.0))
-    drift = None
-    if len(times) >= 3 and np.ptp(times) > 0:
-        slope = np.polyfit(np.asarray(times), np.asarray(offsets), 1)[0]  # s of offset per s of clip
-        drift = float(slope * 1000 * 60)
+    drift, drift_se = _drift(np.asarray(times), np.asarray(offsets), np.asarray(owner, dtype=np.int64))
     seam_rate = seam_false / seam_time if seam_time > 0 else 0.0
     other_rate = other_false / other_time if other_time > 0 else 0.0
     ratio = None if seam_false == other_false == 0 else (float(seam_rate / other_rate) if other_rate > 0 else None)
     return {"window_onset_f1": [round(float(v), 4) for v in f1],
             "drift_ms_per_min": None if drift is None else round(drift, 3),
+            "drift_se_ms_per_min": None if drift_se is None else round(drift_se, 3),
             "seam_false_onset_ratio": None if ratio is None else round(ratio, 3),
             "seam_false_onsets": seam_false, "other_false_onsets": other_false,
             "duration_error_s": round(float(length_err), 6)}
 
 
+def _slope(times: np.ndarray, offsets: np.ndarray) -> float | None:
+    if len(times) < 3 or np.ptp(times) <= 0:
+        return None
+    return float(np.polyfit(times, offsets, 1)[0] * 1000 * 60)  # s of offset per s of clip → ms per minute
+
+
+def _drift(times: np.ndarray, offsets: np.ndarray, owner: np.ndarray, reps: int = 200) -> tuple:
+    """(least-squares drift, its bootstrap standard error over clips or None for a single clip), ms per minute."""
+    drift = _slope(times, offsets)
+    clips = np.unique(owner)
+    if drift is None or len(clips) < 2:
+        return drift, None
+    rng = np.random.default_rng(0)
+    rows = [np.nonzero(owner == c)[0] for c in clips]
+    draws = []
+    for _ in range(reps):
+        pick = np.concatenate([rows[k] for k in rng.integers(0, len(rows), len(rows))])
+        slope = _slope(times[pick], offsets[pick])
+        if slope is not None:
+            draws.append(slope)
+    return drift, (float(np.std(draws)) if len(draws) > 1 else None)
+
+
 def format_long_rows(rows: dict[str, dict]) -> str:
     """One line per system: the 10-s span F1s, drift, seam ratio and duration error."""
-    lines = [f"{'system':32s} {'F1 per 10-s span':40s} {'drift ms/min':>12s} {'seam ratio':>10s} {'len err s':>10s}"]
+    lines = [f"{'system':32s} {'F1 per 10-s span':40s} {'drift ms/min (±se)':>18s} {'seam ratio':>10s} {'len err s':>10s}"]
     for name, r in rows.items():
         f1 = " ".join(f"{v:.2f}" for v in r["window_onset_f1"])
         drift = "-" if r["drift_ms_per_min"] is None else f"{r['drift_ms_per_min']:+.2f}"
+        if r.get("drift_se_ms_per_min") is not None:
+            drift += f" ±{r['drift_se_ms_per_min']:.2f}"
         ratio = "-" if r["seam_false_onset_ratio"] is None else f"{r['seam_false_onset_ratio']:.2f}"
-        lines.append(f"{name:32s} {f1:40s} {drift:>12s} {ratio:>10s} {r['duration_error_s']:>10.4f}")
+        lines.append(f"{name:32s} {f1:40s} {drift:>18s} {ratio:>10s} {r['duration_error_s']:>10.4f}")
     return "\n".join(lines)
