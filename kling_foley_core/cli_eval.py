@@ -44,7 +44,7 @@ def load_model_pipeline(name: str):
 
 
 def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, prompt: bool,
-              watermark: bool = True, guidance_rescale: float = 0.0) -> list[dict]:
+              watermark: bool = True, guidance_rescale: float = 0.0, apg_eta: float | None = None) -> list[dict]:
     """The model's stereo audio for each clip (from its frames at the clip's fps), as ComfyUI AUDIO dicts."""
     import torch
     from tqdm.auto import tqdm
@@ -54,7 +54,7 @@ def run_model(pipe, clips, *, steps: int, cfg: float, sampler: str, seed: int, p
         frames = torch.from_numpy(clip.frames).float() / 255.0  # (T, H, W, 3)
         res = pipe(frames=frames, fps=clip.fps, prompt=clip.caption if prompt else "", num_inference_steps=steps,
                    guidance_scale=cfg, sampler=sampler, seed=seed + i, watermark=watermark,
-                   guidance_rescale=guidance_rescale)
+                   guidance_rescale=guidance_rescale, apg_eta=apg_eta)
         out.append({"waveform": res.waveform[0].numpy(), "sample_rate": res.sample_rate})
     return out
 
@@ -69,6 +69,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="euler", help="sampler name (default euler)")
     p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
                    help="CFG rescale in [0, 1] (default 0: plain CFG); see 'generate --help'")
+    p.add_argument("--apg-eta", type=float, default=None, metavar="ETA",
+                   help="adaptive projected guidance in [0, 1] (default: the model's own, as its workflows: 0 for "
+                        "the default model, 1 = plain CFG otherwise); see 'generate --help'")
     p.add_argument("--with-captions", action="store_true", help="also give the model each clip's caption")
     p.add_argument("--no-watermark", action="store_true",
                    help="score the model's audio without the provenance watermark (on by default, as generated)")
@@ -111,6 +114,9 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
                               f"between clips)")
     if not 0.0 <= getattr(args, "guidance_rescale", 0.0) <= 1.0:
         raise SystemExitError(f"--guidance-rescale {args.guidance_rescale}: give a value in [0, 1] (0 = plain CFG)")
+    apg = getattr(args, "apg_eta", None)
+    if apg is not None and not 0.0 <= apg <= 1.0:
+        raise SystemExitError(f"--apg-eta {apg}: give a value in [0, 1] (1 = plain CFG, 0 = the default model's)")
     if args.hit_free_clips < 0:
         raise SystemExitError(f"--hit-free-clips {args.hit_free_clips}: give 0 (the test set's own hit-free clips "
                               f"only) or more, e.g. 80")
@@ -141,7 +147,7 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
               for j in range(extra)]
     audio = run_model(pipe, clips, steps=args.steps, cfg=args.cfg, sampler=args.sampler, seed=args.seed,
                       prompt=args.with_captions, watermark=not args.no_watermark,
-                      guidance_rescale=getattr(args, "guidance_rescale", 0.0))
+                      guidance_rescale=getattr(args, "guidance_rescale", 0.0), apg_eta=apg)
     table, reports = evaluation_table({f"model:{args.model}": audio}, clips,
                                       classifier=get_timbre_classifier(bank), seed=args.seed, bank=bank)
     print(table)

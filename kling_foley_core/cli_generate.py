@@ -100,6 +100,8 @@ def generate_overrides(args: argparse.Namespace) -> list[str]:
         sets["Sampler.guidance"] = args.guidance
     if getattr(args, "guidance_rescale", None) is not None:
         sets["Sampler.guidance_rescale"] = args.guidance_rescale
+    if getattr(args, "apg_eta", None) is not None:
+        sets["Sampler.apg_eta"] = args.apg_eta
     if args.mode == "tta":
         stem = "".join(c if c.isalnum() else "_" for c in args.prompt.strip())[:40].strip("_") or "text"
         sets.update({"Conditioning.duration": args.duration, "Save Audio.filename_prefix": f"kling_foley/{stem}"})
@@ -208,6 +210,10 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance-rescale", type=finite_float, default=None, metavar="PHI",
                    help="CFG rescale in [0, 1] (as diffusers' guidance_rescale): less over-saturated, quieter hits "
                         "at high --cfg (default: the workflow's own, 0)")
+    p.add_argument("--apg-eta", type=finite_float, default=None, metavar="ETA",
+                   help="adaptive projected guidance in [0, 1]: the share of guidance's push along the sound already "
+                        "there (1 = plain CFG; default: the workflow's own, 0 for the default model: hits at the "
+                        "recordings' level)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--sampler", default="euler", help="sampler name (euler, heun, midpoint, rk4, dpm_multistep, adaptive)")
     p.add_argument("--start", type=finite_float, default=0.0, help="seconds to skip at the start of the video")

@@ -61,6 +61,7 @@ class SamplerSettings:
     cfg: float = 4.5
     batched_cfg: bool = True
     guidance_rescale: float = 0.0  # φ of CFG rescale (sampling/guidance.py): 0 = plain CFG
+    apg_eta: float = 1.0  # η of adaptive projected guidance (sampling/guidance.py): 1 = plain CFG
     guidance: str = "all"  # what CFG's unconditional branch drops: "all" conditions (the papers) or only the
     # "text" (video, sync and known audio kept), so cfg scales the prompt's own effect (TC-VTA, edits by text)
 
@@ -231,7 +232,7 @@ def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettin
     flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0, placed=placed,
                         guidance=settings.guidance)
     velocity = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg,
-                           rescale=settings.guidance_rescale)
+                           rescale=settings.guidance_rescale, apg_eta=settings.apg_eta)
     x0 = initial_noise(flow.shape, seed=seed, generator=generator, device=execution_device(transformer))
     with torch.inference_mode():
         if placed is not None:
@@ -304,7 +305,8 @@ def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None, waterm
 
 def provenance(transformer, settings: SamplerSettings, seed) -> dict:
     """The generation settings a file's provenance tag records (``mux.provenance_tags``): the model (``foley-tiny``
-    for the shipped one, else its weights folder's name or class, never a full path), sampler, steps, cfg, seed."""
+    for the shipped one, else its weights folder's name or class, never a full path), sampler, steps, cfg, seed
+    (and APG's η when it is not plain CFG)."""
     from pathlib import Path
 
     from .default_model import NAME, weights_dir
@@ -316,8 +318,11 @@ def provenance(transformer, settings: SamplerSettings, seed) -> dict:
         folder = Path(path)
         folder = folder.parent if folder.name == "transformer" else folder
         name = NAME if folder.resolve() == Path(weights_dir()).resolve() else folder.name or name
-    return {"model": name, "sampler": settings.sampler, "steps": int(settings.steps), "schedule": settings.schedule,
-            "cfg": float(settings.cfg), "seed": int(seed)}
+    tag = {"model": name, "sampler": settings.sampler, "steps": int(settings.steps), "schedule": settings.schedule,
+           "cfg": float(settings.cfg), "seed": int(seed)}
+    if settings.apg_eta < 1.0:
+        tag["apg_eta"] = float(settings.apg_eta)
+    return tag
 
 
 def finish_waveform(wave: torch.Tensor, sample_rate: int, *, watermark: bool = True) -> torch.Tensor:

@@ -76,10 +76,13 @@ class KlingFoleyPipeline(DiffusionPipeline):
         return "->".join(n for n in self._offload_order if n not in self._exclude_from_cpu_offload)
 
     def __init__(self, transformer, vae, vocoder, visual_encoder=None, sync_encoder=None, text_encoder=None,
-                 mono2stereo=None):
+                 mono2stereo=None, apg_eta: float = 1.0):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, vocoder=vocoder, visual_encoder=visual_encoder,
                               sync_encoder=sync_encoder, text_encoder=text_encoder, mono2stereo=mono2stereo)
+        # the guidance the weights were tuned for (model_index.json, as SDXL's force_zeros_for_empty_prompt):
+        # foley-tiny's is 0 (adaptive projected guidance), a pipeline without the key plain CFG (1)
+        self.register_to_config(apg_eta=float(apg_eta))
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs) -> "KlingFoleyPipeline":
@@ -273,7 +276,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                  audio: str | Path | torch.Tensor | None = None, audio_sample_rate: int | None = None,
                  audio_mode: str = "continue", context_seconds: float = 0.0, edit_start: float = 0.0,
                  edit_end: float = 0.0, watermark: bool = True, guidance: str = "all",
-                 guidance_rescale: float = 0.0) -> FoleyOutput:
+                 guidance_rescale: float = 0.0, apg_eta: float | None = None) -> FoleyOutput:
         """Generate stereo audio for ``video`` (a file) or ``frames`` (+ ``fps``), or for ``duration`` seconds from
         ``prompt`` alone (text to audio).
 
@@ -288,13 +291,18 @@ class KlingFoleyPipeline(DiffusionPipeline):
         classifier-free guidance drop only the prompt (video, sync and known audio stay in both branches), so
         ``guidance_scale`` strengthens the text's own effect (TC-VTA, edits by text). ``guidance_rescale`` (0-1, as
         in diffusers) pulls the guided prediction's spread back towards the conditional one's (less over-saturated,
-        quieter hits at high ``guidance_scale``)."""
+        quieter hits at high ``guidance_scale``). ``apg_eta`` (0-1; None = the pipeline's own ``config.apg_eta``, 0
+        for foley-tiny, 1 = plain CFG) keeps that share of guidance's push along the sound already there (adaptive
+        projected guidance): at 0 guidance sharpens what and when without making every hit louder."""
         # 1. Check inputs
         self.check_inputs(video, frames, fps, duration, num_inference_steps, guidance_scale, prompt)
         if guidance not in GUIDANCE:
             raise GenerationError(f"guidance={guidance!r} must be one of {', '.join(GUIDANCE)}")
         if not 0.0 <= guidance_rescale <= 1.0:  # NaN fails too
             raise GenerationError(f"guidance_rescale={guidance_rescale!r} must be in [0, 1] (0 = plain CFG)")
+        apg_eta = float(getattr(self.config, "apg_eta", 1.0)) if apg_eta is None else apg_eta
+        if not 0.0 <= apg_eta <= 1.0:
+            raise GenerationError(f"apg_eta={apg_eta!r} must be in [0, 1] (1 = plain CFG, 0 = foley-tiny's)")
         known = self.known_audio(audio, audio_sample_rate, audio_mode, context_seconds, edit_start, edit_end)
         # 2. Sample the video by timestamp and encode it
         clip_f = sync_f = None
@@ -308,7 +316,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                context=known[2] if known else None, **self.encode_text(prompt, negative_prompt))
         # 4. Denoising loop (flow matching from t = 0 noise to t = 1 data)
         settings = SamplerSettings(sampler=sampler, steps=num_inference_steps, schedule=schedule, shift=shift,
-                                   cfg=guidance_scale, guidance=guidance, guidance_rescale=guidance_rescale)
+                                   cfg=guidance_scale, guidance=guidance, guidance_rescale=guidance_rescale,
+                                   apg_eta=apg_eta)
         inversion = num_inference_steps if cond.context is not None and cond.context.invert else 0
         windows = len(plan_for(self.transformer, cond.duration))  # a long clip: windows joined by Foley extension
         with self.progress_bar(total=(num_inference_steps + inversion) * windows) as bar:

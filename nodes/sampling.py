@@ -92,10 +92,15 @@ class KlingFoleySampler:
                 "CFG rescale (as diffusers' guidance_rescale): pulls the guided prediction's spread back towards "
                 "the conditional one's, against over-saturation (hits louder, tails longer than real). 0 = plain "
                 "CFG.")}),
+            "apg_eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
+                "Adaptive projected guidance (as ComfyUI's APG node's eta): the share of guidance's push along the "
+                "sound already there. 1 = plain CFG (the papers); 0 = guidance sharpens what and when without "
+                "making every hit louder (foley-tiny's tuned value: hits closer to the recordings' level and "
+                "decay).")}),
         }}
 
     def sample(self, model, conditioning, seed, cfg, sampler=None, schedule=None, context=None, window_seconds=0.0,
-               overlap_seconds=0.0, guidance="all", guidance_rescale=0.0):
+               overlap_seconds=0.0, guidance="all", guidance_rescale=0.0, apg_eta=1.0):
         import dataclasses
         import logging
 
@@ -106,7 +111,7 @@ class KlingFoleySampler:
 
         schedule = schedule or {"steps": 25, "schedule": "uniform", "shift": 1.0}
         settings = SamplerSettings(sampler=sampler or "euler", cfg=float(cfg), guidance=guidance,
-                                   guidance_rescale=float(guidance_rescale), **schedule)
+                                   guidance_rescale=float(guidance_rescale), apg_eta=float(apg_eta), **schedule)
         window, overlap = float(window_seconds) or None, float(overlap_seconds) or None
         try:
             windows = len(plan_for(model, conditioning.duration, window, overlap))

@@ -65,6 +65,22 @@ def test_save_pretrained_round_trip_keeps_every_component_and_the_audio(pipe, tm
     assert torch.equal(a.waveform, b.waveform)  # the video still conditions the reloaded pipeline
 
 
+def test_apg_eta_is_a_pipeline_setting_that_save_pretrained_keeps(pipe, tmp_path):
+    from kling_foley_core.pipeline import KlingFoleyPipeline
+
+    frames = torch.rand(16, 24, 32, 3, generator=torch.Generator().manual_seed(2))
+    run = lambda p, **kw: p(frames=frames, fps=8, num_inference_steps=2, seed=1, **kw).latents  # noqa: E731
+    assert pipe.config.apg_eta == 1.0  # a pipeline without the setting guides as plain CFG
+    tuned = KlingFoleyPipeline(**pipe.components, apg_eta=0.0)
+    tuned.save_pretrained(tmp_path / "p")
+    again = KlingFoleyPipeline.from_pretrained(tmp_path / "p")
+    assert again.config.apg_eta == 0.0
+    assert torch.equal(run(again), run(pipe, apg_eta=0.0)) and torch.equal(run(again, apg_eta=1.0), run(pipe))
+    assert not torch.equal(run(again), run(pipe))  # the projection changes the guided result
+    with pytest.raises(GenerationError, match="apg_eta=1.5"):
+        run(pipe, apg_eta=1.5)
+
+
 def test_a_component_without_save_format_is_named_on_one_line(pipe, tmp_path, caplog):
     from kling_foley_core.encoders import get_text_encoder
     from kling_foley_core.pipeline import KlingFoleyPipeline

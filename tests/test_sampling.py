@@ -175,3 +175,31 @@ def test_guidance_rescale_pulls_the_guided_spread_to_the_conditional_one():
     assert torch.allclose(half, 0.5 * (full + plain))
     with pytest.raises(ValueError, match="guidance_rescale"):
         CFGDenoiser(Toy(), 1.0, 0.2, 4.5, batched=False, rescale=1.5)
+
+
+def test_apg_keeps_eta_of_the_push_along_the_data_estimate():
+    from kling_foley_core.sampling.guidance import CFGDenoiser
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 3, generator=g)
+    v_c, v_u = torch.randn(2, 8, 3, generator=g), torch.randn(2, 8, 3, generator=g)
+
+    class Toy:  # fixed velocities: c is 1 for the conditional branch, 0 for the unconditional one
+        def predict_flow(self, x_in, t, c):
+            return v_c if c == 1 else v_u
+
+    t = torch.tensor(0.4)
+    run = lambda eta: CFGDenoiser(Toy(), 1, 0, 4.5, batched=False, apg_eta=eta)(x, t)  # noqa: E731
+    plain = CFGDenoiser(Toy(), 1, 0, 4.5, batched=False)(x, t)
+    torch.testing.assert_close(plain, 4.5 * v_c - 3.5 * v_u)
+    torch.testing.assert_close(run(1.0), plain)  # η = 1 is plain CFG
+    x1 = x + 0.6 * v_c  # the conditional data estimate x + (1 − t)·v(cond)
+    push = (run(0.0) - v_c) / 3.5  # what guidance adds, per unit of (cfg − 1)
+    along = (push * x1).sum(dim=(1, 2))
+    assert torch.allclose(along, torch.zeros(2), atol=1e-5)  # nothing left along x̂₁: the level is not pushed
+    torch.testing.assert_close(push + ((v_c - v_u) * x1).sum(dim=(1, 2), keepdim=True)
+                               / (x1 * x1).sum(dim=(1, 2), keepdim=True) * x1, v_c - v_u)  # only that part removed
+    torch.testing.assert_close(run(0.5), 0.5 * (run(0.0) + plain))  # η blends linearly
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match="apg_eta"):
+            CFGDenoiser(Toy(), 1, 0, 4.5, batched=False, apg_eta=bad)

@@ -34,6 +34,7 @@ __all__ = ["DefaultModelError", "load_default_model", "default_pipeline", "weigh
 
 PARTS = ("transformer", "vae", "visual_encoder", "sync_encoder", "text_encoder", "mono2stereo")
 MANIFEST = "foley_tiny.json"
+APG_ETA = 0.0  # the guidance foley-tiny is tuned for (adaptive projected guidance; model_index.json's apg_eta)
 
 
 class DefaultModelError(ValueError):
@@ -114,7 +115,7 @@ def _vocoder(d: Path, vae, vocoder_iters: int):
 def default_pipeline(device: torch.device | str = "cpu", **kwargs):
     from ..pipeline import KlingFoleyPipeline
 
-    return KlingFoleyPipeline(**load_default_model(device, **kwargs))
+    return KlingFoleyPipeline(**load_default_model(device, **kwargs), apg_eta=APG_ETA)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ def _write_pipeline_files(out: Path) -> None:
     from ..pipeline import KlingFoleyPipeline
 
     comps = load_default_model("cpu", directory=out)
-    KlingFoleyPipeline(**comps).save_config(out)
+    KlingFoleyPipeline(**comps, apg_eta=APG_ETA).save_config(out)
     comps["vocoder"].save_config(out / "vocoder")
     comps["visual_encoder"].name = f"{NAME}-clip"
     comps["visual_encoder"].save_settings(out / "visual_encoder")
