@@ -467,7 +467,7 @@ def mux_audio(
             raise MuxError(f"mux: FFmpeg could not write '{out_path.name}' ({e.strerror or e}); nothing was "
                            "written") from None
     picture = "re-encoded" if cut.mode == "encode" else "copied"
-    log.info("mux: wrote %s (%.3fs video %s, %s audio %d Hz%s)", out_path, float(cut.duration), picture, codec_name,
+    log.debug("mux: wrote %s (%.3fs video %s, %s audio %d Hz%s)", out_path, float(cut.duration), picture, codec_name,
              tracks[0].rate, ", original audio kept" if kept else "")
     return MuxResult(path=out_path, video_duration=float(cut.duration), audio_samples=tracks[0].out_samples,
                      sample_rate=tracks[0].rate, audio_codec=codec_name, kept_original_audio=kept, picture=picture)

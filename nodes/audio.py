@@ -1,6 +1,8 @@
 """Audio nodes: latents → mono mel → stereo mel → waveform (native AUDIO), save, mux into the video."""
 from __future__ import annotations
 
+import logging
+
 from . import common as C
 from .common import node_error
 
@@ -167,10 +169,15 @@ class KlingFoleyMuxVideo:
                 tags = provenance_tags(audio.get("provenance"))  # the generation settings, as a "comment" tag
             except MuxError as e:
                 raise node_error("Kling-Foley Mux Video", str(e)) from None
-            path = save_output(filename_prefix, ext[1:], lambda tmp: mux_audio(
+            done = []  # the MuxResult, to report under the final name rather than the temporary one
+            path = save_output(filename_prefix, ext[1:], lambda tmp: done.append(mux_audio(
                 source, wave, audio["sample_rate"], tmp, keep_original_audio=keep_original_audio and video.path
                 is not None, start=start, duration=video.duration, reencode_picture=reencode_picture,
-                metadata=tags, overwrite=True))
+                metadata=tags, overwrite=True)))
+        r = done[0]
+        logging.getLogger("kling_foley").info(
+            "Kling-Foley Mux Video: wrote %s (%.3f s video %s, %s audio %d Hz%s)", path, r.video_duration,
+            r.picture, r.audio_codec, r.sample_rate, ", original audio kept" if r.kept_original_audio else "")
         entry = output_ui_entry(path)
         # the frontend previews saved videos from the "images" list with "animated" set (as core SaveVideo does)
         return {"ui": {"images": [entry], "animated": [True]}, "result": (str(path), C.core_video(path))}

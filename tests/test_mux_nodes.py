@@ -26,7 +26,8 @@ def _audio(seconds: float, sr: int = 16000) -> dict:
     return {"waveform": torch.zeros(1, 2, int(seconds * sr)), "sample_rate": sr, "provenance": PROVENANCE}
 
 
-def test_mux_node_auto_container_trims_and_tags(tmp_path, output_dir):
+def test_mux_node_auto_container_trims_and_tags(tmp_path, output_dir, caplog):
+    caplog.set_level("INFO", logger="kling_foley")
     mux = pack.NODE_CLASS_MAPPINGS["KlingFoleyMuxVideo"]
     assert "auto" in mux.INPUT_TYPES()["required"]["container"][0]
     src = write_input(tmp_path / "old.avi", times_ms=cfr_times(50), codec="cinepak", time_base=Fraction(1, 25))
@@ -36,6 +37,8 @@ def test_mux_node_auto_container_trims_and_tags(tmp_path, output_dir):
     a, b = picture_span(out)
     assert b - a == 1 and [i for _, i in decoded(out)] == list(range(10, 35))
     assert read_provenance(out) == PROVENANCE
+    wrote = [r.getMessage() for r in caplog.records if "wrote" in r.getMessage()]
+    assert wrote and "take_00001.mov" in wrote[-1] and "partial" not in wrote[-1]  # the final name, not the temp
     with pytest.raises(ValueError, match="Kling-Foley Mux Video: container: the picture codec 'cinepak'"):
         mux().mux(video, _audio(1.0), "take", container="mp4")
     out = mux().mux(video, _audio(1.0), "take", container="mp4", reencode_picture=True)["result"][0]
