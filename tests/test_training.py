@@ -234,9 +234,16 @@ def test_trained_parts_run_through_the_pipeline(data, vae_run, foley_run, tmp_pa
     assert train_mono2stereo.main(_common(data, m2s, 4, "--visual-encoder",
                                           str(foley_run / "final" / "visual_encoder"), "--batch-size", "2",
                                           "--no-progress", "--threads", "1")) == 0
+    from kling_foley_core.models.vocoder_vocos import VocosVocoder
+
+    torch.manual_seed(0)
+    VocosVocoder("16k", dim=16, intermediate_dim=32, num_layers=1).save_pretrained(tmp_path / "vocoder")
     w = assemble(tmp_path / "weights", vae=vae_run / "final" / "vae", foley=foley_run / "final",
-                 mono2stereo=m2s / "final" / "mono2stereo")
+                 mono2stereo=m2s / "final" / "mono2stereo", vocoder=tmp_path / "vocoder")
+    leaked = [str(p.relative_to(w)) for p in w.rglob("*.json") if str(tmp_path.parent) in p.read_text()]
+    assert leaked == []  # no config names a folder of the machine that built it
     pipe = KlingFoleyPipeline(**load_default_model("cpu", directory=w, vocoder_iters=2))
+    assert isinstance(pipe.vocoder, VocosVocoder)
     frames = torch.from_numpy(FeatureCache(data["cache"]).sync_frames(0)).float() / 255.0  # (T, 48, 48, 3)
     out = pipe(frames=frames, fps=25, prompt="a wooden knock", num_inference_steps=2, guidance_scale=2.0)
     assert out.waveform.shape == (1, 2, int(len(frames) / 25 * 16000))

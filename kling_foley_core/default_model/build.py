@@ -145,8 +145,17 @@ def _write_pipeline_files(out: Path) -> None:
     comps = load_default_model("cpu", directory=out)
     KlingFoleyPipeline(**comps, apg_eta=APG_ETA).save_config(out)
     comps["vocoder"].save_config(out / "vocoder")
+    _drop_load_path(out / "vocoder" / "config.json")
     comps["visual_encoder"].name = f"{NAME}-clip"
     comps["visual_encoder"].save_settings(out / "visual_encoder")
+
+
+def _drop_load_path(config: Path) -> None:
+    """A part loaded with ``from_pretrained`` remembers its folder (``_name_or_path``); a config saved from it would
+    carry the building machine's path into the shipped weights."""
+    cfg = json.loads(config.read_text())
+    if cfg.pop("_name_or_path", None) is not None:
+        config.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
 
 
 def assemble(out: Path, *, vae: Path | None = None, foley: Path | None = None, mono2stereo: Path | None = None,
