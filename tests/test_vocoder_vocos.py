@@ -150,3 +150,21 @@ def test_vocoder_loader_node_reads_a_trained_vocoder_folder(tmp_path):
     VocosVocoder("16k", **TINY).save_pretrained(tmp_path / "vocoder")
     (loaded,) = KlingFoleyVocoderLoader().load(str(tmp_path / "vocoder"))
     assert isinstance(loaded, VocosVocoder) and loaded.n_mels == 80 and not loaded.training
+
+
+def test_long_audio_is_rendered_in_chunks_that_equal_one_pass(monkeypatch):
+    from kling_foley_core.models import vocoder_vocos
+
+    torch.manual_seed(4)
+    voc = VocosVocoder("16k", dim=16, intermediate_dim=32, num_layers=2).eval()
+    mel = MelSpectrogram("16k")(torch.randn(2, 16000 * 3) * 0.1)  # (2, 80, 187)
+    with torch.no_grad():
+        whole = voc(mel)
+        calls = []
+        real = voc._render
+        monkeypatch.setattr(voc, "_render", lambda m: calls.append(m.shape[-1]) or real(m))
+        monkeypatch.setattr(vocoder_vocos, "CHUNK_SECONDS", 0.5)  # 31 frames a chunk: 7 chunks
+        chunked = voc(mel)
+    assert len(calls) == 7 and max(calls) < mel.shape[-1]
+    assert chunked.shape == whole.shape
+    assert torch.allclose(chunked, whole, atol=1e-5 * float(whole.abs().max()))

@@ -41,6 +41,8 @@ from kling_foley_core.models.vocoder_bigvgan import VocoderInputError
 
 __all__ = ["VocosVocoder", "ConvNeXtBlock", "check_vocoder_fits"]
 
+CHUNK_SECONDS = 30.0  # longer audio is rendered in chunks of this length (bounded memory on long clips)
+
 
 class ConvNeXtBlock(nn.Module):
     """1-D ConvNeXt block: depthwise conv → LayerNorm → pointwise MLP (GELU) → layer scale, residual."""
@@ -130,12 +132,36 @@ class VocosVocoder(ModelMixin, ConfigMixin):
         norm = torch.sqrt(re * re + im * im + 1e-9)  # the phase as a unit phasor: no wrap-around in its gradient
         return torch.complex(mag * re / norm, mag * im / norm)
 
+    def receptive_frames(self) -> int:
+        """How many mel frames on each side one output frame's spectrum depends on (the embedding's 7 taps and each
+        block's depthwise kernel), plus the two frames either side the inverse STFT overlaps."""
+        k = self.blocks[0].dwconv.kernel_size[0] if len(self.blocks) else 1
+        return 3 + len(self.blocks) * (k // 2) + self.mel.n_fft // (2 * self.mel.hop_length)
+
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """Log-mel ``(B, M, F)`` → ``(B, F·hop)``. Audio longer than ``CHUNK_SECONDS`` is rendered a chunk at a time,
+        each with ``receptive_frames`` of mel context either side, so memory stays bounded on long clips and the
+        samples equal one pass over the whole mel (up to float rounding)."""
         c = self.mel
         if not torch.is_tensor(mel) or mel.ndim != 3 or mel.shape[1] != c.n_mels or mel.shape[-1] < 1:
             shape = tuple(mel.shape) if torch.is_tensor(mel) else type(mel).__name__
             raise VocoderInputError(f"VocosVocoder: mel must be (B, {c.n_mels}, frames) log-mel of the "
                                     f"{c.sampling_rate} Hz front-end, got {shape}")
+        frames, hop = mel.shape[-1], c.hop_length
+        chunk = max(1, int(CHUNK_SECONDS * c.sampling_rate / hop))
+        margin = self.receptive_frames()
+        if frames <= chunk + 2 * margin:
+            return self._render(mel)
+        out = torch.empty(mel.shape[0], frames * hop, dtype=mel.dtype if mel.is_floating_point() else torch.float32,
+                          device=mel.device)
+        for s in range(0, frames, chunk):
+            e = min(frames, s + chunk)
+            a, b = max(0, s - margin), min(frames, e + margin)
+            out[:, s * hop: e * hop] = self._render(mel[..., a:b])[:, (s - a) * hop: (e - a) * hop]
+        return out
+
+    def _render(self, mel: torch.Tensor) -> torch.Tensor:
+        c = self.mel
         frames = mel.shape[-1]
         spec = self.spectrum(mel.to(self.embed.weight.dtype))
         # One more frame than the mel so the centred inverse STFT reaches F·hop samples (the last one only shapes
