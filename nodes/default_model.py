@@ -7,8 +7,9 @@ from . import memory as M
 
 class KlingFoleyDefaultModelLoader:
     DESCRIPTION = ("Loads foley-tiny, the small model this library trains on its own SynthHits data and ships "
-                   "inside the package: encoders, MM-DiT, Mel-VAE, Mono2Stereo and a weight-free vocoder. Runs on "
-                   "a laptop CPU; made for hits, knocks and impacts, not general sound.")
+                   "inside the package: encoders, MM-DiT, Mel-VAE, Mono2Stereo and its trained vocoder (the "
+                   "Vocoder Loader's griffin-lim-16k is the weight-free fallback). Runs on a laptop CPU; made for "
+                   "hits, knocks and impacts, not general sound.")
     CATEGORY = C.CATEGORY + "/loaders"
     RETURN_TYPES = (C.MODEL, C.VAE, C.VOCODER, C.MONO2STEREO, C.VISUAL_ENCODER, C.SYNC_ENCODER, C.TEXT_ENCODER)
     RETURN_NAMES = ("model", "vae", "vocoder", "mono2stereo", "visual_encoder", "sync_encoder", "text_encoder")

@@ -68,6 +68,10 @@ def test_shipped_parts_match_the_foley_tiny_design(components):
     assert components["text_encoder"].max_length == tr.config.text_seq_len
     assert len(components["text_encoder"].config.vocabulary) > 10
     assert float(tr.latent_std.min()) > 0 and not torch.all(tr.latent_std == 1)  # trained statistics
+    from kling_foley_core.models.vocoder_vocos import VocosVocoder, check_vocoder_fits
+
+    assert isinstance(components["vocoder"], VocosVocoder)  # the trained vocoder ships, Griffin-Lim is the fallback
+    check_vocoder_fits(components["vocoder"], components["vae"].mel_mode)
     manifest = json.loads((weights_dir() / "foley_tiny.json").read_text())
     assert manifest["total_mb"] < 60
 

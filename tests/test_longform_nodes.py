@@ -64,6 +64,9 @@ def test_interrupt_in_a_later_window_leaves_no_file(tmp_path):
     with pytest.raises(ProcessingInterrupted):
         _run(tmp_path, "video_to_audio_tiny.json", clip, 2.0, progress=hook)
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    from kling_foley_core.runner.interrupt import is_interrupted
+
+    assert not is_interrupted()  # the stop was served; work started outside the runner is not cut short
 
 
 def test_bad_window_inputs_are_one_line_sampler_errors(tmp_path):

@@ -236,6 +236,7 @@ class WorkflowRunner:
                         used.add(key)
                     _emit(on_event, "executed", nid, node)
         except ProcessingInterrupted as e:
+            clear_interrupt()  # served: the next call (a node or pipeline used directly) must not stop at once
             if e.node_id is None and nid is not None:  # say where it stopped
                 raise ProcessingInterrupted(node_id=nid) from e
             raise
