@@ -278,11 +278,13 @@ def mel_to_stereo(mono2stereo, mel: torch.Tensor, video_f: torch.Tensor | None =
         return mono2stereo(mel, video_f).stacked().float()  # (B, 2, M, F)
 
 
-def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None, watermark: bool = True) -> torch.Tensor:
+def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None, watermark: bool = True,
+           callback=None) -> torch.Tensor:
     """Log-mel ``(B, M, F)`` or ``(B, C, M, F)`` → waveform ``(B, C, T)``, each channel vocoded on its own.
 
     ``num_samples`` trims (or zero-pads) to an exact length, e.g. the video's duration × sample rate.
-    ``watermark`` embeds the provenance mark (:func:`finish_waveform`).
+    ``watermark`` embeds the provenance mark (:func:`finish_waveform`). ``callback(done, total)`` reports the
+    chunks of a vocoder that renders long audio in chunks (the trained vocoder, Griffin-Lim); others ignore it.
     """
     if mel.ndim == 3:
         mel = mel[:, None]
@@ -293,7 +295,9 @@ def vocode(vocoder, mel: torch.Tensor, *, num_samples: int | None = None, waterm
     onload(vocoder)
     dev = execution_device(vocoder)
     with torch.inference_mode():
-        wave = vocoder(mel.reshape(b * c, *mel.shape[2:]).to(dev)).float()  # (B*C, T)
+        flat = mel.reshape(b * c, *mel.shape[2:]).to(dev)
+        chunked = callback is not None and getattr(vocoder, "reports_chunks", False)
+        wave = (vocoder(flat, callback=callback) if chunked else vocoder(flat)).float()  # (B*C, T)
     wave = wave.reshape(b, c, -1).cpu()
     if num_samples is not None:
         if wave.shape[-1] >= num_samples:

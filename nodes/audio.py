@@ -65,9 +65,12 @@ class KlingFoleyVocode:
 
     def vocode(self, vocoder, mel, watermark=True):
         from kling_foley_core.generation import vocode
+        from kling_foley_core.runner.progress import ProgressBar
 
         sr = int(vocoder.sample_rate)
-        wave = vocode(vocoder, mel["mel"], num_samples=int(mel["duration"] * sr), watermark=bool(watermark))
+        with ProgressBar(1, desc="Kling-Foley vocoding") as bar:  # a long clip's chunks, interruptible between them
+            wave = vocode(vocoder, mel["mel"], num_samples=int(mel["duration"] * sr), watermark=bool(watermark),
+                          callback=lambda done, total: bar.update_absolute(done, total))
         return (C.generated_audio(wave, sr, mel, bool(watermark)),)
 
 

@@ -94,3 +94,35 @@ def test_a_video_whose_copy_cannot_fit_on_disk_is_refused_up_front(tmp_path, mon
     err = capsys.readouterr().err.strip()
     assert code == 2 and "its copy with the new soundtrack needs about" in err and "GB free" in err
     assert "\n" not in err
+
+
+def test_vocode_node_reports_a_long_clips_chunks_and_stops_between_them(monkeypatch):
+    import torch
+
+    import kling_foley_core.models.vocoder_griffinlim as gl
+    from kling_foley_core.runner.progress import reset_progress_hook, set_progress_hook
+
+    monkeypatch.setattr(gl, "CHUNK_SECONDS", 1.5)
+    monkeypatch.setattr(gl, "OVERLAP_SECONDS", 0.25)
+    node = pack.NODE_CLASS_MAPPINGS["KlingFoleyVocode"]()
+    mel = {"mel": torch.full((1, 2, 80, 375), -3.0), "duration": 6.0}  # 6 s: 5 chunks
+    vocoder = gl.GriffinLimVocoder("16k", n_iter=2)
+    seen = []
+    token = set_progress_hook(lambda nid, v, total: seen.append((v, total)))
+    try:
+        (audio,) = node.vocode(vocoder, mel, watermark=False)
+        assert audio["waveform"].shape == (1, 2, 96000)
+        assert seen[-5:] == [(k, 5) for k in range(1, 6)]
+
+        def stop(nid, v, total):
+            if v == 2:
+                interrupt()
+        reset_progress_hook(token)
+        token = set_progress_hook(stop)
+        with pytest.raises(ProcessingInterrupted):
+            node.vocode(vocoder, mel, watermark=False)
+    finally:
+        reset_progress_hook(token)
+        from kling_foley_core.runner.interrupt import clear_interrupt
+
+        clear_interrupt()

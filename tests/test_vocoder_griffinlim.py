@@ -139,7 +139,10 @@ def test_long_audio_runs_in_chunks_that_join_without_a_dip(monkeypatch):
     single = vocoder(mel)
     monkeypatch.setattr(gl, "CHUNK_SECONDS", 1.5)
     monkeypatch.setattr(gl, "OVERLAP_SECONDS", 0.25)
-    chunked = vocoder(mel)
+    calls = []
+    chunked = vocoder(mel, callback=lambda done, total: calls.append((done, total)))
+    assert calls == [(k, 5) for k in range(1, 6)]  # 6 s in 1.5-s chunks overlapping by 0.25 s: 5 chunks
+    assert torch.equal(vocoder(mel), chunked)  # reporting changes nothing
     assert chunked.shape == single.shape and not torch.equal(chunked, single)
     audible = mel > -4.0
     err = lambda out: float((front(out) - mel).abs()[audible].mean())  # noqa: E731

@@ -164,7 +164,9 @@ def test_long_audio_is_rendered_in_chunks_that_equal_one_pass(monkeypatch):
         real = voc._render
         monkeypatch.setattr(voc, "_render", lambda m: calls.append(m.shape[-1]) or real(m))
         monkeypatch.setattr(vocoder_vocos, "CHUNK_SECONDS", 0.5)  # 31 frames a chunk: 7 chunks
-        chunked = voc(mel)
+        reported = []
+        chunked = voc(mel, callback=lambda done, total: reported.append((done, total)))
     assert len(calls) == 7 and max(calls) < mel.shape[-1]
+    assert reported == [(k, 7) for k in range(1, 8)]
     assert chunked.shape == whole.shape
     assert torch.allclose(chunked, whole, atol=1e-5 * float(whole.abs().max()))

@@ -24,7 +24,8 @@ Framing. The library's front-end pads ``(n_fft − hop)/2`` on each side and run
 from __future__ import annotations
 
 import logging
-from typing import Literal
+import math
+from typing import Callable, Literal
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -115,6 +116,8 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
     no generator is passed to :meth:`forward`.
     """
 
+    reports_chunks = True  # forward(..., callback=) reports its chunks (generation.vocode, the Vocode node)
+
     @register_to_config
     def __init__(self, mel: MelConfig | str | dict = "44k", *, n_iter: int = 32, momentum: float = 0.99,
                  mel_inverse: Literal["nnls", "pinv"] = "nnls", nnls_iter: int = 30, seed: int = 0):
@@ -167,7 +170,9 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
         return mel_to_magnitude(power, self.filters, method=self.mel_inverse, n_iter=self.nnls_iter,
                                 pinv=self.filters_pinv)
 
-    def forward(self, mel: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, *, generator: torch.Generator | None = None,
+                callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
+        """``callback(done, total)`` after each chunk of ``CHUNK_SECONDS`` (one call for shorter audio)."""
         c = self.mel
         if not torch.is_tensor(mel) or mel.ndim != 3 or mel.shape[1] != c.n_mels or mel.shape[-1] < 1:
             shape = tuple(mel.shape) if torch.is_tensor(mel) else type(mel).__name__
@@ -175,7 +180,7 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
                                     f"{c.sampling_rate} Hz front-end, got {shape}")
         frames = mel.shape[-1]
         gen = generator if generator is not None else torch.Generator().manual_seed(self.seed)
-        shifted = self._phase(mel, gen)  # (B, F·hop), sample n ↔ output sample n + hop/2
+        shifted = self._phase(mel, gen, callback)  # (B, F·hop), sample n ↔ output sample n + hop/2
         half = c.hop_length // 2
         wave = torch.nn.functional.pad(shifted, (half, 0))[..., :frames * c.hop_length]  # (B, F·hop)
         return wave.clamp(-1.0, 1.0).to(mel.dtype if mel.is_floating_point() else torch.float32)
@@ -190,7 +195,7 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
                            length=mel.shape[-1] * c.hop_length, n_iter=self.n_iter, momentum=self.momentum,
                            generator=gen, initial_phase=initial_phase, return_phase=True)
 
-    def _phase(self, mel: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _phase(self, mel: torch.Tensor, gen: torch.Generator, callback=None) -> torch.Tensor:
         """Griffin-Lim over the whole mel, in chunks of ``CHUNK_SECONDS`` for long audio so memory stays bounded
         (one pass over a 10-minute stereo clip would hold gigabytes of spectra). Each chunk overlaps the previous
         one by ``OVERLAP_SECONDS``, starts from its final phases there (so the two agree) and is crossfaded into
@@ -199,9 +204,13 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
         rate = self.mel.sampling_rate / hop
         chunk, overlap = int(CHUNK_SECONDS * rate), int(OVERLAP_SECONDS * rate)
         if frames <= chunk:
-            return self._griffin_lim(mel, gen)[0]
+            wave = self._griffin_lim(mel, gen)[0]
+            if callback is not None:
+                callback(1, 1)
+            return wave
         out = torch.zeros(mel.shape[0], frames * hop, dtype=torch.float32, device=mel.device)
-        start, prev = 0, None  # prev: (the previous chunk's start, its final phases)
+        total = 1 + math.ceil((frames - chunk) / (chunk - overlap))
+        start, prev, done = 0, None, 0  # prev: (the previous chunk's start, its final phases)
         while start < frames:
             end = min(frames, start + chunk)
             init = None if prev is None else prev[1][..., start - prev[0]: start - prev[0] + overlap]
@@ -215,6 +224,9 @@ class GriffinLimVocoder(ModelMixin, ConfigMixin):
                 a = start * hop
                 out[:, a: a + n] = out[:, a: a + n] * (1 - ramp) + wave[:, :n] * ramp
                 out[:, a + n: a + wave.shape[-1]] = wave[:, n:]
+            done += 1
+            if callback is not None:
+                callback(done, total)
             if end == frames:
                 break
             prev, start = (start, phases), end - overlap

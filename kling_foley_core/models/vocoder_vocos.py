@@ -29,6 +29,7 @@ names it in ``model_index.json`` as ``["kling_foley_core.models.vocoder_vocos", 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,8 @@ class VocosVocoder(ModelMixin, ConfigMixin):
     ``mel``: the front-end the log-mels come from (a preset name or a :class:`MelConfig` dict); the head's STFT uses
     its ``n_fft``, ``hop_length`` and ``win_length``.
     """
+
+    reports_chunks = True  # forward(..., callback=) reports its chunks (generation.vocode, the Vocode node)
 
     @register_to_config
     def __init__(self, mel: str | dict = "16k", dim: int = 128, intermediate_dim: int = 384, num_layers: int = 6,
@@ -138,10 +141,11 @@ class VocosVocoder(ModelMixin, ConfigMixin):
         k = self.blocks[0].dwconv.kernel_size[0] if len(self.blocks) else 1
         return 3 + len(self.blocks) * (k // 2) + self.mel.n_fft // (2 * self.mel.hop_length)
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def forward(self, mel: torch.Tensor, *, callback: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """Log-mel ``(B, M, F)`` → ``(B, F·hop)``. Audio longer than ``CHUNK_SECONDS`` is rendered a chunk at a time,
         each with ``receptive_frames`` of mel context either side, so memory stays bounded on long clips and the
-        samples equal one pass over the whole mel (up to float rounding)."""
+        samples equal one pass over the whole mel (up to float rounding). ``callback(done, total)`` after each
+        chunk."""
         c = self.mel
         if not torch.is_tensor(mel) or mel.ndim != 3 or mel.shape[1] != c.n_mels or mel.shape[-1] < 1:
             shape = tuple(mel.shape) if torch.is_tensor(mel) else type(mel).__name__
@@ -151,13 +155,19 @@ class VocosVocoder(ModelMixin, ConfigMixin):
         chunk = max(1, int(CHUNK_SECONDS * c.sampling_rate / hop))
         margin = self.receptive_frames()
         if frames <= chunk + 2 * margin:
-            return self._render(mel)
+            wave = self._render(mel)
+            if callback is not None:
+                callback(1, 1)
+            return wave
         out = torch.empty(mel.shape[0], frames * hop, dtype=mel.dtype if mel.is_floating_point() else torch.float32,
                           device=mel.device)
-        for s in range(0, frames, chunk):
+        total = math.ceil(frames / chunk)
+        for i, s in enumerate(range(0, frames, chunk)):
             e = min(frames, s + chunk)
             a, b = max(0, s - margin), min(frames, e + margin)
             out[:, s * hop: e * hop] = self._render(mel[..., a:b])[:, (s - a) * hop: (e - a) * hop]
+            if callback is not None:
+                callback(i + 1, total)
         return out
 
     def _render(self, mel: torch.Tensor) -> torch.Tensor:
