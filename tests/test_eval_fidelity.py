@@ -107,3 +107,24 @@ def test_other_recordings_row_keeps_events_and_changes_the_sound():
     assert by[OTHER_RECORDINGS].onset_f1 > 0.8
     assert by[OTHER_RECORDINGS].log_spectral_distance > by[GROUND_TRUTH].log_spectral_distance + 1.0
     assert "fidelity to the true audio" in table and OTHER_RECORDINGS in table.split("fidelity")[1]
+
+
+def test_level_slope_reads_the_dynamics_of_the_hits():
+    def varied(gains_db, seed=0):
+        rng = np.random.default_rng(seed)
+        n = int(2.8 * SR)
+        x = np.zeros(n)
+        for t, g in zip(TIMES, gains_db):
+            s = int(t * SR)
+            x[s:] += 0.3 * 10 ** (g / 20) * rng.uniform(-1, 1, n - s) * np.exp(-np.arange(n - s) / (0.05 * SR))
+        return np.stack([x, x]).astype(np.float32)
+
+    clip = clip_of(varied([-6, 0, -12]))
+    same = evaluate_clips([clip.audio], [clip])
+    wider = evaluate_clips([varied([-12, 0, -24], seed=1)], [clip])  # twice the recorded spread of levels
+    flat = evaluate_clips([varied([-6, -6, -6], seed=2)], [clip])  # the level ignores the strike
+    assert same.level_slope == pytest.approx(1.0, abs=1e-6)
+    assert wider.level_slope == pytest.approx(2.0, abs=0.15)
+    assert abs(flat.level_slope) < 0.15
+    two = clip_of(hits(0.05, times=TIMES[:2]), times=TIMES[:2])
+    assert math.isnan(evaluate_clips([two.audio], [two]).level_slope)  # two hits fit no slope

@@ -6,6 +6,9 @@ recording. Each compares a system's audio with the clip's true audio:
 - **loudness_error_db**: per matched hit, the peak level (max |x| over the channels, dBFS) of the generated audio in
   ``[onset - 10 ms, onset + 60 ms)`` (the system's matched onset) minus the true audio's in the same window after the
   true onset; each window ends before the next true event. Median over hits (and the median of its absolute value).
+- **level_slope**: the least-squares slope of those generated peak levels against the true ones over all matched
+  hits (at least 3, with true levels that differ): 1 when the hits span the recordings' dynamics, above 1 when
+  loud hits come out louder and soft ones softer than recorded, near 0 when the level ignores the strike.
 - **decay_error**: per isolated matched hit (no other event within 0.15 s before it), the time the level (10 ms
   RMS of the mono mix, 5 ms steps) takes to fall 30 dB below its peak in the first 60 ms, generated against true,
   as a relative error ``(t_gen - t_true) / t_true``. The window runs to the next event (at most 1 s); a hit whose
@@ -26,7 +29,7 @@ on which a system's log-spectral distance is read.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -45,6 +48,7 @@ class ClipFidelity:
     lsd_db: float
     mel_distance: float
     bandwidth_hz: float
+    true_levels_db: list = field(default_factory=list)  # the true peak level of each hit of level_diffs_db
 
 
 def _mono(x: np.ndarray) -> np.ndarray:
@@ -151,14 +155,15 @@ def clip_fidelity(pred: np.ndarray, clip, est: np.ndarray, pairs: Sequence[tuple
     dur = true.shape[-1] / sr
     times = np.array([e.time for e in clip.events], np.float64)
     order = np.sort(times)
-    levels, decays = [], []
+    levels, decays, true_levels = [], [], []
     for ri, ej in pairs:
         t, te = float(times[ri]), float(est[ej])
         later = order[order > t + 1e-6]
         nxt = float(later[0]) if later.size else dur
         gap = nxt - t
         w = min(0.06, gap)
-        levels.append(peak_db(pred, sr, te - 0.01, te + w) - peak_db(true, sr, t, t + w))
+        true_levels.append(peak_db(true, sr, t, t + w))
+        levels.append(peak_db(pred, sr, te - 0.01, te + w) - true_levels[-1])
         earlier = order[order < t - 1e-6]
         if earlier.size and t - float(earlier[-1]) < isolation_before:
             continue
@@ -169,7 +174,7 @@ def clip_fidelity(pred: np.ndarray, clip, est: np.ndarray, pairs: Sequence[tuple
         t_gen, _ = decay_time(pred, sr, te, min(te + (end - t), dur))
         decays.append((t_gen - t_true) / t_true)
     lsd, mel = spectral_distances(pred, true, sr)
-    return ClipFidelity(levels, decays, lsd, mel, bandwidth_hz(pred, sr))
+    return ClipFidelity(levels, decays, lsd, mel, bandwidth_hz(pred, sr), true_levels)
 
 
 def other_recordings_audio(clips: Sequence, bank, *, seed: int = 0) -> list[np.ndarray]:
@@ -207,6 +212,16 @@ def other_recordings_audio(clips: Sequence, bank, *, seed: int = 0) -> list[np.n
     return out
 
 
+def level_slope(rows: Sequence[ClipFidelity]) -> float:
+    """Slope of generated against true peak level over the matched hits of ``rows`` (nan when fewer than 3 hits or
+    their true levels are all equal)."""
+    true = np.array([v for r in rows for v in r.true_levels_db], np.float64)
+    gen = true + np.array([v for r in rows for v in r.level_diffs_db], np.float64)
+    if len(true) < 3 or float(true.var()) < 1e-9:
+        return float("nan")
+    return float(((true - true.mean()) * (gen - gen.mean())).mean() / true.var())
+
+
 def summarise(rows: Sequence[ClipFidelity]) -> dict:
     """The report's fidelity fields from the per-clip measurements of the clips with hits."""
     nan = float("nan")
@@ -220,7 +235,8 @@ def summarise(rows: Sequence[ClipFidelity]) -> dict:
         v = [x for x in v if not math.isnan(x)]
         return float(np.mean(v)) if v else nan
 
-    return dict(loudness_error_db=med(lv), loudness_abs_error_db=med(np.abs(lv)), decay_error=med(dc),
+    return dict(loudness_error_db=med(lv), loudness_abs_error_db=med(np.abs(lv)), level_slope=level_slope(rows),
+                decay_error=med(dc),
                 decay_abs_error=med(np.abs(dc)), decay_hits=len(dc),
                 log_spectral_distance=mean([r.lsd_db for r in rows]), mel_distance=mean([r.mel_distance for r in rows]),
                 bandwidth_hz=med([r.bandwidth_hz for r in rows if not math.isnan(r.bandwidth_hz)]))

@@ -65,6 +65,7 @@ class EvalReport:
     frechet_distance: float | None = None
     loudness_error_db: float | None = None  # median over matched hits of generated minus true peak level
     loudness_abs_error_db: float | None = None  # median |loudness error|
+    level_slope: float | None = None  # slope of generated against true hit level (1 = the recordings' dynamics)
     decay_error: float | None = None  # median relative error of the 30-dB decay time of isolated hits
     decay_abs_error: float | None = None  # median |relative decay error|
     decay_hits: int | None = None
@@ -293,17 +294,18 @@ def format_table(reports: Sequence[EvalReport]) -> str:
 def format_fidelity_table(reports: Sequence[EvalReport]) -> str:
     """The fidelity columns (:mod:`.fidelity`), one row per report."""
     cols = [("fidelity to the true audio", None, 30), ("loud dB", ".1f", 8), ("|loud| dB", ".1f", 9),
-            ("decay", "+.0%", 7), ("|decay|", ".0%", 8), ("d. hits", "d", 7), ("LSD dB", ".2f", 7),
-            ("mel dist", ".3f", 8), ("bw Hz", ".0f", 7)]
-    keys = ["name", "loudness_error_db", "loudness_abs_error_db", "decay_error", "decay_abs_error", "decay_hits",
-            "log_spectral_distance", "mel_distance", "bandwidth_hz"]
+            ("slope", ".2f", 6), ("decay", "+.0%", 7), ("|decay|", ".0%", 8), ("d. hits", "d", 7),
+            ("LSD dB", ".2f", 7), ("mel dist", ".3f", 8), ("bw Hz", ".0f", 7)]
+    keys = ["name", "loudness_error_db", "loudness_abs_error_db", "level_slope", "decay_error", "decay_abs_error",
+            "decay_hits", "log_spectral_distance", "mel_distance", "bandwidth_hz"]
     head = " ".join(f"{c:<{w}}" if f is None else f"{c:>{w}}" for c, f, w in cols)
     lines = [head, "-" * len(head)]
     for r in reports:
         d = r.as_dict()
         lines.append(" ".join(f"{str(d[k])[:w]:<{w}}" if f is None else f"{_fmt(d[k], f):>{w}}"
                               for (c, f, w), k in zip(cols, keys)))
-    lines.append("loud: median generated - true peak level of matched hits; decay: median relative error of the "
+    lines.append("loud: median generated - true peak level of matched hits; slope: of generated against true hit "
+                 "level (1 = the recordings' dynamics); decay: median relative error of the "
                  "30-dB decay time of isolated hits; LSD / mel dist: per clip at 16 kHz; bw: 99 % energy "
                  "frequency of the row's own audio")
     return "\n".join(lines)
