@@ -143,8 +143,9 @@ class KlingFoleyVocoderLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "vocoder": (C.model_choices("vocoder", list(cls.BUILTIN), (".pt", ".pth", ".safetensors")), {
-                "tooltip": "BigVGAN weights in models/kling_foley/vocoder/ (a folder with config.json and "
-                           "bigvgan_generator.pt), or Griffin-Lim: no weights, lower quality."}),
+                "tooltip": "A vocoder in models/kling_foley/vocoder/: BigVGAN (a folder with config.json and "
+                           "bigvgan_generator.pt) or one trained by train_vocoder (config.json and "
+                           "diffusion_pytorch_model.safetensors); or Griffin-Lim: no weights, lower quality."}),
             "griffin_lim_iters": ("INT", {"default": 32, "min": 1, "max": 512,
                                           "tooltip": "Griffin-Lim iterations (more = cleaner phase, slower)."}),
         }, "optional": {"memory": M.memory_input()}}
