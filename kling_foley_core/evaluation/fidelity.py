@@ -212,11 +212,11 @@ def other_recordings_audio(clips: Sequence, bank, *, seed: int = 0) -> list[np.n
     return out
 
 
-def level_slope(rows: Sequence[ClipFidelity]) -> float:
-    """Slope of generated against true peak level over the matched hits of ``rows`` (nan when fewer than 3 hits or
-    their true levels are all equal)."""
-    true = np.array([v for r in rows for v in r.true_levels_db], np.float64)
-    gen = true + np.array([v for r in rows for v in r.level_diffs_db], np.float64)
+def level_slope(true_db: Sequence[float], diffs_db: Sequence[float]) -> float:
+    """Slope of generated against true peak level over matched hits (their true levels and generated - true
+    differences); nan when fewer than 3 hits or their true levels are all equal."""
+    true = np.asarray(true_db, np.float64)
+    gen = true + np.asarray(diffs_db, np.float64)
     if len(true) < 3 or float(true.var()) < 1e-9:
         return float("nan")
     return float(((true - true.mean()) * (gen - gen.mean())).mean() / true.var())
@@ -235,8 +235,8 @@ def summarise(rows: Sequence[ClipFidelity]) -> dict:
         v = [x for x in v if not math.isnan(x)]
         return float(np.mean(v)) if v else nan
 
-    return dict(loudness_error_db=med(lv), loudness_abs_error_db=med(np.abs(lv)), level_slope=level_slope(rows),
-                decay_error=med(dc),
+    return dict(loudness_error_db=med(lv), loudness_abs_error_db=med(np.abs(lv)),
+                level_slope=level_slope([v for r in rows for v in r.true_levels_db], lv), decay_error=med(dc),
                 decay_abs_error=med(np.abs(dc)), decay_hits=len(dc),
                 log_spectral_distance=mean([r.lsd_db for r in rows]), mel_distance=mean([r.mel_distance for r in rows]),
                 bandwidth_hz=med([r.bandwidth_hz for r in rows if not math.isnan(r.bandwidth_hz)]))
