@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from kling_foley_core.models.mel_vae_kling import KlingMelVAE, MelDiscriminator, kling_mel_vae_config
-from kling_foley_core.training.mel_vae_losses import (discriminator_loss, generator_adversarial_loss, generator_loss,
+from kling_foley_core.training.mel_vae_losses import (discriminator_loss, frame_level_loss, frame_levels,
+                                                      generator_adversarial_loss, generator_loss,
                                                       hinge_discriminator_loss, kl_divergence, margin_kl, r1_penalty)
 from kling_foley_core.training.mel_vae_schedule import SteppingSchedule, apply_trainable
 
@@ -115,6 +116,33 @@ def test_hinge_and_generator_values():
     assert generator_adversarial_loss(fake).item() == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="1 real vs 2"):
         hinge_discriminator_loss([real], [fake, fake])
+
+
+def test_frame_level_loss_sees_a_lowered_peak_not_a_shifted_one():
+    # one frame of 4 bins at magnitude 10^0 = 1 each: level log10(sqrt(4)) = log10(2)
+    mel = torch.full((1, 4, 9), -5.0)
+    mel[0, :, 4] = 0.0
+    assert frame_levels(mel)[0, 4].item() == pytest.approx(math.log10(2.0), abs=1e-6)
+    lowered = mel.clone()
+    lowered[0, :, 4] = -0.15  # the strike's frame 3 dB down
+    shifted = torch.roll(mel, 1, dims=2)  # the same strike one frame later
+    # 3 dB (0.15 in log10 units) on frame 4, the only one within 40 dB of the peak
+    assert frame_level_loss(lowered, mel).item() == pytest.approx(0.15, abs=1e-4)
+    assert frame_level_loss(shifted, mel).item() == 0.0  # one frame late: forgiven
+    assert frame_level_loss(torch.roll(mel, 2, dims=2), mel).item() > 1.0  # two frames late: not
+    smeared = mel.clone()
+    smeared[0, :, 6] = -0.5  # a tail 10 dB under the peak two frames after it, where the target has none
+    assert frame_level_loss(smeared, mel).item() == pytest.approx(4.5 / 2, abs=1e-4)  # frames 4 and 6 count
+    assert frame_level_loss(mel, mel).item() == 0.0
+    with pytest.raises(ValueError, match="pool=2"):
+        frame_level_loss(mel, mel, pool=2)
+    # generator_loss adds it only when weighted
+    w = SteppingSchedule(stage1_end=1, stage2_end=2, stage3_end=3)(0)
+    z = torch.zeros(1, 2, 4)
+    off = generator_loss(lowered, mel, z, z, w)
+    on = generator_loss(lowered, mel, z, z, w, level_weight=2.0)
+    assert off.level.item() == 0.0
+    assert on.total.item() == pytest.approx(off.total.item() + 2.0 * on.level.item(), rel=1e-5)
 
 
 def test_r1_on_a_linear_and_a_quadratic_discriminator():

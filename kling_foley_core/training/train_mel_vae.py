@@ -123,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--gan-upper", type=float, default=0.05)
     ap.add_argument("--r1", type=float, default=1.0)
     ap.add_argument("--l1-weight", type=float, default=1.0)
+    ap.add_argument("--level-weight", type=float, default=0.0,
+                    help="weight of the peak-level loss (frame levels, max-pooled; 0 = off, as in the paper)")
     ap.add_argument("--disc-lr", type=float, default=2e-4)
     ap.add_argument("--disc-channels", type=int, default=8)
     ap.add_argument("--ema", type=float, default=0.999)
@@ -135,6 +137,8 @@ def run(args) -> Path:
     from ..models.mel_vae_kling import KlingMelVAE, MelDiscriminator
 
     check_common_args(args)
+    if not args.level_weight >= 0:
+        raise TrainingError(f"--level-weight={args.level_weight} must be >= 0 (0 turns the peak-level loss off)")
     if args.crop_frames % 2 or args.crop_frames < 32:
         raise TrainingError(f"--crop-frames={args.crop_frames} must be an even number >= 32")
     s1, s2, s3 = (int(round(f * args.steps)) for f in args.stages)
@@ -197,7 +201,8 @@ def run(args) -> Path:
         outp = vae(mel, generator=gen)
         fake_logits = disc(outp.reconstruction).logits if w.gan > 0 else None
         g = generator_loss(outp.reconstruction, mel, outp.posterior.mean, outp.posterior.logvar, w,
-                           kl_margin=args.kl_margin, l1_weight=args.l1_weight, fake_logits=fake_logits)
+                           kl_margin=args.kl_margin, l1_weight=args.l1_weight, fake_logits=fake_logits,
+                           level_weight=args.level_weight)
         opt_g.zero_grad(set_to_none=True)
         accelerator.backward(g.total)
         accelerator.clip_grad_norm_([p for p in vae.parameters() if p.requires_grad], 1.0)
@@ -218,7 +223,7 @@ def run(args) -> Path:
         bar.update(1)
         if (step + 1) % args.save_every == 0 or step + 1 == end:
             save_checkpoint(accelerator, out, step + 1)
-            metrics.plot(["g_mse", "g_l1", "g_kl", "g_adversarial", "d_hinge"], title="Mel-VAE")
+            metrics.plot(["g_mse", "g_l1", "g_kl", "g_adversarial", "g_level", "d_hinge"], title="Mel-VAE")
     bar.close()
     if end < args.steps:
         log.info("stopped at step %d of %d; continue with --resume latest", end, args.steps)
