@@ -10,8 +10,7 @@ with ``--vae-context`` frames of context on each side so the crop's edges decode
 is still the true waveform, so the vocoder learns to undo what the VAE loses.
 
 Losses: multi-resolution STFT (spectral convergence + L1 of log magnitudes at 4 resolutions, 256-2048 points) and
-L1 of the 16 kHz log10-mels; ``--peak-weight W`` adds the L1 of the log peak envelopes (2-ms windows), which the
-magnitude losses leave free (0 = off, the default); ``--adversarial W`` adds a light hinge loss from a small multi-resolution spectrogram
+L1 of the 16 kHz log10-mels; ``--adversarial W`` adds a light hinge loss from a small multi-resolution spectrogram
 discriminator (0 = off, the default).
 
     python -m kling_foley_core.training.train_vocoder --data DIR --out RUN [--steps 4000] [--resume latest]
@@ -135,22 +134,6 @@ def multi_resolution_stft_loss(pred: torch.Tensor, target: torch.Tensor,
     return sc / len(resolutions), lm / len(resolutions)
 
 
-def peak_envelope_loss(pred: torch.Tensor, target: torch.Tensor, win: int = 32,
-                       range_db: float = 40.0) -> torch.Tensor:
-    """Mean |Δ log10| of the waveforms' peak envelopes (max |x| over windows of ``win`` samples, half-overlapping;
-    1 = 20 dB), over the windows where either lies within ``range_db`` of the target's loudest. Magnitude losses
-    leave the phase free, and a strike's sample peak depends on its partials lining up: this asks for the peak."""
-    if pred.shape != target.shape:
-        raise ValueError(f"peak_envelope_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
-
-    def env(x):
-        return torch.log10(F.max_pool1d(x.abs()[:, None], win, stride=max(1, win // 2))[:, 0] + 1e-5)
-    ep, et = env(pred), env(target)
-    floor = et.amax(dim=1, keepdim=True) - range_db / 20.0
-    active = ((et >= floor) | (ep >= floor)).float()
-    return ((ep - et).abs() * active).sum() / active.sum().clamp_min(1.0)
-
-
 class SpectrogramDiscriminator(torch.nn.Module):
     """A light multi-resolution discriminator on log-magnitude spectrograms (2-D convolutions per resolution)."""
 
@@ -186,8 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--vae-context", type=int, default=16, help="mel frames of context each side for the VAE (even)")
     ap.add_argument("--mel-weight", type=float, default=1.0, help="weight of the log-mel L1")
     ap.add_argument("--stft-weight", type=float, default=1.0, help="weight of the multi-resolution STFT loss")
-    ap.add_argument("--peak-weight", type=float, default=0.0,
-                    help="weight of the waveform peak-envelope loss (strike peaks; 0 = off)")
     ap.add_argument("--adversarial", type=float, default=0.0, help="weight of the light hinge adversarial loss")
     ap.add_argument("--disc-lr", type=float, default=2e-4)
     ap.add_argument("--ema", type=float, default=0.999)
@@ -235,9 +216,6 @@ def run(args) -> Path:
     check_common_args(args)
     if args.crop_frames < 16:
         raise TrainingError(f"--crop-frames={args.crop_frames} must be >= 16")
-    for name in ("peak_weight", "adversarial"):
-        if not getattr(args, name) >= 0:
-            raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns it off)")
     if args.vae_context < 0 or args.vae_context % 2:
         raise TrainingError(f"--vae-context={args.vae_context} must be an even number >= 0")
     if args.max_clips < 1:
@@ -279,7 +257,7 @@ def run(args) -> Path:
     bar = progress(args.steps, start, args.no_progress or not accelerator.is_main_process, "vocoder")
     timer = Timer()
     end = end_step(args)
-    keys = ["total", "mel_l1", "stft_sc", "stft_logmag", "peak", "adversarial", "disc"]
+    keys = ["total", "mel_l1", "stft_sc", "stft_logmag", "adversarial", "disc"]
     for step in range(start, end):
         gen = step_generator(args.seed, step, accelerator.process_index)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
@@ -297,10 +275,6 @@ def run(args) -> Path:
         sc, lm = multi_resolution_stft_loss(pred, target)
         total = args.mel_weight * mel_l1 + args.stft_weight * (sc + lm)
         values = {"mel_l1": mel_l1.item(), "stft_sc": sc.item(), "stft_logmag": lm.item()}
-        if args.peak_weight > 0:
-            peak = peak_envelope_loss(pred, target)
-            total = total + args.peak_weight * peak
-            values["peak"] = peak.item()
         if disc is not None:
             adv = sum(F.relu(1 - lg).mean() for lg in disc(pred))  # hinge: push fakes towards "real"
             total = total + args.adversarial * adv
