@@ -339,10 +339,11 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     args = _common(data, out, 4, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
                    "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
                    "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5", "--mono2stereo-weight", "2",
-                   "--aux-pan-weight", "1", "--aux-class-weight", "0.5")
+                   "--aux-pan-weight", "1", "--aux-class-weight", "0.5", "--level-weight", "0.5")
     for o in FOLEY_OVERRIDES:
         args += ["--override", o]
     assert train_foley.main(args) == 0
+    assert all(v > 0 for v in _metric(out, "level"))  # the level loss runs through the frozen decoder
     aux = _metric(out, "aux_sync")
     assert len(aux) == 4 and all(a > 0 for a in aux)
     assert all(a > 0 for a in _metric(out, "aux_pan"))  # every clip has hits, so every batch has pan targets

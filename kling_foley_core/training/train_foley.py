@@ -42,7 +42,7 @@ from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
 log = logging.getLogger(__name__)
 
 FREEZABLE = ("visual_encoder", "sync_encoder", "text_encoder")
-CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "grad_norm"]  # drawn in loss.png
+CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "level", "grad_norm"]  # drawn in loss.png
 
 
 class FoleyObjective(nn.Module):
@@ -51,9 +51,13 @@ class FoleyObjective(nn.Module):
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
                  mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
                  aux_sync_pos_weight: float = 4.0, p_drop_clip: float = 0.0, context_prob: float = 0.0,
-                 context_span: tuple[float, float] = (0.7, 1.0), frozen: tuple[str, ...] = ()):
+                 context_span: tuple[float, float] = (0.7, 1.0), frozen: tuple[str, ...] = (),
+                 level_decoder=None):
         super().__init__()
         self.parts = parts
+        # --level-weight: the frozen Mel-VAE decoder the level loss decodes through (a plain attribute, so it is
+        # neither trained nor saved with the objective)
+        object.__setattr__(self, "level_decoder", level_decoder)
         # encoders held at their --init weights (no gradient, no activations kept for a backward pass)
         self.frozen = frozenset(frozen)
         for name in self.frozen:
@@ -117,7 +121,7 @@ class FoleyObjective(nn.Module):
                 pans: torch.Tensor | None = None, classes: torch.Tensor | None = None,
                 keep_text: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
-        loss); unused ones are 0."""
+        loss, level loss); unused ones are 0."""
         from ..sampling import flow_matching_loss
         from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
@@ -172,11 +176,23 @@ class FoleyObjective(nn.Module):
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask,
                                         context=None if known is None else x1, context_known=known)
+        seen = {}
+
+        def predict(xt, t):
+            v = model.predict_flow(xt, t, cond)
+            seen.update(xt=xt, t=t, v=v)
+            return v
         if known is None:
-            fm = flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, generator=gen)
+            fm = flow_matching_loss(predict, x1, generator=gen)
         else:
-            fm = masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, known, generator=gen)
-        return fm, aux, m2s, aux_pan, aux_cls
+            fm = masked_flow_matching_loss(predict, x1, known, generator=gen)
+        level = x1.new_zeros(())
+        if self.level_decoder is not None:
+            from .level_loss import decoded_level_loss, predicted_clean
+
+            level = decoded_level_loss(self.level_decoder, predicted_clean(seen["xt"], seen["t"], seen["v"]), x1,
+                                       seen["t"])
+        return fm, aux, m2s, aux_pan, aux_cls, level
 
 
 def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -281,6 +297,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "the object that makes it (labels: the hits' classes); 0 = off")
     ap.add_argument("--mono2stereo-weight", type=float, default=0.0,
                     help="train Mono2Stereo jointly (on the visual features) with this loss weight; 0 = off")
+    ap.add_argument("--level-weight", type=float, default=0.0,
+                    help="weight of the level loss: frame levels of the predicted clean latent, decoded by the "
+                         "frozen --vae, against the true latent's (training/level_loss.py; 0 = off)")
     ap.add_argument("--hitfree-repeat", type=int, default=1,
                     help="show each hit-free clip this many times per epoch (1 = as often as the others); more "
                          "teaches that an object which moves without touching anything makes no sound")
@@ -403,6 +422,7 @@ def export_parts(parts, out: Path) -> None:
 def run(args) -> Path:
     from ..default_model.text_encoder import build_vocabulary
     from ..models.mel_vae_kling import KlingMelVAE
+    from .level_loss import latent_decoder
 
     check_common_args(args)
     if not 0.64 <= args.min_duration <= args.max_duration:
@@ -414,7 +434,7 @@ def run(args) -> Path:
     for name in ("p_drop_video", "p_drop_text", "p_drop_clip", "context_prob"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
-    for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight"):
+    for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight", "level_weight"):
         if not getattr(args, name) >= 0.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns that loss off)")
     if not args.aux_sync_pos_weight > 0.0:
@@ -480,7 +500,8 @@ def run(args) -> Path:
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
-                               context_span=tuple(args.context_span), frozen=tuple(args.freeze))
+                               context_span=tuple(args.context_span), frozen=tuple(args.freeze),
+                               level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer))
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
@@ -513,13 +534,14 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        loss, aux, m2s_loss, aux_pan, aux_cls = objective(
+        loss, aux, m2s_loss, aux_pan, aux_cls, level = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
             tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
-                             args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls)
+                             args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls +
+                             args.level_weight * level)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
@@ -529,7 +551,7 @@ def run(args) -> Path:
         if (step + 1) % args.log_every == 0 or step == start:
             metrics.write(step + 1, {"loss": float(loss.detach()), "aux_sync": float(aux.detach()),
                                      "mono2stereo": float(m2s_loss.detach()), "aux_pan": float(aux_pan.detach()),
-                                     "aux_class": float(aux_cls.detach()),
+                                     "aux_class": float(aux_cls.detach()), "level": float(level.detach()),
                                      "grad_norm": float(gnorm),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
