@@ -26,6 +26,10 @@ def test_decoded_level_loss_sees_a_quieter_strike_and_weighs_by_t():
     # the error counts less when it is made from near noise (small t)
     assert decoded_level_loss(decode, quiet, x1, torch.tensor([0.1, 0.9])).item() == pytest.approx(0.1 * 0.15,
                                                                                                    abs=1e-4)
+    # only the items of largest t are decoded: clip 1 (t 0.9, exact) alone gives 0
+    assert decoded_level_loss(decode, quiet, x1, torch.tensor([0.1, 0.9]), max_items=1).item() == 0.0
+    assert decoded_level_loss(decode, quiet, x1, torch.tensor([0.9, 0.1]), max_items=1).item() == \
+        pytest.approx(0.15, abs=1e-4)
     # a gradient reaches the prediction
     q = quiet.clone().requires_grad_(True)
     decoded_level_loss(decode, q, x1, t).backward()
