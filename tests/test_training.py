@@ -705,3 +705,18 @@ def test_swapped_clips_are_marked_and_keep_their_caption(data, tmp_path):
     (tmp_path / "index.json").write_text(json.dumps({"config": {"p_swap_sound": 0.5}}))
     with pytest.raises(TrainingError, match="rebuild the cache"):
         mark_swapped(SimpleNamespace(clips=[{"clip_id": "a"}], dir=tmp_path), tmp_path)
+
+
+def test_swapped_clips_keep_their_caption_by_the_rule_asked_for():
+    from kling_foley_core.training.train_foley import text_drops
+
+    u = torch.tensor([0.1, 0.1, 0.1, 0.9])  # the first three drawn under p_drop 0.5, the last not
+    swapped = torch.tensor([True, True, False, True])
+    known = torch.zeros(4, 6, dtype=torch.bool)
+    known[1, :2] = True  # clip 1 has known audio
+    assert text_drops(u, 0.5, None, known).tolist() == [True, True, True, False]
+    # default: a swapped clip keeps its caption unless it has known audio (then the context is its cue)
+    assert text_drops(u, 0.5, swapped, known).tolist() == [False, True, True, False]
+    assert text_drops(u, 0.5, swapped, None).tolist() == [False, False, True, False]
+    # "always": no swapped clip loses its caption
+    assert text_drops(u, 0.5, swapped, known, "always").tolist() == [False, False, True, False]

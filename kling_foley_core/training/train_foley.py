@@ -52,7 +52,7 @@ class FoleyObjective(nn.Module):
                  mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
                  aux_sync_pos_weight: float = 4.0, p_drop_clip: float = 0.0, context_prob: float = 0.0,
                  context_span: tuple[float, float] = (0.7, 1.0), frozen: tuple[str, ...] = (),
-                 level_decoder=None):
+                 level_decoder=None, swapped_captions: str = "without-context"):
         super().__init__()
         self.parts = parts
         # --level-weight: the frozen Mel-VAE decoder the level loss decodes through (a plain attribute, so it is
@@ -63,6 +63,7 @@ class FoleyObjective(nn.Module):
         for name in self.frozen:
             getattr(parts, name).requires_grad_(False)
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
+        self.swapped_captions = swapped_captions  # when a swapped clip keeps its caption: "always" / "without-context"
         # FoleyGenEx: semantic features dropped on their own (TC-VTA: timing from sync, timbre from text) and
         # multimodal dynamic masking (a context on part of the latent, mirrored on the video features)
         self.p_drop_clip = p_drop_clip
@@ -154,12 +155,7 @@ class FoleyObjective(nn.Module):
         known = None
         if self.context_prob > 0:
             known = context_masks(b, n, prob=self.context_prob, span=self.context_span, generator=gen).to(x1.device)
-        drop_t = u[:, 1] < self.p_drop_text
-        if keep_text is not None:  # clips whose sound is not the one their objects' look implies: without known
-            # audio the caption is the only cue to it, so dropping it would teach that looks mislead; with known
-            # audio a dropped caption teaches to take the timbre from the context (AC-VTA)
-            keep = keep_text.cpu() & (torch.ones(b, dtype=torch.bool) if known is None else ~known.any(1).cpu())
-            drop_t = drop_t & ~keep
+        drop_t = text_drops(u[:, 1], self.p_drop_text, keep_text, known, self.swapped_captions)
         # the empty prompt's encoding ("no description") for half of the text-dropped clips
         empty_prompt = (drop_t & (u[:, 2] < 0.5)).to(x1.device)
         placeholder = (drop_t & (u[:, 2] >= 0.5)).to(x1.device)
@@ -193,6 +189,21 @@ class FoleyObjective(nn.Module):
             level = decoded_level_loss(self.level_decoder, predicted_clean(seen["xt"], seen["t"], seen["v"]), x1,
                                        seen["t"])
         return fm, aux, m2s, aux_pan, aux_cls, level
+
+
+def text_drops(u: torch.Tensor, p_drop: float, swapped: torch.Tensor | None, known: torch.Tensor | None,
+               swapped_captions: str = "without-context") -> torch.Tensor:
+    """Which clips lose their caption: a uniform draw ``u`` (B,) under ``p_drop``, except clips whose sound is not
+    the one their objects' look implies (``swapped``). Without known audio the caption is their only cue to the
+    sound, so dropping it would teach that looks mislead. With known audio (``known`` (B, N)) a dropped caption
+    teaches to take the timbre from the context (AC-VTA), unless ``swapped_captions`` is "always"."""
+    drop = u.cpu() < p_drop
+    if swapped is None:
+        return drop
+    keep = swapped.cpu().bool()
+    if known is not None and swapped_captions != "always":
+        keep = keep & ~known.any(1).cpu()
+    return drop & ~keep
 
 
 def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -300,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--level-weight", type=float, default=0.0,
                     help="weight of the level loss: frame levels of the predicted clean latent, decoded by the "
                          "frozen --vae, against the true latent's (training/level_loss.py; 0 = off)")
+    ap.add_argument("--swapped-captions", choices=["without-context", "always"], default="without-context",
+                    help="when a clip whose sound is not its look's keeps its caption: only without known audio "
+                         "(default; with it, a dropped caption teaches AC-VTA) or always")
     ap.add_argument("--hitfree-repeat", type=int, default=1,
                     help="show each hit-free clip this many times per epoch (1 = as often as the others); more "
                          "teaches that an object which moves without touching anything makes no sound")
@@ -501,7 +515,8 @@ def run(args) -> Path:
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
                                context_span=tuple(args.context_span), frozen=tuple(args.freeze),
-                               level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer))
+                               level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer),
+                               swapped_captions=args.swapped_captions)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
