@@ -14,6 +14,9 @@ padding is needed and the latent/frame/sync lengths are exactly those the pipeli
    unconditional branch;
 4. duration embeddings: ``seconds_start = 0``, ``seconds_total`` = the clip's duration (as at inference);
 5. loss: flow matching, ``x_t = t·x1 + (1 − t)·x0``, target ``x1 − x0``, logit-normal ``t``; EMA of all weights.
+   Optional terms: the auxiliary heads on the sync tokens, the joint Mono2Stereo, FoleyGenEx's masked loss with a
+   context (``--context-prob``; ``--swapped-captions`` sets when a clip that sounds unlike it looks keeps its
+   caption) and the level loss of the decoded prediction (``--level-weight``, :mod:`.level_loss`).
 
     python -m kling_foley_core.training.train_foley --data DIR --vae RUN/final/vae --out RUN2 --steps 6000
 
