@@ -2,14 +2,16 @@
 import pytest
 import torch
 
-from kling_foley_core.sampling.flow_matching import make_batch
-from kling_foley_core.training.level_loss import decoded_level_loss, predicted_clean
+from kling_foley_core.sampling.flow_matching import data_estimate, make_batch
+from kling_foley_core.training.level_loss import decoded_level_loss
 
 
-def test_predicted_clean_of_the_true_velocity_is_the_data():
+def test_data_estimate_of_the_true_velocity_is_the_data():
     x1 = torch.randn(3, 10, 4)
     b = make_batch(x1, generator=torch.Generator().manual_seed(0))
-    assert torch.allclose(predicted_clean(b.xt, b.t, b.target), x1, atol=1e-6)
+    assert torch.allclose(data_estimate(b.xt, b.t, b.target), x1, atol=1e-6)  # one t per item
+    t = torch.tensor(0.3)  # one t for the batch, as the samplers step
+    assert torch.allclose(data_estimate(0.3 * x1 + 0.7 * b.x0, t, x1 - b.x0), x1, atol=1e-6)
 
 
 def test_decoded_level_loss_sees_a_quieter_strike_and_weighs_by_t():

@@ -28,6 +28,12 @@ def target_velocity(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     return x1 - x0
 
 
+def data_estimate(xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The data a velocity points at, ``x̂1 = x_t + (1 − t)·v`` (t a scalar or one value per batch item)."""
+    t = torch.as_tensor(t, device=xt.device, dtype=xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))
+    return xt + (1.0 - t) * v
+
+
 @dataclass
 class FlowMatchingBatch:
     x0: torch.Tensor  # noise        (B, ...)

@@ -5,6 +5,8 @@ from typing import Any, Protocol
 
 import torch
 
+from .flow_matching import data_estimate
+
 
 class FlowModel(Protocol):
     def predict_flow(self, x: torch.Tensor, t: torch.Tensor, conditions: Any) -> torch.Tensor: ...
@@ -74,8 +76,7 @@ class CFGDenoiser:
     def _projected(self, x: torch.Tensor, t: torch.Tensor, v_cond: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """``Δ⊥ + η·Δ∥``: the guidance direction with η of its part along the conditional data estimate."""
         dims = tuple(range(1, x.ndim))
-        t = torch.as_tensor(t, device=x.device, dtype=x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
-        x1 = (x + (1.0 - t) * v_cond).double()  # the data estimate x̂₁ of rectified flow (x_t = t·x1 + (1−t)·x0)
+        x1 = data_estimate(x, t, v_cond).double()  # x̂₁ of rectified flow (x_t = t·x1 + (1−t)·x0)
         d = delta.double()
         along = (d * x1).sum(dims, keepdim=True) / (x1 * x1).sum(dims, keepdim=True).clamp_min(1e-12)
         parallel = along * x1

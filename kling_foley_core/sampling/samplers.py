@@ -12,6 +12,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .flow_matching import data_estimate
+
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Callback = Optional[Callable[[dict], None]]
 SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {}
@@ -65,9 +67,9 @@ class _Stepper:
     def done(self, x: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> None:
         self.step += 1
         if self.callback is not None:
-            # x1 estimate from the velocity at the last evaluated point: x + (1 − t)·v
+            # x1 estimate from the velocity at the last evaluated point
             self.callback({"step": self.step, "total": self.total, "t": float(t), "x": x,
-                           "denoised": x + (1.0 - t) * v})
+                           "denoised": data_estimate(x, t, v)})
 
 
 @register_sampler("euler")

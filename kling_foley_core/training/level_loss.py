@@ -1,10 +1,11 @@
 """A level loss for the MM-DiT (issue "The default model's sound"): the frame levels of what the flow predicts.
 
-Flow matching asks for the velocity's conditional mean and says nothing about how loud the hits it renders come out;
-the shipped model spreads its hits' peak levels twice as wide as the recordings (7.5 against 3.9 dB s.d.). Here the
-clean latent the model predicts at each training step, ``x̂1 = x_t + (1 − t)·v̂``, is decoded by the frozen Mel-VAE
-decoder, and its frame levels are compared with those of the decoded true latent (``frame_level_loss``: a shift of a
-frame forgiven), weighted by ``t`` (a prediction from near-pure noise is allowed to be vague).
+Flow matching asks for the velocity's conditional mean and says nothing about how loud the hits it renders come
+out; the shipped model spreads its hits' peak levels twice as wide as the recordings (7.5 against 3.9 dB s.d.).
+Here the clean latent the model predicts at each training step, ``x̂1 = x_t + (1 − t)·v̂``
+(``flow_matching.data_estimate``), is decoded by the frozen Mel-VAE decoder, and its frame levels are compared with
+those of the decoded true latent (``frame_level_loss``: a shift of a frame forgiven), weighted by ``t`` (a
+prediction from near-pure noise is allowed to be vague).
 """
 from __future__ import annotations
 
@@ -13,11 +14,6 @@ from typing import Callable
 import torch
 
 from .mel_vae_losses import frame_level_loss
-
-
-def predicted_clean(xt: torch.Tensor, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The rectified flow's one-step estimate of the data: ``x_t + (1 − t)·v`` (t of shape (B,))."""
-    return xt + (1.0 - t).reshape(-1, *([1] * (xt.ndim - 1))) * v
 
 
 def decoded_level_loss(decode: Callable[[torch.Tensor], torch.Tensor], x1_hat: torch.Tensor, x1: torch.Tensor,

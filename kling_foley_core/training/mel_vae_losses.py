@@ -5,9 +5,10 @@
   the posterior cannot collapse onto the prior (the "KL collapse" the paper cites).
 * Reconstruction: MSE between decoded and input log-mel (eq. 3), plus an optional L1 term.
 * Peak level (not in the paper): the distance between the decoded and input **frame levels** (log10 of each frame's
-  mel magnitude norm) that forgives a shift of a frame, over the frames where either lies within 40 dB of the crop's loudest. A per-bin MSE
-  in the log domain smears a strike's onset over the frames of one latent and so lowers its peak (the shipped
-  decoder lost 3.6 dB at hits); this term asks for the peak's level where the strike is, not its exact frame.
+  mel magnitude norm) that forgives a shift of a frame, over the frames where either lies within 40 dB of the
+  crop's loudest. A per-bin MSE in the log domain smears a strike's onset over the frames of one latent and so
+  lowers its peak (the shipped decoder lost 3.6 dB at hits); this term asks for the peak's level where the strike
+  is, not its exact frame.
 * Adversarial, on a discriminator's patch logits (one map per scale, averaged over scales):
   generator ``L_g = −E[D(Â)]`` (eq. 4); discriminator hinge ``L_adv = E[max(0, 1 − D(A))] + E[max(0, 1 + D(Â))]``
   (eq. 6); and the R1 gradient penalty on real inputs ``R1 = E_x ||∇_x Σ D(x)||²`` (eq. 7 as printed names the
@@ -79,8 +80,9 @@ def frame_level_loss(pred: torch.Tensor, target: torch.Tensor, *, pool: int = 3,
                      log_base: float = 10.0) -> torch.Tensor:
     """Level distance (log10 units: 1 = 20 dB) of ``pred`` and ``target`` (B, M, T) that forgives a shift of up to
     ``pool // 2`` frames: per frame, how far each side's level lies *under* the other side's loudest frame nearby
-    (``relu(l_t − maxpool(l_p)) + relu(l_p − maxpool(l_t))``), averaged over the frames where either side lies within
-    ``range_db`` of the target's loudest. A lowered peak costs its loss in full; the same peak a frame early or late costs nothing."""
+    (``relu(l_t − maxpool(l_p)) + relu(l_p − maxpool(l_t))``), averaged over the frames where either side lies
+    within ``range_db`` of the target's loudest. A lowered peak costs its loss in full; the same peak a frame early
+    or late costs nothing."""
     if pred.shape != target.shape:
         raise ValueError(f"frame_level_loss: prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     if pool < 1 or pool % 2 == 0:
@@ -164,8 +166,9 @@ def generator_loss(reconstruction: torch.Tensor, target: torch.Tensor, mean: tor
     zero = reconstruction.new_zeros(())
     adv = generator_adversarial_loss(fake_logits) if (fake_logits is not None and weights.gan > 0) else zero
     total = weights.mse * rec.mse + l1_weight * rec.l1
-    level = frame_level_loss(reconstruction, target) if level_weight > 0 else zero
+    level = zero
     if level_weight > 0:
+        level = frame_level_loss(reconstruction, target)
         total = total + level_weight * level
     if weights.kl > 0:
         total = total + weights.kl * klm

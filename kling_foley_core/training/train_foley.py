@@ -187,9 +187,10 @@ class FoleyObjective(nn.Module):
             fm = masked_flow_matching_loss(predict, x1, known, generator=gen)
         level = x1.new_zeros(())
         if self.level_decoder is not None:
-            from .level_loss import decoded_level_loss, predicted_clean
+            from ..sampling.flow_matching import data_estimate
+            from .level_loss import decoded_level_loss
 
-            level = decoded_level_loss(self.level_decoder, predicted_clean(seen["xt"], seen["t"], seen["v"]), x1,
+            level = decoded_level_loss(self.level_decoder, data_estimate(seen["xt"], seen["t"], seen["v"]), x1,
                                        seen["t"])
         return fm, aux, m2s, aux_pan, aux_cls, level
 
