@@ -17,7 +17,7 @@ from .generation import (GUIDANCE, FoleyConditions, GenerationError, SamplerSett
 from .longform import generate_long_latents, plan_for
 from .audio.encode import AudioInputError, encode_audio
 from .audio.io import read_audio
-from .audio.splice import splice_window
+from .audio.splice import splice_continuation, splice_window
 from .offload import align_weights
 from .sampling.context import CONTEXT_MODES, ContextError, make_context
 
@@ -240,20 +240,6 @@ class KlingFoleyPipeline(DiffusionPipeline):
         return wave, int(sample_rate), ctx, start
 
     @staticmethod
-    def _keep_context_samples(wave: torch.Tensor, sr: int, known, duration: float) -> torch.Tensor:
-        """The continued clip at the known audio's rate: its own samples over the kept context (crossfaded into the
-        generated audio just before the seam), the generated audio after it."""
-        original, rate, ctx, start = known  # the samples under the context's latent frames (frames from the start)
-        kept = original[..., int(round(start * rate)):]
-        kept = kept.expand(-1, max(kept.shape[1], wave.shape[1]), -1)  # mono known audio, stereo result
-        total = int(math.floor(duration * rate))
-        kept = torch.nn.functional.pad(kept, (0, max(0, total - kept.shape[-1])))[..., :total]
-        if ctx.seconds >= total / rate:  # the known audio covers the whole clip: nothing was generated
-            return kept.expand(wave.shape[0], -1, -1).clone()
-        return torch.stack([splice_window(o, rate, g, sr, min(ctx.seconds, total / rate), total / rate)
-                            for o, g in zip(kept.expand(wave.shape[0], -1, -1), wave)])
-
-    @staticmethod
     def _step_callback(bar, callback: Callable[[dict], None] | None) -> Callable[[dict], None]:
         inverted = [0]  # steps of an edit's inversion, which come before the sampling steps
 
@@ -334,6 +320,9 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                 zip(known[0].expand(wave.shape[0], -1, -1), wave)])
             sr = known[1]
         elif known and known[2].mode == "continue":  # Foley extension: the given audio's own samples to the seam
-            wave, sr = self._keep_context_samples(wave, sr, known, cond.duration), known[1]
+            original, rate, ctx, start = known  # the samples under the context's frames start at `start` s
+            wave = splice_continuation(original[..., int(round(start * rate)):], rate, wave, sr, ctx.seconds,
+                                       cond.duration)
+            sr = rate
         self.maybe_free_model_hooks()
         return FoleyOutput(waveform=wave, sample_rate=sr, latents=latents, mel=mel, duration=cond.duration)

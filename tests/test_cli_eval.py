@@ -85,3 +85,23 @@ def test_eval_of_one_clip_is_a_one_line_error(capsys):
     assert main(["eval", "synthhits", "--model", "tiny", "--n", "1", "--duration", "300"]) == EXIT_USAGE
     err = capsys.readouterr().err.strip()  # was: a traceback from the shuffled reference row
     assert "--n 1" in err and "at least 2" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("task,key", [("tta", "timbre_to_caption"), ("tc-vta", "timbre_to_text"),
+                                      ("ac-vta", "timbre_to_reference"), ("fe", "seam_level_step_db"),
+                                      ("edit", "outside_max_abs_diff")])
+def test_each_control_task_prints_the_model_beside_its_reference_rows(task, key, tmp_path, monkeypatch, capsys,
+                                                                      classifier_cache):
+    bank = synthetic_bank(per_class=4)
+    monkeypatch.setattr(recordings, "load_bank", lambda *a, **k: bank)
+    monkeypatch.setenv("KLING_FOLEY_DATA", str(classifier_cache))
+    rc = main(["eval", "synthhits", "--model", "tiny", "--task", task, "--n", "1", "--steps", "1", "--seed", "4",
+               "--json", str(tmp_path / "r.json")])
+    assert rc == EXIT_OK
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert rows[0]["name"].startswith("model: ") and rows[-1]["name"] == "true audio"
+    assert all(key in r for r in rows) and f"task {task}" in capsys.readouterr().out
+    if task == "fe":  # the given 40 % is the pipeline's own samples, so only the continuation can step at the seam
+        assert rows[-1]["seam_level_step_db"] == 0.0 and rows[-1]["seam_false_onsets"] == 0.0
+    if task == "edit":  # the edit is spliced back: beyond the margins nothing moved
+        assert rows[0]["outside_max_abs_diff"] <= 1e-3 and rows[0]["margin_ms"] == 50.0

@@ -99,3 +99,18 @@ def test_splice_stays_within_full_scale():
     assert out.shape == original.shape and out.abs().max() <= 1.0
     assert out[:, int(0.4 * 44100):int(0.6 * 44100)].abs().max() > 0.99  # the window holds the generated audio
     assert torch.equal(out[:, : int(0.15 * 44100)], original[:, : int(0.15 * 44100)])  # outside: untouched
+
+
+def test_continuation_keeps_the_given_samples_up_to_the_seam():
+    from kling_foley_core.audio.splice import DEFAULT_MARGIN, splice_continuation
+
+    g = torch.Generator().manual_seed(1)
+    given = 0.1 * torch.randn(1, 1, 8000, generator=g)  # 1 s of mono at 8 kHz
+    generated = 0.5 * torch.ones(2, 2, 48000)  # a batch of two stereo 3-s continuations at 16 kHz
+    out = splice_continuation(given, 8000, generated, 16000, known_seconds=1.02, duration=2.5)
+    assert out.shape == (2, 2, 20000)  # the given rate, stereo, the asked duration
+    cut = int((1.0 - DEFAULT_MARGIN) * 8000)  # the seam is the given audio's end (the latents ran 20 ms past it)
+    assert torch.equal(out[:, :, :cut], given.expand(2, 2, -1)[..., :cut])
+    assert torch.allclose(out[:, :, 8100:], torch.full((2, 2, 11900), 0.5), atol=1e-3)
+    whole = splice_continuation(given, 8000, generated, 16000, known_seconds=1.0, duration=1.0)
+    assert torch.equal(whole, given.expand(2, 2, -1))  # nothing generated: the given audio as it was

@@ -631,6 +631,18 @@ def test_context_masks_follow_the_span_share():
         assert int(gen_idx[-1] - gen_idx[0]) + 1 == len(gen_idx)
 
 
+def test_context_masks_can_know_only_a_prefix():
+    from kling_foley_core.sampling.flow_matching import context_masks
+
+    g = torch.Generator().manual_seed(0)
+    known = context_masks(400, 50, prob=1.0, span=(0.5, 0.9), generator=g, prefix=0.5)
+    to_end = ~known[:, -1]  # the generated span reaches the last frame: only a prefix is known
+    assert 0.4 < float(to_end.float().mean()) < 0.6
+    assert bool(known[to_end, 0].all())  # and that prefix is not empty (at most 90 % generated)
+    every = context_masks(20, 50, prob=1.0, span=(0.5, 0.9), generator=g, prefix=1.0)
+    assert not every[:, -1].any() and bool(every[:, 0].all())
+
+
 def test_masked_loss_ignores_the_known_frames():
     from kling_foley_core.sampling.flow_matching import masked_flow_matching_loss
 
@@ -720,3 +732,24 @@ def test_swapped_clips_keep_their_caption_by_the_rule_asked_for():
     assert text_drops(u, 0.5, swapped, None).tolist() == [False, False, True, False]
     # "always": no swapped clip loses its caption
     assert text_drops(u, 0.5, swapped, known, "always").tolist() == [False, False, True, False]
+
+
+def test_swapped_roles_show_swapped_clips_only_as_control_examples():
+    from kling_foley_core.training.train_foley import swapped_roles
+
+    swapped = torch.tensor([True, True, True, False])
+    u = torch.tensor([0.2, 0.2, 0.8, 0.2])  # clips 0 and 1: AC-VTA; clip 2: TC-VTA; clip 3 is not swapped
+    known = torch.zeros(4, 6, dtype=torch.bool)
+    known[1, 4:] = True  # clip 1 already has a context: it is kept
+    known[2, :3] = True  # clip 2 (TC-VTA) loses its context
+    known[3, :2] = True  # an unswapped clip keeps what it drew
+    forced = torch.zeros(4, 6, dtype=torch.bool)
+    forced[:, :3] = True
+    drop_t = torch.tensor([False, False, True, True])
+    k, t, c = swapped_roles(swapped, u, known, forced, drop_t, None)
+    assert k[0].tolist() == forced[0].tolist() and k[1].tolist() == known[1].tolist()
+    assert not k[2].any() and k[3].tolist() == known[3].tolist()
+    assert t.tolist() == [True, True, False, True]  # AC-VTA: no caption; TC-VTA: its caption; others as drawn
+    assert c.tolist() == [True, True, True, False]  # no swapped clip shows its (misleading) semantic features
+    k, _, c = swapped_roles(swapped, u, None, forced, drop_t, torch.tensor([False, False, False, True]))
+    assert k[0].tolist() == forced[0].tolist() and not k[2:].any() and c.tolist() == [True] * 4

@@ -7,12 +7,14 @@ window (equal-gain linear ramps: the two signals are correlated there, since the
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .encode import AudioInputError
 from .resample import fft_resample
 
-__all__ = ["splice_window", "DEFAULT_MARGIN"]
+__all__ = ["splice_continuation", "splice_window", "DEFAULT_MARGIN"]
 
 DEFAULT_MARGIN = 0.05  # seconds of crossfade beyond each edge of the window
 
@@ -44,3 +46,18 @@ def splice_window(original: torch.Tensor, original_rate: int, generated: torch.T
     else:
         w = ((time >= start) & (time < end)).float()
     return (original.float() * (1 - w) + gen * w).clamp(-1.0, 1.0)
+
+
+def splice_continuation(given: torch.Tensor, given_rate: int, generated: torch.Tensor, generated_rate: int,
+                        known_seconds: float, duration: float) -> torch.Tensor:
+    """Foley extension's output: the given audio's own samples over the known ``known_seconds`` (crossfaded into
+    the generated audio just before the seam), the generated audio after it. ``given`` (B|1, C, T) starts where the
+    span starts; ``generated`` (B, C', T'). Returns (B, max(C, C'), ``duration`` seconds) at ``given_rate``."""
+    kept = given.expand(-1, max(given.shape[1], generated.shape[1]), -1)  # mono given audio, stereo result
+    total = int(math.floor(duration * given_rate))
+    kept = torch.nn.functional.pad(kept, (0, max(0, total - kept.shape[-1])))[..., :total]
+    seam = min(known_seconds, given.shape[-1] / given_rate)  # latent frames may round past the given samples
+    if seam >= total / given_rate:  # the known audio covers the whole clip: nothing was generated
+        return kept.expand(generated.shape[0], -1, -1).clone()
+    return torch.stack([splice_window(o, given_rate, g, generated_rate, seam, total / given_rate)
+                        for o, g in zip(kept.expand(generated.shape[0], -1, -1), generated)])

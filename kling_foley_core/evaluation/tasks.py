@@ -10,7 +10,8 @@ without the control), so a reader sees what the control changes:
   isolated hits judged as A) and ``onset_f1`` against the video's hits.
 * ``ac-vta``: the context is a reference made from a held-out recording of class A (never the clip's own sound);
   ``timbre_to_reference`` and ``onset_f1``.
-* ``fe``: the first 40 % of the true soundtrack is the context; scored on the rest: ``onset_f1``,
+* ``fe``: the first 40 % of the true soundtrack is the context, and the output is the pipeline's (those samples up to
+  the seam, the continuation after); scored on the rest: ``onset_f1``,
   ``timbre_accuracy``, ``seam_false_onsets`` (unmatched onsets within ±100 ms of the seam, per clip) and
   ``seam_level_step_db`` (|level step across the seam − the true audio's step|, median).
 * ``edit``: a 2–4 s window regenerated with text naming another class; ``outside_max_abs_diff`` (beyond the
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 from ..audio.encode import encode_audio
-from ..audio.splice import DEFAULT_MARGIN, splice_window
+from ..audio.splice import DEFAULT_MARGIN, splice_continuation, splice_window
 from ..data.synthhits import _caption, generate_clip
 from ..generation import (FoleyConditions, SamplerSettings, decode_latents, generate_latents, mel_to_stereo,
                           stereo_video_features, vocode)
@@ -193,9 +194,14 @@ def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, tex
         elif task == "fe":
             targets[-1] = clip  # the continuation keeps the clip's own sounds
             seam = round(0.4 * clip.duration, 3)
-            enc = render.encode(clip.audio[:, :int(seam * clip.sample_rate)], clip.sample_rate)
+            given = clip.audio[:, :int(seam * clip.sample_rate)]
+            enc = render.encode(given, clip.sample_rate)
             ctx = make_context(enc.latents, enc.latent_rate, "continue")
-            model.append(render(clip.duration, s, clip_f=clip_f, sync_f=sync_f, context=ctx))
+            gen = render(clip.duration, s, clip_f=clip_f, sync_f=sync_f, context=ctx)
+            # what the pipeline returns: the given samples up to the seam, the continuation after (clip's rate)
+            model.append(splice_continuation(torch.from_numpy(np.ascontiguousarray(given))[None], clip.sample_rate,
+                                             torch.from_numpy(gen)[None], sr_out, ctx.seconds,
+                                             clip.duration)[0].numpy())
         elif task == "edit":
             length = float(rng.uniform(2.0, min(4.0, clip.duration - 1.0)))
             t0 = float(rng.uniform(0.5, clip.duration - length - 0.5))
@@ -245,7 +251,7 @@ def _score(task, clips, targets, model, uncontrolled, sr_out, classifier, extra)
     up = [_audio_dict(x, sr_out) for x in uncontrolled]
     if task == "fe":
         rows = []
-        for name, audio in (("model: 40 % given", [_resample_to(x, sr_out, c.sample_rate) for x, c in zip(model, clips)]),
+        for name, audio in (("model: 40 % given", model),  # already at the clip's rate (spliced)
                             ("model: nothing given (uncontrolled)",
                              [_resample_to(x, sr_out, c.sample_rate) for x, c in zip(uncontrolled, clips)]),
                             ("true audio", [c.audio for c in clips])):

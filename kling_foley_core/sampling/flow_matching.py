@@ -69,18 +69,21 @@ def flow_matching_loss(predict: Callable[[torch.Tensor, torch.Tensor], torch.Ten
 
 
 def context_masks(batch: int, frames: int, *, prob: float, span: tuple[float, float],
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+                  generator: torch.Generator | None = None, prefix: float = 0.0) -> torch.Tensor:
     """FoleyGenEx's random span masks: each item gets a context with probability ``prob``; then one contiguous
-    span of ``span[0]``–``span[1]`` of its frames is generated and the rest is known. Returns known (B, N) bool
-    (all False for an item without context, which is then plain generation)."""
+    span of ``span[0]``–``span[1]`` of its frames is generated and the rest is known. With probability ``prefix``
+    the span runs to the end, so only a prefix is known (what Foley extension and a reference give at inference).
+    Returns known (B, N) bool (all False for an item without context, which is then plain generation)."""
     u = torch.rand(batch, 3, generator=generator)
+    if prefix > 0:  # drawn only when asked, so runs without it keep their random stream
+        u[:, 2] = torch.where(torch.rand(batch, generator=generator) < prefix, torch.ones(()), u[:, 2])
     known = torch.zeros(batch, frames, dtype=torch.bool)
     pos = torch.arange(frames)
     for i in range(batch):
         if float(u[i, 0]) >= prob:
             continue
         length = min(frames, max(1, round((span[0] + float(u[i, 1]) * (span[1] - span[0])) * frames)))
-        start = int(float(u[i, 2]) * (frames - length + 1))
+        start = min(frames - length, int(float(u[i, 2]) * (frames - length + 1)))
         known[i] = (pos < start) | (pos >= start + length)
     return known
 

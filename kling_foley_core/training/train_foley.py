@@ -54,8 +54,9 @@ class FoleyObjective(nn.Module):
     def __init__(self, parts, p_drop_video: float, p_drop_text: float, aux_sync_weight: float = 0.0,
                  mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
                  aux_sync_pos_weight: float = 4.0, p_drop_clip: float = 0.0, context_prob: float = 0.0,
-                 context_span: tuple[float, float] = (0.7, 1.0), frozen: tuple[str, ...] = (),
-                 level_decoder=None, swapped_captions: str = "without-context"):
+                 context_span: tuple[float, float] = (0.7, 1.0), context_prefix: float = 0.0,
+                 frozen: tuple[str, ...] = (),
+                 level_decoder=None, swapped_captions: str = "without-context", swapped_roles: str = "drawn"):
         super().__init__()
         self.parts = parts
         # --level-weight: the frozen Mel-VAE decoder the level loss decodes through (a plain attribute, so it is
@@ -67,10 +68,11 @@ class FoleyObjective(nn.Module):
             getattr(parts, name).requires_grad_(False)
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
         self.swapped_captions = swapped_captions  # when a swapped clip keeps its caption: "always" / "without-context"
+        self.swapped_roles = swapped_roles  # "controls": swapped clips only as AC-VTA or TC-VTA examples
         # FoleyGenEx: semantic features dropped on their own (TC-VTA: timing from sync, timbre from text) and
         # multimodal dynamic masking (a context on part of the latent, mirrored on the video features)
         self.p_drop_clip = p_drop_clip
-        self.context_prob, self.context_span = context_prob, context_span
+        self.context_prob, self.context_span, self.context_prefix = context_prob, context_span, context_prefix
         self.aux_sync_weight = aux_sync_weight
         self.aux_sync_pos_weight = aux_sync_pos_weight
         # training-only head: does this sync token's 2-frame span contain a contact? (not exported)
@@ -157,8 +159,16 @@ class FoleyObjective(nn.Module):
             drop_c = (torch.rand(b, generator=gen) < self.p_drop_clip).to(x1.device)
         known = None
         if self.context_prob > 0:
-            known = context_masks(b, n, prob=self.context_prob, span=self.context_span, generator=gen).to(x1.device)
+            known = context_masks(b, n, prob=self.context_prob, span=self.context_span, generator=gen,
+                                  prefix=self.context_prefix).to(x1.device)
         drop_t = text_drops(u[:, 1], self.p_drop_text, keep_text, known, self.swapped_captions)
+        if self.swapped_roles == "controls" and keep_text is not None and bool(keep_text.any()):
+            # the AC-VTA examples know a prefix, as a prepended reference does (CPU, like the other draws)
+            forced = context_masks(b, n, prob=1.0, span=self.context_span, generator=gen, prefix=1.0)
+            known, drop_t, drop_c = swapped_roles(keep_text.cpu(), torch.rand(b, generator=gen),
+                                                  None if known is None else known.cpu(), forced, drop_t,
+                                                  None if drop_c is None else drop_c.cpu())
+            known, drop_c = known.to(x1.device), drop_c.to(x1.device)
         # the empty prompt's encoding ("no description") for half of the text-dropped clips
         empty_prompt = (drop_t & (u[:, 2] < 0.5)).to(x1.device)
         placeholder = (drop_t & (u[:, 2] >= 0.5)).to(x1.device)
@@ -208,6 +218,23 @@ def text_drops(u: torch.Tensor, p_drop: float, swapped: torch.Tensor | None, kno
     if known is not None and swapped_captions != "always":
         keep = keep & ~known.any(1).cpu()
     return drop & ~keep
+
+
+def swapped_roles(swapped: torch.Tensor, u: torch.Tensor, known: torch.Tensor | None, forced: torch.Tensor,
+                  drop_t: torch.Tensor, drop_c: torch.Tensor | None):
+    """``--swapped-roles controls``: a clip whose sound is not its look's is shown only as a control example, never
+    in V2A's conditions, so the semantic features never contradict the sound. With ``u < 0.5`` it is an AC-VTA
+    example (part of its own sound known, from ``forced`` (B, N) where it has no context yet; no caption; no
+    semantics), else a TC-VTA one (its caption; no semantics; no context). Returns (known, drop_t, drop_c)."""
+    swapped = swapped.bool()
+    ac, tc = swapped & (u < 0.5), swapped & (u >= 0.5)
+    base = torch.zeros_like(forced) if known is None else known
+    has = base.any(1)
+    known = torch.where((ac & ~has)[:, None], forced, base)
+    known = torch.where(tc[:, None], torch.zeros_like(known), known)
+    drop_t = (drop_t.bool() | ac) & ~tc
+    drop_c = (torch.zeros_like(swapped) if drop_c is None else drop_c.bool()) | swapped
+    return known, drop_t, drop_c
 
 
 def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -292,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "paper: 0.7, i.e. context zeroed with p 0.3); needs transformer.context_input=true")
     ap.add_argument("--context-span", type=float, nargs=2, default=(0.7, 1.0), metavar=("MIN", "MAX"),
                     help="share of a clip's latent frames generated (one contiguous span) when it has a context")
+    ap.add_argument("--context-prefix", type=float, default=0.0,
+                    help="share of the contexts whose generated span runs to the clip's end (only a prefix known, as "
+                         "in Foley extension and AC-VTA); the rest are placed uniformly")
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--weight-decay", type=float, default=0.01)
@@ -318,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--swapped-captions", choices=["without-context", "always"], default="without-context",
                     help="when a clip whose sound is not its look's keeps its caption: only without known audio "
                          "(default; with it, a dropped caption teaches AC-VTA) or always")
+    ap.add_argument("--swapped-roles", choices=["drawn", "controls"], default="drawn",
+                    help="how swapped clips are shown: with the batch's drawn conditions (default) or only as control "
+                         "examples, half AC-VTA (own sound partly known, no caption, no semantic features) and half "
+                         "TC-VTA (caption, no semantic features, no context); overrides --swapped-captions for them")
+    ap.add_argument("--swapped-repeat", type=int, default=1,
+                    help="show each swapped clip this many times per epoch (1 = as often as the others)")
     ap.add_argument("--hitfree-repeat", type=int, default=1,
                     help="show each hit-free clip this many times per epoch (1 = as often as the others); more "
                          "teaches that an object which moves without touching anything makes no sound")
@@ -452,14 +488,20 @@ def run(args) -> Path:
     for name in ("p_drop_video", "p_drop_text", "p_drop_clip", "context_prob"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
+    if not 0.0 <= args.context_prefix <= 1.0:
+        raise TrainingError(f"--context-prefix={args.context_prefix} must be in [0, 1] (a share of the contexts)")
     for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight", "level_weight"):
         if not getattr(args, name) >= 0.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns that loss off)")
     if not args.aux_sync_pos_weight > 0.0:
         raise TrainingError(f"--aux-sync-pos-weight={args.aux_sync_pos_weight} must be > 0 (1 = contacts and "
                             f"non-contacts weigh the same; default 4)")
-    if args.hitfree_repeat < 1:
-        raise TrainingError(f"--hitfree-repeat={args.hitfree_repeat} must be >= 1 (1 = no oversampling)")
+    for name in ("hitfree_repeat", "swapped_repeat"):
+        if getattr(args, name) < 1:
+            raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1 (1 = no oversampling)")
+    if args.swapped_roles == "controls" and args.context_prob == 0:
+        raise TrainingError("--swapped-roles controls needs the context pathway for its AC-VTA examples: give "
+                            "--context-prob > 0 (and --override transformer.context_input=true)")
     if not (Path(args.vae) / "config.json").is_file():
         raise TrainingError(f"--vae {args.vae}: no Mel-VAE folder (config.json + weights); train one with "
                             f"`python -m kling_foley_core.training.train_mel_vae`")
@@ -518,9 +560,10 @@ def run(args) -> Path:
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
-                               context_span=tuple(args.context_span), frozen=tuple(args.freeze),
+                               context_span=tuple(args.context_span), context_prefix=args.context_prefix,
+                               frozen=tuple(args.freeze),
                                level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer),
-                               swapped_captions=args.swapped_captions)
+                               swapped_captions=args.swapped_captions, swapped_roles=args.swapped_roles)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
@@ -541,7 +584,8 @@ def run(args) -> Path:
     metrics.truncate(start)
     raw = accelerator.unwrap_model(objective)
     durations = cache.durations
-    repeats = np.where([len(c["events"]) == 0 for c in cache.clips], args.hitfree_repeat, 1)
+    repeats = np.where([len(c["events"]) == 0 for c in cache.clips], args.hitfree_repeat, 1) * \
+        np.where([bool(c.get("sound_swapped", False)) for c in cache.clips], args.swapped_repeat, 1)
     bar = progress(args.steps, start, args.no_progress or not accelerator.is_main_process, "foley")
     timer = Timer()
     end = end_step(args)
