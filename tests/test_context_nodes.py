@@ -101,16 +101,23 @@ def test_splice_stays_within_full_scale():
     assert torch.equal(out[:, : int(0.15 * 44100)], original[:, : int(0.15 * 44100)])  # outside: untouched
 
 
-def test_continuation_keeps_the_given_samples_up_to_the_seam():
-    from kling_foley_core.audio.splice import DEFAULT_MARGIN, splice_continuation
+def test_continuation_keeps_the_given_samples_up_to_the_seam_and_their_level():
+    from kling_foley_core.audio.splice import DEFAULT_MARGIN, MATCH_LIMIT_DB, splice_continuation
 
     g = torch.Generator().manual_seed(1)
     given = 0.1 * torch.randn(1, 1, 8000, generator=g)  # 1 s of mono at 8 kHz
-    generated = 0.5 * torch.ones(2, 2, 48000)  # a batch of two stereo 3-s continuations at 16 kHz
+    # a batch of two stereo 3-s renders at 16 kHz: the decoded copy of the given second at half its level, then 0.2
+    decoded = 0.5 * given.repeat_interleave(2, dim=-1)
+    generated = torch.cat([decoded.expand(2, 2, -1), torch.full((2, 2, 32000), 0.2)], dim=-1)
     out = splice_continuation(given, 8000, generated, 16000, known_seconds=1.02, duration=2.5)
     assert out.shape == (2, 2, 20000)  # the given rate, stereo, the asked duration
     cut = int((1.0 - DEFAULT_MARGIN) * 8000)  # the seam is the given audio's end (the latents ran 20 ms past it)
     assert torch.equal(out[:, :, :cut], given.expand(2, 2, -1)[..., :cut])
-    assert torch.allclose(out[:, :, 8100:], torch.full((2, 2, 11900), 0.5), atol=1e-3)
+    gain = float(out[:, :, 8100:].mean()) / 0.2  # the continuation lifted by the level its decoded copy lost
+    assert abs(gain - 2.0) < 0.05
+    plain = splice_continuation(given, 8000, generated, 16000, known_seconds=1.02, duration=2.5, match_level=False)
+    assert torch.allclose(plain[:, :, 8400:], torch.full((2, 2, 11600), 0.2), atol=2e-3)  # past the resampler's ring
+    silent = splice_continuation(given, 8000, generated * 1e-6, 16000, known_seconds=1.02, duration=2.5)
+    assert float(silent[:, :, 8100:].abs().max()) <= 0.2e-6 * 10 ** (MATCH_LIMIT_DB / 20) * 1.01  # bounded lift
     whole = splice_continuation(given, 8000, generated, 16000, known_seconds=1.0, duration=1.0)
     assert torch.equal(whole, given.expand(2, 2, -1))  # nothing generated: the given audio as it was

@@ -14,7 +14,7 @@ import torch
 from .encode import AudioInputError
 from .resample import fft_resample
 
-__all__ = ["splice_continuation", "splice_window", "DEFAULT_MARGIN"]
+__all__ = ["continuation_gain", "splice_continuation", "splice_window", "DEFAULT_MARGIN"]
 
 DEFAULT_MARGIN = 0.05  # seconds of crossfade beyond each edge of the window
 
@@ -48,16 +48,37 @@ def splice_window(original: torch.Tensor, original_rate: int, generated: torch.T
     return (original.float() * (1 - w) + gen * w).clamp(-1.0, 1.0)
 
 
+MATCH_LIMIT_DB = 12.0  # the continuation's level correction is at most this (a context silent in one version)
+
+
+def continuation_gain(given: torch.Tensor, given_rate: int, generated: torch.Tensor, generated_rate: int,
+                      seam: float) -> torch.Tensor:
+    """(B,) gains that bring ``generated`` to the given audio's level: the ratio of the RMS of the given samples to
+    the RMS of the model's own decoded copy of them (its first ``seam`` seconds). The sound path (VAE decoder,
+    vocoder) renders levels with a bias of its own; measured on the known audio, it can be taken out of the
+    continuation, so the seam does not step. 1 where either is silent; within ±:data:`MATCH_LIMIT_DB`."""
+    ref = given[..., : int(seam * given_rate)].double().pow(2).mean(dim=(-2, -1))  # (B|1,)
+    own = generated[..., : int(seam * generated_rate)].double().pow(2).mean(dim=(-2, -1))  # (B,)
+    gain = torch.sqrt(ref / own.clamp_min(1e-20)).float()
+    lim = 10 ** (MATCH_LIMIT_DB / 20)
+    ok = (ref > 1e-10) & (own > 1e-10)
+    return torch.where(ok, gain.clamp(1 / lim, lim), torch.ones_like(gain)).expand(generated.shape[0])
+
+
 def splice_continuation(given: torch.Tensor, given_rate: int, generated: torch.Tensor, generated_rate: int,
-                        known_seconds: float, duration: float) -> torch.Tensor:
+                        known_seconds: float, duration: float, match_level: bool = True) -> torch.Tensor:
     """Foley extension's output: the given audio's own samples over the known ``known_seconds`` (crossfaded into
     the generated audio just before the seam), the generated audio after it. ``given`` (B|1, C, T) starts where the
-    span starts; ``generated`` (B, C', T'). Returns (B, max(C, C'), ``duration`` seconds) at ``given_rate``."""
+    span starts; ``generated`` (B, C', T') covers the same span (its known part is the model's decoded copy of the
+    given audio). ``match_level`` scales the generated audio by :func:`continuation_gain`. Returns
+    (B, max(C, C'), ``duration`` seconds) at ``given_rate``."""
     kept = given.expand(-1, max(given.shape[1], generated.shape[1]), -1)  # mono given audio, stereo result
     total = int(math.floor(duration * given_rate))
     kept = torch.nn.functional.pad(kept, (0, max(0, total - kept.shape[-1])))[..., :total]
     seam = min(known_seconds, given.shape[-1] / given_rate)  # latent frames may round past the given samples
     if seam >= total / given_rate:  # the known audio covers the whole clip: nothing was generated
         return kept.expand(generated.shape[0], -1, -1).clone()
+    if match_level:
+        generated = generated * continuation_gain(given, given_rate, generated, generated_rate, seam)[:, None, None]
     return torch.stack([splice_window(o, given_rate, g, generated_rate, seam, total / given_rate)
                         for o, g in zip(kept.expand(generated.shape[0], -1, -1), generated)])

@@ -13,7 +13,8 @@ without the control), so a reader sees what the control changes:
 * ``fe``: the first 40 % of the true soundtrack is the context, and the output is the pipeline's (those samples up to
   the seam, the continuation after); scored on the rest: ``onset_f1``,
   ``timbre_accuracy``, ``seam_false_onsets`` (unmatched onsets within ±100 ms of the seam, per clip) and
-  ``seam_level_step_db`` (|level step across the seam − the true audio's step|, median).
+  ``seam_level_step_db`` (|level step across the seam − the true audio's step|, median over the
+  ``sounding_seams``, where the true audio is not silent).
 * ``edit``: a 2–4 s window regenerated with text naming another class; ``outside_max_abs_diff`` (beyond the
   50 ms margins, relative to the peak), and inside the window ``timbre_to_text`` and ``onset_f1``.
 
@@ -134,21 +135,32 @@ def _row(name: str, report, **extra) -> dict:
     return d
 
 
-def _level_db(x: np.ndarray, sr: int, t0: float, t1: float) -> float:
+SEAM_FLOOR_DB = 50.0  # levels this far under the true clip's peak count as silence
+
+
+def _level_db(x: np.ndarray, sr: int, t0: float, t1: float, floor: float) -> float:
     seg = x[..., max(0, int(t0 * sr)):max(1, int(t1 * sr))]
-    return 10 * math.log10(float(np.mean(seg.astype(np.float64) ** 2)) + 1e-10)
+    return max(floor, 10 * math.log10(float(np.mean(seg.astype(np.float64) ** 2)) + 1e-12))
 
 
-def _seam_scores(x: np.ndarray, clip, seam: float) -> tuple[int, float]:
-    """(unmatched onsets within ±100 ms of the seam, |level step across the seam − the true audio's step|)."""
+def _seam_scores(x: np.ndarray, clip, seam: float) -> tuple[int, float | None]:
+    """(unmatched onsets within ±100 ms of the seam, level step across the seam − the true audio's step (dB), or None
+    where the true audio is silent on both sides: there a step is a false sound, which the first figure counts).
+    Levels are floored :data:`SEAM_FLOOR_DB` under the true clip's peak, so only an audible step counts (digital
+    silence against a generated noise floor far under the hits is no seam a listener hears)."""
     sr = clip.sample_rate
     est = detect_onsets(x, sr)
     ref = np.array([e.time for e in clip.events])
     matched = {j for _, j in match_onsets(ref, est)}
     false = sum(1 for j, t in enumerate(est) if abs(t - seam) <= SEAM_WINDOW and j not in matched)
-    step = _level_db(x, sr, seam, seam + 0.2) - _level_db(x, sr, seam - 0.2, seam)
-    true_step = _level_db(clip.audio, sr, seam, seam + 0.2) - _level_db(clip.audio, sr, seam - 0.2, seam)
-    return false, abs(step - true_step)
+    floor = 20 * math.log10(float(np.abs(clip.audio).max()) + 1e-6) - SEAM_FLOOR_DB
+
+    def levels(a):
+        return _level_db(a, sr, seam - 0.2, seam, floor), _level_db(a, sr, seam, seam + 0.2, floor)
+    (b, a), (tb, ta) = levels(x), levels(clip.audio)
+    if max(tb, ta) <= floor:
+        return false, None
+    return false, (a - b) - (ta - tb)
 
 
 def run_task(task: str, pipe, bank, classifier, *, n: int, seed: int, steps: int, cfg: float,
@@ -259,8 +271,12 @@ def _score(task, clips, targets, model, uncontrolled, sr_out, classifier, extra)
             crops = [_crop(c, s, c.duration, audio=x) for x, c, s in zip(audio, clips, seams)]
             rep = evaluate_clips([c.audio for c in crops], crops, classifier=classifier, name=name)
             seam = [_seam_scores(x, c, s) for x, c, s in zip(audio, clips, seams)]
+            steps = [abs(b) for _, b in seam if b is not None]
             rows.append(_row(name, rep, seam_false_onsets=float(np.mean([a for a, _ in seam])),
-                             seam_level_step_db=float(np.median([b for _, b in seam]))))
+                             seam_level_step_db=float(np.median(steps)) if steps else float("nan"),
+                             sounding_seams=len(steps),
+                             per_clip_seam=[{"clip_id": c.clip_id, "seam": sm, "false_onsets": a, "level_step_db": b}
+                                            for c, sm, (a, b) in zip(clips, seams, seam)]))
         return rows
     if task == "edit":
         rows = []
@@ -288,7 +304,7 @@ def _score(task, clips, targets, model, uncontrolled, sr_out, classifier, extra)
 
 
 def format_rows(task: str, rows: list[dict]) -> str:
-    keys = [k for k in rows[0] if k != "name"]
+    keys = [k for k in rows[0] if k != "name" and not k.startswith("per_clip")]
     width = max(len(r["name"]) for r in rows) + 2
     head = f"{'system':<{width}}" + "".join(f"{k:>22}" for k in keys)
     lines = [f"task {task}", head, "-" * len(head)]
