@@ -219,8 +219,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
         return out
 
     def known_audio(self, audio, sample_rate, mode, context_seconds, edit_start, edit_end):
-        """``audio`` → (waveform (B, C, T), its rate, :class:`AudioContext`, the second of the waveform where the
-        context's first latent frame starts), or None without audio."""
+        """``audio`` → (waveform (B, C, T), its rate, :class:`AudioContext`), or None without audio."""
         if audio is None:
             return None
         try:
@@ -236,8 +235,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                edit_start=edit_start, edit_end=edit_end)
         except (AudioInputError, ContextError) as e:
             raise GenerationError(str(e)) from None
-        start = (enc.latents.shape[-1] - ctx.frames) / enc.latent_rate if ctx.mode == "continue" else 0.0
-        return wave, int(sample_rate), ctx, start
+        return wave, int(sample_rate), ctx
 
     @staticmethod
     def _step_callback(bar, callback: Callable[[dict], None] | None) -> Callable[[dict], None]:
@@ -320,8 +318,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                 zip(known[0].expand(wave.shape[0], -1, -1), wave)])
             sr = known[1]
         elif known and known[2].mode == "continue":  # Foley extension: the given audio's own samples to the seam
-            original, rate, ctx, start = known  # the samples under the context's frames start at `start` s
-            wave = splice_continuation(original[..., int(round(start * rate)):], rate, wave, sr, ctx.seconds,
+            original, rate, ctx = known  # the samples under the context's frames start at ctx.offset s
+            wave = splice_continuation(original[..., int(round(ctx.offset * rate)):], rate, wave, sr, ctx.seconds,
                                        cond.duration)
             sr = rate
         self.maybe_free_model_hooks()

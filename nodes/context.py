@@ -98,8 +98,10 @@ class KlingFoleyAudioContext:
 
 
 class KlingFoleyEditJoin:
-    DESCRIPTION = ("Puts the regenerated window back into the original audio: the original's own samples outside "
-                   "the window, the new audio inside, 50 ms crossfades just outside its edges.")
+    DESCRIPTION = ("Puts generated audio back with the known audio. Edit: the original's own samples outside the "
+                   "window, the new audio inside, 50 ms crossfades just outside its edges. Foley extension: the "
+                   "given audio's own samples up to the seam (the crossfade before it), then the continuation, "
+                   "brought to the given audio's level.")
     CATEGORY = C.CATEGORY + "/context"
     RETURN_TYPES = ("AUDIO",)
     RETURN_NAMES = ("audio",)
@@ -108,9 +110,9 @@ class KlingFoleyEditJoin:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "original": ("AUDIO", {"tooltip": "The soundtrack that was edited."}),
-            "generated": ("AUDIO", {"tooltip": "The Vocode output of the edit."}),
-            "context": (CONTEXT, {"tooltip": "The edit's Audio Context (its window)."}),
+            "original": ("AUDIO", {"tooltip": "The soundtrack that was edited or continued."}),
+            "generated": ("AUDIO", {"tooltip": "The Vocode output of the edit or continuation."}),
+            "context": (CONTEXT, {"tooltip": "The Audio Context (edit: its window; continue: the seam)."}),
         }, "optional": {
             "margin_ms": ("FLOAT", {"default": 50.0, "min": 0.0, "max": 100.0, "step": 1.0,
                                     "tooltip": "Crossfade length beyond each edge of the window."}),
@@ -120,18 +122,25 @@ class KlingFoleyEditJoin:
         import torch
 
         from kling_foley_core.audio.encode import AudioInputError
-        from kling_foley_core.audio.splice import splice_window
+        from kling_foley_core.audio.splice import splice_continuation, splice_window
 
         name = "Kling-Foley Edit Join"
-        if context.window is None:
-            raise node_error(name, f"the context is a '{context.mode}' context; Edit Join needs an edit context")
+        if context.mode == "reference":
+            raise node_error(name, "the context is a 'reference' context (its audio is not part of the output); "
+                                   "Edit Join takes an edit or continue context")
+        rate, gen_rate = int(original["sample_rate"]), int(generated["sample_rate"])
         try:
-            out = [splice_window(o, int(original["sample_rate"]), g, int(generated["sample_rate"]),
-                                 *context.window, margin=float(margin_ms) / 1000.0)
-                   for o, g in zip(original["waveform"], generated["waveform"])]
+            if context.mode == "continue":
+                given = original["waveform"][..., int(round(context.offset * rate)):]
+                gen = generated["waveform"]
+                out = splice_continuation(given, rate, gen, gen_rate, context.seconds, gen.shape[-1] / gen_rate,
+                                          margin=float(margin_ms) / 1e3)
+            else:
+                out = torch.stack([splice_window(o, rate, g, gen_rate, *context.window, margin=float(margin_ms) / 1e3)
+                                   for o, g in zip(original["waveform"], generated["waveform"])])
         except AudioInputError as e:
             raise node_error(name, str(e)) from None
-        result = {"waveform": torch.stack(out), "sample_rate": int(original["sample_rate"])}
+        result = {"waveform": out, "sample_rate": rate}
         if "provenance" in generated:
             result["provenance"] = generated["provenance"]
         return (result,)

@@ -55,8 +55,28 @@ def test_continue_and_reference_contexts(comps):
     lat = {"latents": torch.randn(1, 8, 62), "duration": 62 / 31.25, "latent_rate": 31.25}
     (ctx,) = N["KlingFoleyAudioContext"]().make(lat, "continue", context_seconds=1.0)
     assert ctx.frames == 31 and torch.equal(ctx.latents, lat["latents"][..., -31:])
+    assert abs(ctx.offset - 31 / 31.25) < 1e-9  # the part of the audio left out before the context
     (ref,) = N["KlingFoleyAudioContext"]().make(lat, "reference")
     assert ref.frames == 62 and ref.mode == "reference"
+    with pytest.raises(NodeInputError, match="Edit Join: .*'reference' context"):
+        N["KlingFoleyEditJoin"]().join({"waveform": torch.zeros(1, 1, 100), "sample_rate": 100},
+                                       {"waveform": torch.zeros(1, 2, 100), "sample_rate": 100}, ref)
+
+
+def test_edit_join_puts_a_continuation_after_the_given_audio():
+    sr = 8000
+    g = torch.Generator().manual_seed(3)
+    original = {"waveform": 0.1 * torch.randn(1, 1, 2 * sr, generator=g), "sample_rate": sr}  # 2 s given
+    lat = {"latents": torch.randn(1, 8, 62), "latent_rate": 31.25}
+    (ctx,) = N["KlingFoleyAudioContext"]().make(lat, "continue", context_seconds=1.0)  # its last second
+    generated = {"waveform": torch.full((1, 2, 3 * 16000), 0.2), "sample_rate": 16000}  # 3 s from the context on
+    (joined,) = N["KlingFoleyEditJoin"]().join(original, generated, ctx)
+    x = joined["waveform"]
+    assert joined["sample_rate"] == sr and x.shape == (1, 2, 3 * sr)
+    start = int(round(ctx.offset * sr))
+    cut = int((ctx.seconds - 0.05) * sr)
+    assert torch.equal(x[0, :, :cut], original["waveform"][0, :, start:start + cut].expand(2, -1))
+    assert float(x[0, :, int(1.1 * sr):].std()) < 1e-3  # after the seam: the (level-matched) continuation
 
 
 @pytest.mark.parametrize("kwargs, match", [

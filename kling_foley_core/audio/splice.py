@@ -66,10 +66,11 @@ def continuation_gain(given: torch.Tensor, given_rate: int, generated: torch.Ten
 
 
 def splice_continuation(given: torch.Tensor, given_rate: int, generated: torch.Tensor, generated_rate: int,
-                        known_seconds: float, duration: float, match_level: bool = True) -> torch.Tensor:
+                        known_seconds: float, duration: float, match_level: bool = True,
+                        margin: float = DEFAULT_MARGIN) -> torch.Tensor:
     """Foley extension's output: the given audio's own samples over the known ``known_seconds`` (crossfaded into
-    the generated audio just before the seam), the generated audio after it. ``given`` (B|1, C, T) starts where the
-    span starts; ``generated`` (B, C', T') covers the same span (its known part is the model's decoded copy of the
+    the generated audio over ``margin`` seconds before the seam), the generated audio after it. ``given``
+    (B|1, C, T) starts where the span starts; ``generated`` (B, C', T') covers the same span (its known part is the model's decoded copy of the
     given audio). ``match_level`` scales the generated audio by :func:`continuation_gain`. Returns
     (B, max(C, C'), ``duration`` seconds) at ``given_rate``."""
     kept = given.expand(-1, max(given.shape[1], generated.shape[1]), -1)  # mono given audio, stereo result
@@ -80,5 +81,5 @@ def splice_continuation(given: torch.Tensor, given_rate: int, generated: torch.T
         return kept.expand(generated.shape[0], -1, -1).clone()
     if match_level:
         generated = generated * continuation_gain(given, given_rate, generated, generated_rate, seam)[:, None, None]
-    return torch.stack([splice_window(o, given_rate, g, generated_rate, seam, total / given_rate)
+    return torch.stack([splice_window(o, given_rate, g, generated_rate, seam, total / given_rate, margin)
                         for o, g in zip(kept.expand(generated.shape[0], -1, -1), generated)])

@@ -56,6 +56,7 @@ class AudioContext:
     latent_rate: float
     mode: str = "continue"
     window: tuple[float, float] | None = None  # edit: the regenerated seconds (for splicing and reports)
+    offset: float = 0.0  # continue: seconds of the encoded audio before the context's first frame (left out)
 
     def __post_init__(self):
         if self.mode not in CONTEXT_MODES:
@@ -137,7 +138,8 @@ def make_context(latents: torch.Tensor, latent_rate: float | None, mode: str, *,
         raise ContextError(f"context_seconds={context_seconds:g} keeps {k / latent_rate:.2f} s; give at least 0.64 s "
                            f"(one sync window)")
     part = latents[..., n - k:] if mode == "continue" else latents[..., :k]
-    return AudioContext(part, torch.ones(b, k, dtype=torch.bool), latent_rate, mode=mode)
+    return AudioContext(part, torch.ones(b, k, dtype=torch.bool), latent_rate, mode=mode,
+                        offset=(n - k) / latent_rate if mode == "continue" else 0.0)
 
 
 class ContextVelocity:
