@@ -298,16 +298,20 @@ def test_contact_targets_follow_the_token_spans():
 def test_pan_targets_sit_on_the_contact_tokens():
     from kling_foley_core.training.train_foley import token_targets
 
-    hits, pans, _ = token_targets([{"time": 0.33, "pan": -0.5}, {"time": 0.34, "pan": 0.7},
-                                   {"time": 1.0, "pan": 0.25}], 3)
+    hits, pans, _, louds = token_targets([{"time": 0.33, "pan": -0.5, "gain": 0.5}, {"time": 0.34, "pan": 0.7,
+                                                                                   "gain": 0.3},
+                                          {"time": 1.0, "pan": 0.25, "gain": 0.1}], 3)
     hits, pans = hits.view(3, 8), pans.view(3, 8)
     assert hits[0, 4] == 1 and hits[1, 0] == 1 and hits.max() == 1  # two hits in one span count once
     assert pans[0, 4] == pytest.approx(0.1) and pans[2, 4] == pytest.approx(0.25)
     assert pans[hits == 0].abs().max() == 0
+    louds = louds.view(3, 8)  # 2·log10 of the span's mean gain: the hit's level in units of 10 dB
+    assert louds[0, 4] == pytest.approx(2 * np.log10(0.4)) and louds[2, 4] == pytest.approx(-2.0)
+    assert louds[hits == 0].abs().max() == 0
     from kling_foley_core.data.recordings import SOUND_CLASSES
 
-    _, _, cls = token_targets([{"time": 0.33, "sound_class": "bell"}, {"time": 0.34, "sound_class": "kick"},
-                               {"time": 1.0, "sound_class": "not-a-class"}], 3)
+    _, _, cls, _ = token_targets([{"time": 0.33, "sound_class": "bell"}, {"time": 0.34, "sound_class": "kick"},
+                                  {"time": 1.0, "sound_class": "not-a-class"}], 3)
     cls = cls.view(3, 8)
     assert cls[0, 4] == list(SOUND_CLASSES).index("bell")  # the first hit of a span names its class
     assert cls[2, 4] == -100 and (cls >= 0).sum() == 2
@@ -339,7 +343,8 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     args = _common(data, out, 4, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
                    "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
                    "--init", str(foley_run / "final"), "--aux-sync-weight", "0.5", "--mono2stereo-weight", "2",
-                   "--aux-pan-weight", "1", "--aux-class-weight", "0.5", "--level-weight", "0.5")
+                   "--aux-pan-weight", "1", "--aux-class-weight", "0.5", "--level-weight", "0.5",
+                   "--aux-level-weight", "1")
     for o in FOLEY_OVERRIDES:
         args += ["--override", o]
     assert train_foley.main(args) == 0
@@ -348,6 +353,7 @@ def test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run):
     assert len(aux) == 4 and all(a > 0 for a in aux)
     assert all(a > 0 for a in _metric(out, "aux_pan"))  # every clip has hits, so every batch has pan targets
     assert all(a > 0 for a in _metric(out, "aux_class"))
+    assert all(a > 0 for a in _metric(out, "aux_level"))  # every hit's gain is a loudness target
     assert all(v > 0 for v in _metric(out, "mono2stereo"))  # Mono2Stereo trained jointly on the visual features
     from kling_foley_core.models.mono2stereo import Mono2Stereo
 
@@ -753,3 +759,24 @@ def test_swapped_roles_show_swapped_clips_only_as_control_examples():
     assert c.tolist() == [True, True, True, False]  # no swapped clip shows its (misleading) semantic features
     k, _, c = swapped_roles(swapped, u, None, forced, drop_t, torch.tensor([False, False, False, True]))
     assert k[0].tolist() == forced[0].tolist() and not k[2:].any() and c.tolist() == [True] * 4
+
+
+def test_older_caches_take_hit_gains_from_their_dataset(data):
+    import copy
+
+    from kling_foley_core.training.cache_set import mark_gains
+    from kling_foley_core.training.common import TrainingError
+    from kling_foley_core.training.dataset import FeatureCache
+
+    cache = FeatureCache(data["cache"])
+    assert all("gain" in e for c in cache.clips for e in c["events"])  # recorded when built
+    want = [[e["gain"] for e in c["events"]] for c in cache.clips]
+    for c in cache.clips:  # as a cache built before events recorded their gain
+        for e in c["events"]:
+            del e["gain"]
+    bad = copy.deepcopy(cache)
+    mark_gains(cache, data["data"])
+    assert [[e["gain"] for e in c["events"]] for c in cache.clips] == want
+    bad.clips[0]["clip_id"] = "not-in-the-dataset"
+    with pytest.raises(TrainingError, match="rebuild the cache"):
+        mark_gains(bad, data["data"])

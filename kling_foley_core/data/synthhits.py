@@ -663,6 +663,19 @@ def load_clips(directory: str | Path) -> list[SynthHitsClip]:
     return clips
 
 
+def clip_metas(directory: str | Path) -> list[dict]:
+    """The metadata of every clip in a dataset folder (events, caption, ...), without decoding audio or frames."""
+    directory = Path(directory)
+    shards = sorted(directory.glob("shard-*.npz"))
+    if shards:
+        out = []
+        for s in shards:
+            with np.load(s) as z:
+                out += json.loads(z["meta"].tobytes().decode())
+        return out
+    return [json.loads(js.read_text()) for js in sorted(directory.glob("*.json")) if js.name != "index.json"]
+
+
 def write_dataset(bank: RecordingBank, out: str | Path, n: int, *, seed: int, split: str,
                   formats: Sequence[str] = ("mp4", "npz"), config: SynthHitsConfig | None = None,
                   shard_size: int = 100, overwrite: bool = False) -> dict:

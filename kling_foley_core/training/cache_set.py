@@ -75,9 +75,28 @@ def _pooled_stats(tables: list[LatentTable]) -> dict:
     return {"mean": mu.tolist(), "std": np.sqrt(np.maximum(second - mu**2, 1e-8)).tolist()}
 
 
-def open_caches(data: list[str | Path], cache: list[str | Path] | None, *, image_size: int) -> FeatureCache | CacheSet:
+def mark_gains(cache: FeatureCache, data: Path) -> None:
+    """Caches built before events recorded their ``gain`` take it from their dataset's clip metadata (in memory)."""
+    old = [c for c in cache.clips if any("gain" not in e for e in c["events"])]
+    if not old:
+        return
+    from ..data.synthhits import clip_metas
+
+    gains = {m["clip_id"]: [e.get("gain") for e in m["events"]] for m in clip_metas(data)}
+    for c in old:
+        g = gains.get(c["clip_id"])
+        if g is None or len(g) != len(c["events"]) or None in g:
+            raise TrainingError(f"--cache {cache.dir}: clip {c['clip_id']} has no hit gains in {data}; rebuild the "
+                                f"cache (python -m kling_foley_core.training.dataset --data {data} --cache NEW)")
+        for e, v in zip(c["events"], g):
+            e["gain"] = float(v)
+
+
+def open_caches(data: list[str | Path], cache: list[str | Path] | None, *, image_size: int,
+                gains: bool = False) -> FeatureCache | CacheSet:
     """The training set of ``--data`` folders, each with its ``--cache`` (built if missing; default: one per folder
-    under the cache root). One folder gives its :class:`FeatureCache`, several a :class:`CacheSet`."""
+    under the cache root). One folder gives its :class:`FeatureCache`, several a :class:`CacheSet`. ``gains``: every
+    hit must carry its gain (taken from the dataset for older caches)."""
     data = [Path(d) for d in data]
     if cache is not None and len(cache) != len(data):
         raise TrainingError(f"--cache takes one folder per --data folder: got {len(cache)} caches for {len(data)} "
@@ -86,6 +105,8 @@ def open_caches(data: list[str | Path], cache: list[str | Path] | None, *, image
               for k, d in enumerate(data)]
     for c, d in zip(caches, data):
         mark_swapped(c, d)
+        if gains:
+            mark_gains(c, d)
     return caches[0] if len(caches) == 1 else CacheSet(caches)
 
 

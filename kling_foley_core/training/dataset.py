@@ -181,7 +181,8 @@ def _build_part(src: Path, part_dir: Path, image_size: int, limit: int | None) -
         rows.append({"clip_id": clip.clip_id, "caption": clip.caption, "duration": float(clip.duration),
                      "num_samples": f["num_samples"], "mel": [mel_off, n_mel], "sem": [sem_off, n_sem],
                      "sync": [sync_off, n_sync],
-                     "events": [{"time": e.time, "sound_class": e.sound_class, "pan": e.pan} for e in clip.events],
+                     "events": [{"time": e.time, "sound_class": e.sound_class, "pan": e.pan, "gain": e.gain}
+                                for e in clip.events],
                      "objects": [{"sound_class": o.get("sound_class"), "x_start": o.get("x_start"),
                                   "x_end": o.get("x_end")} for o in clip.objects],
                      "sound_swapped": sound_swapped(clip.objects)})

@@ -45,7 +45,7 @@ from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
 log = logging.getLogger(__name__)
 
 FREEZABLE = ("visual_encoder", "sync_encoder", "text_encoder")
-CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "mono2stereo", "level", "grad_norm"]  # drawn in loss.png
+CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "aux_level", "mono2stereo", "level", "grad_norm"]  # drawn in loss.png
 
 
 class FoleyObjective(nn.Module):
@@ -55,7 +55,7 @@ class FoleyObjective(nn.Module):
                  mono2stereo: nn.Module | None = None, aux_pan_weight: float = 0.0, aux_class_weight: float = 0.0,
                  aux_sync_pos_weight: float = 4.0, p_drop_clip: float = 0.0, context_prob: float = 0.0,
                  context_span: tuple[float, float] = (0.7, 1.0), context_prefix: float = 0.0,
-                 frozen: tuple[str, ...] = (),
+                 frozen: tuple[str, ...] = (), aux_level_weight: float = 0.0,
                  level_decoder=None, swapped_captions: str = "without-context", swapped_roles: str = "drawn"):
         super().__init__()
         self.parts = parts
@@ -81,6 +81,8 @@ class FoleyObjective(nn.Module):
         self.pan_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_pan_weight > 0 else None
         # training-only head: which sound class (the object's look) makes the contact of such a token?
         self.class_head = nn.Linear(parts.sync_encoder.dim, len(SOUND_CLASSES)) if aux_class_weight > 0 else None
+        # training-only head: how loud (gain in units of 10 dB) is the contact of such a token? Its speed sets it
+        self.loud_head = nn.Linear(parts.sync_encoder.dim, 1) if aux_level_weight > 0 else None
         # Mono2Stereo trained jointly: its loss is what teaches the visual features where objects are (the
         # mono flow-matching loss has no use for x-positions)
         self.mono2stereo = mono2stereo
@@ -113,6 +115,11 @@ class FoleyObjective(nn.Module):
         pred = torch.tanh(self.pan_head(sync_f)[..., 0])  # (B, Ns)
         return ((pred - pans) ** 2 * hits).sum() / hits.sum().clamp_min(1.0)
 
+    def loud_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor, louds: torch.Tensor) -> torch.Tensor:
+        """Squared error of the loudness head on the tokens that hold a contact (louds: (B, Ns), 2·log10 gain)."""
+        pred = self.loud_head(sync_f)[..., 0]  # (B, Ns)
+        return ((pred - louds) ** 2 * hits).sum() / hits.sum().clamp_min(1.0)
+
     def class_aux_loss(self, sync_f: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the class head on the tokens that hold a contact (classes: (B, Ns), −100 elsewhere)."""
         logits = self.class_head(sync_f)  # (B, Ns, K)
@@ -125,9 +132,9 @@ class FoleyObjective(nn.Module):
                 gen: torch.Generator, hits: torch.Tensor | None = None,
                 stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                 pans: torch.Tensor | None = None, classes: torch.Tensor | None = None,
-                keep_text: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                keep_text: torch.Tensor | None = None, louds: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
-        loss, level loss); unused ones are 0."""
+        loss, level loss, auxiliary loudness loss); unused ones are 0."""
         from ..sampling import flow_matching_loss
         from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
@@ -143,6 +150,9 @@ class FoleyObjective(nn.Module):
         aux_cls = x1.new_zeros(())
         if self.class_head is not None and classes is not None:
             aux_cls = self.class_aux_loss(sync_f, classes)
+        aux_loud = x1.new_zeros(())
+        if self.loud_head is not None and hits is not None and louds is not None:
+            aux_loud = self.loud_aux_loss(sync_f, hits, louds)
         m2s = x1.new_zeros(())
         if self.mono2stereo is not None and stereo is not None:
             from ..generation import stereo_video_features
@@ -202,7 +212,7 @@ class FoleyObjective(nn.Module):
 
             level = decoded_level_loss(self.level_decoder, data_estimate(seen["xt"], seen["t"], seen["v"]), x1,
                                        seen["t"])
-        return fm, aux, m2s, aux_pan, aux_cls, level
+        return fm, aux, m2s, aux_pan, aux_cls, level, aux_loud
 
 
 def text_drops(u: torch.Tensor, p_drop: float, swapped: torch.Tensor | None, known: torch.Tensor | None,
@@ -237,22 +247,24 @@ def swapped_roles(swapped: torch.Tensor, u: torch.Tensor, known: torch.Tensor | 
     return known, drop_t, drop_c
 
 
-def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, ...]:
     """Per sync token (token j of window w spans frames 8w + 2j, 8w + 2j + 1: tubelets of 2 at 25 fps): contact
-    0/1 (a hit's time falls in that 80 ms span), the pan of its hit(s) (mean if two) and the sound-class index of
+    0/1 (a hit's time falls in that 80 ms span), the pan of its hit(s) (mean if two), the sound-class index of
     its first hit in :data:`SOUND_CLASSES` order (−100, "ignore", for tokens without a contact or with an unknown
-    class)."""
+    class) and the loudness of its hit(s) as 2·log10 of the mean gain (0 where no gain is recorded)."""
     starts = (torch.arange(n_windows)[:, None] * STRIDE + torch.arange(WINDOW // 2)[None] * 2).flatten() / 25.0
-    hits, pan_sum = torch.zeros(len(starts)), torch.zeros(len(starts))
+    hits, pan_sum, gain_sum = torch.zeros(len(starts)), torch.zeros(len(starts)), torch.zeros(len(starts))
     classes = torch.full((len(starts),), -100, dtype=torch.long)
     index = {c: i for i, c in enumerate(SOUND_CLASSES)}
     for e in events:
         inside = (starts <= e["time"]) & (e["time"] < starts + 2 / 25.0)
         hits += inside.float()
         pan_sum += inside.float() * float(e.get("pan", 0.0))
+        gain_sum += inside.float() * float(e.get("gain", 1.0))
         k = index.get(e.get("sound_class"), -100)
         classes = torch.where(inside & (classes < 0), torch.tensor(k), classes)
-    return hits.clamp(max=1.0), pan_sum / hits.clamp_min(1.0), classes
+    louds = 2.0 * torch.log10((gain_sum / hits.clamp_min(1.0)).clamp_min(1e-4)) * (hits > 0)
+    return hits.clamp(max=1.0), pan_sum / hits.clamp_min(1.0), classes, louds
 
 
 def batch_duration(cache: FeatureCache, idx: np.ndarray, gen: torch.Generator, min_duration: float,
@@ -295,13 +307,14 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
     hits = torch.stack([t[0] for t in targets])  # (B, Ns)
     pans = torch.stack([t[1] for t in targets])  # (B, Ns)
     classes = torch.stack([t[2] for t in targets])  # (B, Ns)
+    louds = torch.stack([t[3] for t in targets])  # (B, Ns)
     n_mel = min(2 * lens.latent, min(cache.clips[int(i)]["mel"][1] for i in idx))  # the mel frames of d seconds
     stereo = tuple(torch.stack([torch.from_numpy(cache.mel(int(i), ch)[:, :n_mel]) for i in idx])
                    for ch in ("mono", "left", "right"))  # 3 × (B, M, F)
     keep_text = torch.tensor([bool(cache.clips[int(i)].get("sound_swapped", False)) for i in idx])
     return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
                 empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo, pans=pans,
-                classes=classes, keep_text=keep_text)
+                classes=classes, keep_text=keep_text, louds=louds)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -340,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--aux-class-weight", type=float, default=0.0,
                     help="weight of an auxiliary loss that makes the sync tokens of a contact tell the sound class of "
                          "the object that makes it (labels: the hits' classes); 0 = off")
+    ap.add_argument("--aux-level-weight", type=float, default=0.0,
+                    help="weight of an auxiliary loss that makes the sync tokens of a contact tell how loud it is "
+                         "(labels: the hits' gains, which their contact speed sets); 0 = off")
     ap.add_argument("--mono2stereo-weight", type=float, default=0.0,
                     help="train Mono2Stereo jointly (on the visual features) with this loss weight; 0 = off")
     ap.add_argument("--level-weight", type=float, default=0.0,
@@ -435,7 +451,7 @@ def load_parts(parts, folder: Path) -> None:
         load_state_dict_strict(module, sd, what=f"--init {name}")
 
 
-AUX_HEADS = ("sync_head", "pan_head", "class_head")
+AUX_HEADS = ("sync_head", "pan_head", "class_head", "loud_head")
 AUX_FILE = "aux_heads.safetensors"  # the training-only heads, kept beside the final parts so --init resumes them
 
 
@@ -490,7 +506,8 @@ def run(args) -> Path:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
     if not 0.0 <= args.context_prefix <= 1.0:
         raise TrainingError(f"--context-prefix={args.context_prefix} must be in [0, 1] (a share of the contexts)")
-    for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight", "level_weight"):
+    for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight", "level_weight",
+                 "aux_level_weight"):
         if not getattr(args, name) >= 0.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 0 (0 turns that loss off)")
     if not args.aux_sync_pos_weight > 0.0:
@@ -511,7 +528,7 @@ def run(args) -> Path:
     overrides = parse_overrides(args.override)
     accelerator = make_accelerator()
     out = Path(args.out)
-    cache = open_caches(args.data, args.cache, image_size=args.image_size)
+    cache = open_caches(args.data, args.cache, image_size=args.image_size, gains=args.aux_level_weight > 0)
     vae = KlingMelVAE.from_pretrained(str(args.vae)).eval()
     if accelerator.is_main_process:
         tag = encode_latents(cache, vae)
@@ -561,7 +578,7 @@ def run(args) -> Path:
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
                                context_span=tuple(args.context_span), context_prefix=args.context_prefix,
-                               frozen=tuple(args.freeze),
+                               frozen=tuple(args.freeze), aux_level_weight=args.aux_level_weight,
                                level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer),
                                swapped_captions=args.swapped_captions, swapped_roles=args.swapped_roles)
     if args.init is not None:
@@ -597,14 +614,15 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        loss, aux, m2s_loss, aux_pan, aux_cls, level = objective(
+        loss, aux, m2s_loss, aux_pan, aux_cls, level, aux_loud = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
-            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev))
+            tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev),
+            b["louds"].to(dev))
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
                              args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls +
-                             args.level_weight * level)
+                             args.level_weight * level + args.aux_level_weight * aux_loud)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
@@ -615,6 +633,7 @@ def run(args) -> Path:
             metrics.write(step + 1, {"loss": float(loss.detach()), "aux_sync": float(aux.detach()),
                                      "mono2stereo": float(m2s_loss.detach()), "aux_pan": float(aux_pan.detach()),
                                      "aux_class": float(aux_cls.detach()), "level": float(level.detach()),
+                                     "aux_level": float(aux_loud.detach()),
                                      "grad_norm": float(gnorm),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
