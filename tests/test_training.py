@@ -376,7 +376,7 @@ def test_auxiliary_heads_are_kept_for_the_next_init(data, vae_run, foley_run, tm
     if not (run / "final").is_dir():
         test_foley_init_and_auxiliary_sync_loss(data, vae_run, foley_run)
     saved = load_file(str(run / "final" / AUX_FILE))
-    assert {k.split(".")[0] for k in saved} == {"sync_head", "pan_head", "class_head"}
+    assert {k.split(".")[0] for k in saved} == {"sync_head", "pan_head", "class_head", "loud_head"}
     assert not (foley_run / "final" / AUX_FILE).exists()  # that run trained no heads
 
     def heads(classes: int) -> torch.nn.Module:

@@ -459,7 +459,7 @@ def save_aux_heads(objective: FoleyObjective, folder: Path) -> None:
     from safetensors.torch import save_file
 
     sd = {f"{name}.{k}": v.detach().cpu().contiguous() for name in AUX_HEADS
-          if getattr(objective, name) is not None for k, v in getattr(objective, name).state_dict().items()}
+          if getattr(objective, name, None) is not None for k, v in getattr(objective, name).state_dict().items()}
     if sd:
         save_file(sd, str(folder / AUX_FILE))
 
@@ -473,7 +473,7 @@ def load_aux_heads(objective: FoleyObjective, folder: Path) -> list[str]:
     sd = read_state_dict(f) if f.is_file() else {}
     loaded = []
     for name in AUX_HEADS:
-        head = getattr(objective, name)
+        head = getattr(objective, name, None)
         part = {k[len(name) + 1:]: v for k, v in sd.items() if k.startswith(name + ".")}
         if head is not None and part:
             load_state_dict_strict(head, part, what=f"--init {AUX_FILE} {name}")
