@@ -318,9 +318,8 @@ class KlingFoleyPipeline(DiffusionPipeline):
                                 zip(known[0].expand(wave.shape[0], -1, -1), wave)])
             sr = known[1]
         elif known and known[2].mode == "continue":  # Foley extension: the given audio's own samples to the seam
-            original, rate, ctx = known  # the samples under the context's frames start at ctx.offset s
-            wave = splice_continuation(original[..., int(round(ctx.offset * rate)):], rate, wave, sr, ctx.seconds,
-                                       cond.duration)
+            original, rate, ctx = known
+            wave = splice_continuation(original, rate, wave, sr, ctx.seconds, cond.duration, offset=ctx.offset)
             sr = rate
         self.maybe_free_model_hooks()
         return FoleyOutput(waveform=wave, sample_rate=sr, latents=latents, mel=mel, duration=cond.duration)

@@ -131,10 +131,10 @@ class KlingFoleyEditJoin:
         rate, gen_rate = int(original["sample_rate"]), int(generated["sample_rate"])
         try:
             if context.mode == "continue":
-                given = original["waveform"][..., int(round(context.offset * rate)):]
                 gen = generated["waveform"]
-                out = splice_continuation(given, rate, gen, gen_rate, context.seconds, gen.shape[-1] / gen_rate,
-                                          margin=float(margin_ms) / 1e3)
+                out = splice_continuation(original["waveform"], rate, gen, gen_rate, context.seconds,
+                                          gen.shape[-1] / gen_rate, margin=float(margin_ms) / 1e3,
+                                          offset=context.offset)
             else:
                 out = torch.stack([splice_window(o, rate, g, gen_rate, *context.window, margin=float(margin_ms) / 1e3)
                                    for o, g in zip(original["waveform"], generated["waveform"])])

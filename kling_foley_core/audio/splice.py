@@ -67,12 +67,14 @@ def continuation_gain(given: torch.Tensor, given_rate: int, generated: torch.Ten
 
 def splice_continuation(given: torch.Tensor, given_rate: int, generated: torch.Tensor, generated_rate: int,
                         known_seconds: float, duration: float, match_level: bool = True,
-                        margin: float = DEFAULT_MARGIN) -> torch.Tensor:
+                        margin: float = DEFAULT_MARGIN, offset: float = 0.0) -> torch.Tensor:
     """Foley extension's output: the given audio's own samples over the known ``known_seconds`` (crossfaded into
     the generated audio over ``margin`` seconds before the seam), the generated audio after it. ``given``
-    (B|1, C, T) starts where the span starts; ``generated`` (B, C', T') covers the same span (its known part is the model's decoded copy of the
-    given audio). ``match_level`` scales the generated audio by :func:`continuation_gain`. Returns
+    (B|1, C, T) holds the known audio from ``offset`` seconds on (a continue context's ``offset``: the part left
+    out before it); ``generated`` (B, C', T') covers the span from there (its known part is the model's decoded
+    copy of the given audio). ``match_level`` scales the generated audio by :func:`continuation_gain`. Returns
     (B, max(C, C'), ``duration`` seconds) at ``given_rate``."""
+    given = given[..., int(round(offset * given_rate)):]
     kept = given.expand(-1, max(given.shape[1], generated.shape[1]), -1)  # mono given audio, stereo result
     total = int(math.floor(duration * given_rate))
     kept = torch.nn.functional.pad(kept, (0, max(0, total - kept.shape[-1])))[..., :total]

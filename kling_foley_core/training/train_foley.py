@@ -45,7 +45,8 @@ from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
 log = logging.getLogger(__name__)
 
 FREEZABLE = ("visual_encoder", "sync_encoder", "text_encoder")
-CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "aux_level", "mono2stereo", "level", "grad_norm"]  # drawn in loss.png
+# drawn in loss.png
+CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "aux_level", "mono2stereo", "level", "grad_norm"]
 
 
 class FoleyObjective(nn.Module):
