@@ -57,6 +57,48 @@ def test_zero_initialised_pathway_computes_what_the_plain_model_does():
     assert pc.context_emb is not None and float(pc.context_emb.detach().abs().max()) == 0.0
 
 
+def test_context_summary_starts_as_a_no_op_and_then_reaches_every_frame():
+    plain, _ = _models()
+    model = build_mmdit("tiny", context_input=True, context_global=True).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("context_embed.") for k in missing)
+    cond = _cond(plain)
+    a = generate_latents(plain, cond, SamplerSettings(steps=3), seed=5)
+    assert torch.equal(a, generate_latents(model, cond, SamplerSettings(steps=3), seed=5))
+    n = plain.sequence_lengths(DUR).latent
+    known = torch.zeros(2, n, dtype=torch.bool)
+    known[0, : n // 4] = True  # item 1 knows nothing
+    g = torch.Generator().manual_seed(7)
+    ctx = torch.randn(2, n, 8, generator=g)
+
+    @torch.no_grad()
+    def prepared(context):
+        return model.prepare_conditions(cond.clip_f.expand(2, -1, -1), cond.sync_f.expand(2, -1, -1),
+                                        cond.text_f.expand(2, -1, -1), duration=DUR, context=context,
+                                        context_known=known)
+
+    assert float(prepared(ctx).context_global.abs().max()) == 0.0  # zero-initialised
+    with torch.no_grad():
+        for p in (model.context_embed.summary_out.weight, model.context_embed.summary_score.weight):
+            p.normal_(0, 0.1)
+    pc, other = prepared(ctx), prepared(torch.randn(2, n, 8, generator=g))
+    assert float(pc.context_global[1].abs().max()) == 0.0  # no known frame: no summary
+    assert not torch.allclose(pc.context_global[0], other.context_global[0])
+    # the summary moves frames the known span does not touch, through every block's conditioning
+    x = torch.randn(2, n, 8, generator=g)
+    far = slice(3 * n // 4, n)
+    with torch.no_grad():
+        assert not torch.allclose(model.predict_flow(x, 0.5, pc)[0, far], model.predict_flow(x, 0.5, other)[0, far])
+    empty = model.get_empty_conditions(2, like=pc)
+    assert torch.equal(empty.context_global, pc.context_global)  # like the known frames, not a guided condition
+    assert torch.equal(pc.batch_cat(empty).context_global, torch.cat([pc.context_global] * 2))
+
+
+def test_context_summary_needs_the_context_pathway():
+    with pytest.raises(ValueError, match="context_global=True needs context_input=True"):
+        build_mmdit("tiny", context_global=True)
+
+
 @pytest.mark.parametrize("which", ["training-free", "pathway"])
 @pytest.mark.parametrize("sampler", sorted(set(SAMPLERS) - {"adaptive"}))
 def test_known_frames_are_kept_by_every_sampler(which, sampler):

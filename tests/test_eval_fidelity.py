@@ -10,7 +10,7 @@ from kling_foley_core.data.synthetic import synthetic_bank
 from kling_foley_core.data.synthhits import HitEvent, SynthHitsClip, SynthHitsConfig, generate_clip
 from kling_foley_core.evaluation import GROUND_TRUTH, evaluate_clips, evaluation_table
 from kling_foley_core.evaluation.fidelity import (bandwidth_hz, decay_time, other_recordings_audio,
-                                                  spectral_distances)
+                                                  spectral_distances, true_decay)
 from kling_foley_core.evaluation.metrics import OTHER_RECORDINGS
 
 SR = 44100
@@ -49,6 +49,19 @@ def test_louder_copy_scores_plus_6_db_and_quieter_minus_6():
     assert up.log_spectral_distance == pytest.approx(6.02, abs=0.2)
     assert up.mel_distance == pytest.approx(math.log10(2), abs=0.01)
     assert same.log_spectral_distance == pytest.approx(0.0, abs=1e-9)
+
+
+def test_true_decay_scores_isolated_hits_whose_tail_falls_before_the_next_event():
+    times = np.array([0.3, 0.4, 1.1, 1.9])
+    audio = hits(0.05, times=tuple(times))
+    got = true_decay(audio, SR, times, 1.1)
+    assert got is not None
+    window, t = got
+    assert window == pytest.approx(0.8)  # to the next event
+    assert t == pytest.approx(3.454 * 0.05, rel=0.12)
+    assert true_decay(audio, SR, times, 0.4) is None  # 0.1 s after another hit: not isolated
+    long = hits(1.0, times=tuple(times))
+    assert true_decay(long, SR, times, 1.1) is None  # the tail runs into the next hit: not scored for anyone
 
 
 def test_decay_time_of_an_exponential():

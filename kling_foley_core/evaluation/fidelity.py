@@ -146,6 +146,23 @@ def bandwidth_hz(x: np.ndarray, sr: int, fraction: float = 0.99) -> float:
     return float(np.fft.rfftfreq(n, 1.0 / sr)[min(k, n // 2)])
 
 
+def true_decay(true: np.ndarray, sr: int, times: np.ndarray, t: float, *, isolation_before: float = 0.15,
+               max_tail: float = 1.0) -> tuple[float, float] | None:
+    """(window length, true decay time) of the hit at ``t`` among the clip's sorted event ``times``, or None when
+    the hit is not scored: another event lies within ``isolation_before`` s before it, or the true tail does not
+    fall 30 dB before the next event (at most ``max_tail`` s). Decided from the reference alone, so every system
+    is scored on the same hits."""
+    dur = true.shape[-1] / sr
+    earlier, later = times[times < t - 1e-6], times[times > t + 1e-6]
+    if earlier.size and t - float(earlier[-1]) < isolation_before:
+        return None
+    end = min(float(later[0]) if later.size else dur, t + max_tail, dur)
+    t_true, fell = decay_time(true, sr, t, end)
+    if not fell or t_true <= 0:
+        return None
+    return end - t, t_true
+
+
 def clip_fidelity(pred: np.ndarray, clip, est: np.ndarray, pairs: Sequence[tuple[int, int]], *,
                   isolation_before: float = 0.15, max_tail: float = 1.0) -> ClipFidelity:
     """Fidelity of ``pred`` (C, N, at the clip's rate, the clip's length) to ``clip.audio``; ``est`` the system's
@@ -159,19 +176,14 @@ def clip_fidelity(pred: np.ndarray, clip, est: np.ndarray, pairs: Sequence[tuple
     for ri, ej in pairs:
         t, te = float(times[ri]), float(est[ej])
         later = order[order > t + 1e-6]
-        nxt = float(later[0]) if later.size else dur
-        gap = nxt - t
-        w = min(0.06, gap)
+        w = min(0.06, (float(later[0]) if later.size else dur) - t)
         true_levels.append(peak_db(true, sr, t, t + w))
         levels.append(peak_db(pred, sr, te - 0.01, te + w) - true_levels[-1])
-        earlier = order[order < t - 1e-6]
-        if earlier.size and t - float(earlier[-1]) < isolation_before:
+        scored = true_decay(true, sr, order, t, isolation_before=isolation_before, max_tail=max_tail)
+        if scored is None:
             continue
-        end = min(nxt, t + max_tail, dur)
-        t_true, fell = decay_time(true, sr, t, end)
-        if not fell or t_true <= 0:
-            continue  # the true tail runs past the window: not scored for any system
-        t_gen, _ = decay_time(pred, sr, te, min(te + (end - t), dur))
+        window, t_true = scored
+        t_gen, _ = decay_time(pred, sr, te, min(te + window, dur))
         decays.append((t_gen - t_true) / t_true)
     lsd, mel = spectral_distances(pred, true, sr)
     return ClipFidelity(levels, decays, lsd, mel, bandwidth_hz(pred, sr), true_levels)

@@ -44,21 +44,40 @@ class ConvPositionEmbedding(nn.Module):
 class ContextEmbedding(nn.Module):
     """Masked context latent + known mask ``(B, N, C+1)`` → the context's share of the audio stream ``(B, N, D)``.
 
-    Zero-initialised output: a model given this branch before training computes what it computed without it."""
+    Zero-initialised output: a model given this branch before training computes what it computed without it.
 
-    def __init__(self, latent_dim: int, dim: int):
+    With ``global_summary`` the branch also returns one vector per item, ``(B, D)``: an attention-pooled summary of
+    the known frames, added to the adaLN conditioning of every block (beside the flow time, the pooled text and the
+    duration). The per-frame share only reaches the frames it sits on and what attention carries from them; the
+    summary tells every block what the known audio sounds like, so a reference can set the timbre of the frames it
+    does not touch (AC-VTA). Its output layer also starts at zero; an item with no known frame gets a zero vector."""
+
+    def __init__(self, latent_dim: int, dim: int, global_summary: bool = False):
         super().__init__()
         self.proj = nn.Linear(latent_dim + 1, dim)
         self.pos = ConvPositionEmbedding(dim)
         self.out = nn.Linear(dim, dim)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.summary_score = nn.Linear(dim, 1) if global_summary else None
+        self.summary_out = nn.Linear(dim, dim) if global_summary else None
+        self.zero_outputs()
 
-    def forward(self, context: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    def zero_outputs(self) -> None:
+        for m in (self.out, self.summary_out):
+            if m is not None:
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, context: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         k = known.to(context.dtype)[..., None]  # (B, N, 1)
         h = self.proj(torch.cat([context * k, k], dim=-1))  # (B, N, D)
         h = h + self.pos(h)
-        return self.out(h)  # (B, N, D)
+        if self.summary_score is None:
+            return self.out(h), None
+        any_known = known.any(dim=1)  # (B,)
+        score = self.summary_score(h).squeeze(-1).masked_fill(~known, float("-inf"))
+        w = torch.softmax(torch.where(any_known[:, None], score, torch.zeros_like(score)), dim=1)
+        pooled = (w[..., None] * h).sum(dim=1)  # (B, D)
+        return self.out(h), self.summary_out(pooled) * any_known[:, None].to(h.dtype)
 
 
 def known_at_times(known: torch.Tensor, times: torch.Tensor, latent_rate: float) -> torch.Tensor:

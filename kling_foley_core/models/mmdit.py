@@ -69,6 +69,7 @@ class PreparedConditions:
     clip_seq_len: int = 0
     sync_seq_len: int = 0
     context_emb: torch.Tensor | None = None  # (B, N, D) known audio's share of the audio stream (FoleyGenEx)
+    context_global: torch.Tensor | None = None  # (B, D) known audio's summary, added to the adaLN conditioning
 
     @property
     def batch_size(self) -> int:
@@ -96,10 +97,13 @@ class PreparedConditions:
         def cat_opt(a, b):
             return None if a is None or b is None else torch.cat([a, b], dim=0)
 
-        ctx = None
+        ctx = glob = None
         if self.context_emb is not None or other.context_emb is not None:
             ctx = torch.cat([c.context_emb if c.context_emb is not None else c.sync_f.new_zeros(c.sync_f.shape)
                              for c in (self, other)], dim=0)
+        if self.context_global is not None or other.context_global is not None:
+            glob = torch.cat([c.context_global if c.context_global is not None else
+                              c.global_c.new_zeros(c.global_c.shape) for c in (self, other)], dim=0)
 
         return PreparedConditions(
             clip_f=torch.cat([self.clip_f, other.clip_f], dim=0),
@@ -112,6 +116,7 @@ class PreparedConditions:
             clip_seq_len=self.clip_seq_len,
             sync_seq_len=self.sync_seq_len,
             context_emb=ctx,
+            context_global=glob,
         )
 
     def to(self, device=None, dtype=None) -> "PreparedConditions":
@@ -159,6 +164,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         context_input: FoleyGenEx's conditional injection (``context_embed.py``): known audio latents and their
             mask enter the audio stream, and the mask is mirrored onto the video features. Off for MMAudio
             checkpoints (they use the training-free context path of ``sampling/context.py``).
+        context_global: with ``context_input``, the branch also summarises the known audio into one vector added
+            to every block's adaLN conditioning (``ContextEmbedding``'s ``global_summary``), so a reference sets
+            the timbre of the whole clip.
     """
 
     _supports_gradient_checkpointing = False
@@ -172,7 +180,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                  use_duration: bool = False, duration_fourier_dim: int = 256, learned_empty_text: bool = False,
                  final_cond: str = "global", sample_rate: int = 44100, mel_hop: int = 512,
                  latent_downsample: int = 2, default_duration: float = 8.0, max_duration: float = 30.0,
-                 sync_layout: str = "windows", context_input: bool = False):
+                 sync_layout: str = "windows", context_input: bool = False, context_global: bool = False):
         super().__init__()
         if sync_layout not in ("windows", "time"):
             raise ValueError(f"sync_layout={sync_layout!r} must be 'windows' (MMAudio) or 'time' (see sync_layout.py)")
@@ -180,6 +188,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"proj_style={proj_style!r} must be 'v1' or 'v2'")
         if final_cond not in ("global", "extended"):
             raise ValueError(f"final_cond={final_cond!r} must be 'global' or 'extended'")
+        if context_global and not context_input:
+            raise ValueError("context_global=True needs context_input=True (the summary is part of the context branch)")
         if not 0 <= fused_depth < depth:
             raise ValueError(f"fused_depth={fused_depth} must be in [0, depth={depth}) (at least one joint block)")
         if hidden_dim % num_heads or (hidden_dim // num_heads) % 2:
@@ -218,7 +228,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         self.fused_blocks = nn.ModuleList(
             [StreamBlock(d, num_heads, mlp_ratio, kernel_size=3) for _ in range(fused_depth)])
         self.final_layer = FinalBlock(d, latent_dim)
-        self.context_embed = ContextEmbedding(latent_dim, d) if context_input else None
+        self.context_embed = ContextEmbedding(latent_dim, d, context_global) if context_input else None
 
         # Latent statistics of the VAE (normalise before the transformer); identity until a checkpoint sets them.
         self.register_buffer("latent_mean", torch.zeros(1, 1, latent_dim))
@@ -248,8 +258,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final_layer.conv.weight)
         nn.init.zeros_(self.final_layer.conv.bias)
         if self.context_embed is not None:  # starts as a no-op: the model computes what it did without context
-            nn.init.zeros_(self.context_embed.out.weight)
-            nn.init.zeros_(self.context_embed.out.bias)
+            self.context_embed.zero_outputs()
 
     # ----------------------------------------------------------------------------------------------------------
     # Lengths and normalisation
@@ -407,9 +416,10 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         if has_text is not None:
             text_in, text_mask = self._substitute_text(text_in, text_mask,
                                                        self._item_mask("has_text", has_text, batch))
-        context_emb = None
+        context_emb = context_global = None
         if context_known is not None:
-            context_emb, clip_in, sync_in = self._inject_context(context, context_known, clip_in, sync_in, n_lat)
+            context_emb, context_global, clip_in, sync_in = self._inject_context(context, context_known, clip_in,
+                                                                                 sync_in, n_lat)
         clip_p, sync_p, text_p, pooled = self._project(clip_in, sync_in, text_in, n_lat, text_mask)
 
         start = total_s = None
@@ -421,14 +431,15 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         return PreparedConditions(clip_f=clip_p, sync_f=sync_p, text_f=text_p,
                                   global_c=self._global(pooled, start, total_s), text_mask=text_mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=clip_in.shape[1],
-                                  sync_seq_len=sync_in.shape[1], context_emb=context_emb)
+                                  sync_seq_len=sync_in.shape[1], context_emb=context_emb,
+                                  context_global=context_global)
 
     @property
     def has_context_input(self) -> bool:
         return self.context_embed is not None
 
     def _inject_context(self, context, known, clip_in, sync_in, n_lat):
-        """The context branch's embedding, and the video features with known spans replaced by the learned
+        """The context branch's embedding and summary, and the video features with known spans replaced by the learned
         empty features (weights from the latent mask by linear interpolation at each feature's time)."""
         if self.context_embed is None:
             raise MMDiTInputError("this model has no context pathway (context_input=False); use the training-free "
@@ -441,12 +452,12 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                                   f"{None if context is None else tuple(context.shape)} and {tuple(known.shape)}")
         dev, dt = self.device, self.dtype
         known = known.to(dev, torch.bool)
-        emb = self.context_embed(context.to(dev, dt), known)  # (B, N, D)
+        emb, summary = self.context_embed(context.to(dev, dt), known)  # (B, N, D), (B, D) or None
         w_clip = known_at_times(known, clip_times(clip_in.shape[1], device=dev), self.latent_rate)  # (B, Nc)
         w_sync = known_at_times(known, sync_token_times(sync_in.shape[1], device=dev), self.latent_rate)
         clip_in = torch.lerp(clip_in, self.empty_clip_feat[None].to(dt).expand_as(clip_in), w_clip[..., None].to(dt))
         sync_in = torch.lerp(sync_in, self.empty_sync_feat[None].to(dt).expand_as(sync_in), w_sync[..., None].to(dt))
-        return emb, clip_in, sync_in
+        return emb, summary, clip_in, sync_in
 
     def _item_mask(self, name: str, mask: torch.Tensor, batch: int) -> torch.Tensor:
         mask = torch.as_tensor(mask, device=self.device).reshape(-1).to(torch.bool)
@@ -517,7 +528,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         return PreparedConditions(clip_f=clip_p, sync_f=sync_p, text_f=text_p,
                                   global_c=self._global(pooled, start, total_s), text_mask=mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=n_clip,
-                                  sync_seq_len=n_sync, context_emb=None if like is None else like.context_emb)
+                                  sync_seq_len=n_sync, context_emb=None if like is None else like.context_emb,
+                                  context_global=None if like is None else like.context_global)
 
     # ----------------------------------------------------------------------------------------------------------
     # Per-step work
@@ -543,7 +555,10 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         if conditions.context_emb is not None:
             x = x + conditions.context_emb  # FoleyGenEx: W_x·x_t + W_c·[context; mask]
         clip_f, text_f = conditions.clip_f, conditions.text_f
-        global_c = (self.t_embed(t) + conditions.global_c)[:, None]  # (B, 1, D)
+        global_c = self.t_embed(t) + conditions.global_c
+        if conditions.context_global is not None:
+            global_c = global_c + conditions.context_global
+        global_c = global_c[:, None]  # (B, 1, D)
         extended_c = global_c + conditions.sync_f  # (B, N, D)
 
         n_clip = clip_f.shape[1]

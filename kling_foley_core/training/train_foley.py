@@ -445,10 +445,10 @@ def load_parts(parts, folder: Path) -> None:
             raise TrainingError(f"--init {folder}: no {name}/diffusion_pytorch_model.safetensors; pass a "
                                 f"train_foley final folder")
         sd = read_state_dict(f)
-        if name == "transformer" and getattr(module, "context_embed", None) is not None and \
-                not any(k.startswith("context_embed.") for k in sd):
-            # the context pathway is new to this run: it keeps its zero-initialised weights (a no-op at first)
-            sd.update({f"context_embed.{k}": v for k, v in module.context_embed.state_dict().items()})
+        if name == "transformer" and getattr(module, "context_embed", None) is not None:
+            # the parts of the context pathway new to this run keep their zero-initialised outputs (a no-op at first)
+            new = {f"context_embed.{k}": v for k, v in module.context_embed.state_dict().items()}
+            sd.update({k: v for k, v in new.items() if k not in sd})
         load_state_dict_strict(module, sd, what=f"--init {name}")
 
 
