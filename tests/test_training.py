@@ -675,6 +675,16 @@ def test_foley_context_training_from_a_plain_init(data, vae_run, foley_run):
     assert train_foley.main(args) == 0
     w = _weights(out / "final" / "transformer")
     assert float(w["context_embed.out.weight"].abs().sum()) > 0  # the branch learned something
+    # a pathway trained without the summary continues with it: the summary starts at zero and trains
+    more = _common(data, data["tmp"] / "foley_ctx_global", 2, "--vae", str(vae_run / "final" / "vae"),
+                   "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--log-every", "1", "--no-progress",
+                   "--threads", "1", "--max-duration", "2.6", "--init", str(out / "final"), "--context-prob", "0.9",
+                   "--override", "transformer.context_input=true", "--override", "transformer.context_global=true")
+    for o in FOLEY_OVERRIDES:
+        more += ["--override", o]
+    assert train_foley.main(more) == 0
+    w2 = _weights(data["tmp"] / "foley_ctx_global" / "final" / "transformer")
+    assert float(w2["context_embed.summary_out.weight"].abs().sum()) > 0
     bad = _common(data, data["tmp"] / "x", 2, "--vae", str(vae_run / "final" / "vae"), "--context-prob", "0.5")
     for o in FOLEY_OVERRIDES:
         bad += ["--override", o]
