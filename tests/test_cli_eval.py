@@ -106,5 +106,39 @@ def test_each_control_task_prints_the_model_beside_its_reference_rows(task, key,
         assert truth["seam_false_onsets"] == 0.0 and truth["sounding_seams"] in (0, 1)
         step = truth["seam_level_step_db"]
         assert step == 0.0 if truth["sounding_seams"] else math.isnan(step)
+        assert truth["join_seams"] <= truth["sounding_seams"]
+        join = truth["seam_join_step_db"]
+        assert join == 0.0 if truth["join_seams"] else math.isnan(join)
     if task == "edit":  # the edit is spliced back: beyond the margins nothing moved
         assert rows[0]["outside_max_abs_diff"] <= 1e-3 and rows[0]["margin_ms"] == 50.0
+
+
+def test_a_new_hit_after_the_seam_counts_in_the_seam_step_but_not_in_the_join():
+    import numpy as np
+
+    from kling_foley_core.data.synthhits import HitEvent, SynthHitsClip
+    from kling_foley_core.evaluation.tasks import _hit_after, _seam_scores
+
+    sr, seam = 16000, 1.0
+    rng = np.random.default_rng(0)
+
+    def render(hits):  # (time, amplitude): noise bursts decaying over 60 ms
+        x = np.zeros(2 * sr)
+        for t, a in hits:
+            s = int(t * sr)
+            x[s:] += a * rng.uniform(-1, 1, len(x) - s) * np.exp(-np.arange(len(x) - s) / (0.06 * sr))
+        return np.stack([x, x]).astype(np.float32)
+
+    def clip(times):
+        events = [HitEvent(time=t, sound_class="wood", pan=0.0, gain=0.3, object_id=0) for t in times]
+        return SynthHitsClip(clip_id="c", frames=np.zeros((1, 8, 8, 3), np.uint8), sample_rate=sr, fps=25,
+                             audio=render([(t, 0.3) for t in times]), duration=2.0, caption="", events=events)
+
+    new_hit = clip([0.4, 0.9, 1.1])  # a hit 100 ms after the seam
+    louder = render([(0.4, 0.3), (0.9, 0.3), (1.1, 0.6)])  # the model renders that hit 6 dB louder
+    _, step = _seam_scores(louder, new_hit, seam)
+    assert _hit_after(new_hit, seam) and step > 2.0
+    tail = clip([0.4, 0.9])  # only the tail of a hit before the seam runs across it
+    assert not _hit_after(tail, seam)
+    _, step = _seam_scores(tail.audio, tail, seam)
+    assert step == pytest.approx(0.0, abs=1e-9)

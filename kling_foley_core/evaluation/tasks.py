@@ -14,7 +14,10 @@ without the control), so a reader sees what the control changes:
   the seam, the continuation after); scored on the rest: ``onset_f1``,
   ``timbre_accuracy``, ``seam_false_onsets`` (unmatched onsets within ±100 ms of the seam, per clip) and
   ``seam_level_step_db`` (|level step across the seam − the true audio's step|, median over the
-  ``sounding_seams``, where the true audio is not silent).
+  ``sounding_seams``, where the true audio is not silent). Beside it, ``seam_join_step_db`` is the same median
+  over the ``join_seams`` alone: the sounding seams where no true hit starts in the 200 ms after the seam. There
+  the step measures the join itself; at the other seams it also measures how loud and when the model renders
+  the new hit (the v2a loudness error), which the seam alone does not cause.
 * ``edit``: a 2–4 s window regenerated with text naming another class; ``outside_max_abs_diff`` (beyond the
   50 ms margins, relative to the peak), and inside the window ``timbre_to_text`` and ``onset_f1``.
 
@@ -136,11 +139,17 @@ def _row(name: str, report, **extra) -> dict:
 
 
 SEAM_FLOOR_DB = 50.0  # levels this far under the true clip's peak count as silence
+SEAM_LEVEL_WINDOW = 0.2  # seconds of audio on each side of the seam whose levels are compared
 
 
 def _level_db(x: np.ndarray, sr: int, t0: float, t1: float, floor: float) -> float:
     seg = x[..., max(0, int(t0 * sr)):max(1, int(t1 * sr))]
     return max(floor, 10 * math.log10(float(np.mean(seg.astype(np.float64) ** 2)) + 1e-12))
+
+
+def _hit_after(clip, seam: float) -> bool:
+    """A true hit starts in the level window after the seam."""
+    return any(seam <= e.time < seam + SEAM_LEVEL_WINDOW for e in clip.events)
 
 
 def _seam_scores(x: np.ndarray, clip, seam: float) -> tuple[int, float | None]:
@@ -156,7 +165,8 @@ def _seam_scores(x: np.ndarray, clip, seam: float) -> tuple[int, float | None]:
     floor = 20 * math.log10(float(np.abs(clip.audio).max()) + 1e-6) - SEAM_FLOOR_DB
 
     def levels(a):
-        return _level_db(a, sr, seam - 0.2, seam, floor), _level_db(a, sr, seam, seam + 0.2, floor)
+        w = SEAM_LEVEL_WINDOW
+        return _level_db(a, sr, seam - w, seam, floor), _level_db(a, sr, seam, seam + w, floor)
     (b, a), (tb, ta) = levels(x), levels(clip.audio)
     if max(tb, ta) <= floor:
         return false, None
@@ -272,9 +282,13 @@ def _score(task, clips, targets, model, uncontrolled, sr_out, classifier, extra)
             rep = evaluate_clips([c.audio for c in crops], crops, classifier=classifier, name=name)
             seam = [_seam_scores(x, c, s) for x, c, s in zip(audio, clips, seams)]
             steps = [abs(b) for _, b in seam if b is not None]
+            joins = [abs(b) for (_, b), c, sm in zip(seam, clips, seams)
+                     if b is not None and not _hit_after(c, sm)]
             rows.append(_row(name, rep, seam_false_onsets=float(np.mean([a for a, _ in seam])),
                              seam_level_step_db=float(np.median(steps)) if steps else float("nan"),
                              sounding_seams=len(steps),
+                             seam_join_step_db=float(np.median(joins)) if joins else float("nan"),
+                             join_seams=len(joins),
                              per_clip_seam=[{"clip_id": c.clip_id, "seam": sm, "false_onsets": a, "level_step_db": b}
                                             for c, sm, (a, b) in zip(clips, seams, seam)]))
         return rows
