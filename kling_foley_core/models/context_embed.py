@@ -49,8 +49,8 @@ class ContextEmbedding(nn.Module):
     With ``global_summary`` the branch also returns one vector per item, ``(B, D)``: an attention-pooled summary of
     the known frames, added to the adaLN conditioning of every block (beside the flow time, the pooled text and the
     duration). The per-frame share only reaches the frames it sits on and what attention carries from them; the
-    summary tells every block what the known audio sounds like, so a reference can set the timbre of the frames it
-    does not touch (AC-VTA). Its output layer also starts at zero; an item with no known frame gets a zero vector."""
+    summary tells every block what the known audio sounds like: a direct route for a reference to set the timbre of
+    the frames it does not touch (AC-VTA). Its output layer also starts at zero; an item with no known frame gets a zero vector."""
 
     def __init__(self, latent_dim: int, dim: int, global_summary: bool = False):
         super().__init__()

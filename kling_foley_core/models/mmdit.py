@@ -165,8 +165,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             mask enter the audio stream, and the mask is mirrored onto the video features. Off for MMAudio
             checkpoints (they use the training-free context path of ``sampling/context.py``).
         context_global: with ``context_input``, the branch also summarises the known audio into one vector added
-            to every block's adaLN conditioning (``ContextEmbedding``'s ``global_summary``), so a reference sets
-            the timbre of the whole clip.
+            to every block's adaLN conditioning (``ContextEmbedding``'s ``global_summary``), a direct route for a
+            reference's timbre. Off in every shipped model: in the one run that tried it, it was not used
+            (``default_model/TRAINING.md``, phase Y).
     """
 
     _supports_gradient_checkpointing = False
