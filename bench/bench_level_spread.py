@@ -17,21 +17,15 @@ import numpy as np
 
 
 def hit_levels(x: np.ndarray, clip) -> dict[int, tuple[float, float]]:
-    """{true event index: (true peak dB, generated peak dB)} over the hits the onset matcher pairs."""
-    from kling_foley_core.evaluation.fidelity import peak_db
+    """{true event index: (true peak dB, generated peak dB)} over the hits the onset matcher pairs, with the eval's
+    own level windows (``clip_fidelity``)."""
+    from kling_foley_core.evaluation.fidelity import clip_fidelity
     from kling_foley_core.evaluation.onsets import detect_onsets, match_onsets
 
-    sr = clip.sample_rate
-    est = detect_onsets(x, sr)
-    ref = np.array([e.time for e in clip.events], np.float64)
-    order = np.sort(ref)
-    out = {}
-    for ri, ej in match_onsets(ref, est, 0.04):
-        t = float(ref[ri])
-        later = order[order > t + 1e-6]
-        w = min(0.06, (float(later[0]) if later.size else clip.duration) - t)
-        out[ri] = (peak_db(clip.audio, sr, t, t + w), peak_db(x, sr, float(est[ej]) - 0.01, float(est[ej]) + w))
-    return out
+    est = detect_onsets(x, clip.sample_rate)
+    pairs = match_onsets(np.array([e.time for e in clip.events], np.float64), est, 0.04)
+    fid = clip_fidelity(x, clip, est, pairs)
+    return {ri: (t, t + d) for (ri, _), t, d in zip(pairs, fid.true_levels_db, fid.level_diffs_db)}
 
 
 def main(argv=None) -> int:
