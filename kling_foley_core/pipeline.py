@@ -17,7 +17,7 @@ from .generation import (GUIDANCE, FoleyConditions, GenerationError, SamplerSett
 from .longform import generate_long_latents, plan_for
 from .audio.encode import AudioInputError, encode_audio
 from .audio.io import read_audio
-from .audio.splice import splice_continuation, splice_window
+from .audio.splice import splice_continuation, splice_windows
 from .offload import align_weights
 from .sampling.context import CONTEXT_MODES, ContextError, make_context
 
@@ -314,8 +314,7 @@ class KlingFoleyPipeline(DiffusionPipeline):
         sr = int(self.vocoder.sample_rate)
         wave = vocode(self.vocoder, mel, num_samples=int(math.floor(cond.duration * sr)), watermark=watermark)
         if known and known[2].window is not None:  # edit: the original's samples outside the window
-            wave = torch.stack([splice_window(o, known[1], g, sr, *known[2].window) for o, g in
-                                zip(known[0].expand(wave.shape[0], -1, -1), wave)])
+            wave = splice_windows(known[0], known[1], wave, sr, *known[2].window)
             sr = known[1]
         elif known and known[2].mode == "continue":  # Foley extension: the given audio's own samples to the seam
             original, rate, ctx = known

@@ -119,10 +119,8 @@ class KlingFoleyEditJoin:
         }}
 
     def join(self, original, generated, context, margin_ms=50.0):
-        import torch
-
         from kling_foley_core.audio.encode import AudioInputError
-        from kling_foley_core.audio.splice import splice_continuation, splice_window
+        from kling_foley_core.audio.splice import splice_continuation, splice_windows
 
         name = "Kling-Foley Edit Join"
         if context.mode == "reference":
@@ -136,8 +134,8 @@ class KlingFoleyEditJoin:
                                           gen.shape[-1] / gen_rate, margin=float(margin_ms) / 1e3,
                                           offset=context.offset)
             else:
-                out = torch.stack([splice_window(o, rate, g, gen_rate, *context.window, margin=float(margin_ms) / 1e3)
-                                   for o, g in zip(original["waveform"], generated["waveform"])])
+                out = splice_windows(original["waveform"], rate, generated["waveform"], gen_rate, *context.window,
+                                     margin=float(margin_ms) / 1e3)
         except AudioInputError as e:
             raise node_error(name, str(e)) from None
         result = {"waveform": out, "sample_rate": rate}

@@ -79,6 +79,24 @@ def test_edit_join_puts_a_continuation_after_the_given_audio():
     assert float(x[0, :, int(1.1 * sr):].std()) < 1e-3  # after the seam: the (level-matched) continuation
 
 
+def test_edit_join_puts_one_original_under_every_generated_item():
+    sr = 8000
+    original = {"waveform": 0.1 * torch.randn(1, 2, 3 * sr, generator=torch.Generator().manual_seed(4)),
+                "sample_rate": sr}
+    lat = {"latents": torch.randn(1, 8, 93), "latent_rate": 31.25}
+    (ctx,) = N["KlingFoleyAudioContext"]().make(lat, "edit", edit_start=1.0, edit_end=2.0)
+    generated = {"waveform": torch.stack([torch.full((2, 3 * sr), v) for v in (0.2, -0.2)]), "sample_rate": sr}
+    (joined,) = N["KlingFoleyEditJoin"]().join(original, generated, ctx, margin_ms=0.0)
+    x = joined["waveform"]
+    assert x.shape == (2, 2, 3 * sr)  # one output per generated item, each over the same original
+    for k, v in enumerate((0.2, -0.2)):
+        assert torch.equal(x[k, :, : sr - 1], original["waveform"][0, :, : sr - 1])
+        assert torch.allclose(x[k, :, int(1.1 * sr):int(1.9 * sr)], torch.tensor(v))
+    three = {"waveform": original["waveform"].expand(3, -1, -1), "sample_rate": sr}
+    with pytest.raises(NodeInputError, match="one original for all or one per generated item"):
+        N["KlingFoleyEditJoin"]().join(three, generated, ctx)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(mode="edit", edit_start=1.0, edit_end=1.0), "edit_start < edit_end"),
     (dict(mode="edit", edit_start=0.5, edit_end=9.0), "past the end"),

@@ -14,7 +14,7 @@ import torch
 from .encode import AudioInputError
 from .resample import fft_resample
 
-__all__ = ["continuation_gain", "splice_continuation", "splice_window", "DEFAULT_MARGIN"]
+__all__ = ["continuation_gain", "splice_continuation", "splice_window", "splice_windows", "DEFAULT_MARGIN"]
 
 DEFAULT_MARGIN = 0.05  # seconds of crossfade beyond each edge of the window
 
@@ -46,6 +46,18 @@ def splice_window(original: torch.Tensor, original_rate: int, generated: torch.T
     else:
         w = ((time >= start) & (time < end)).float()
     return (original.float() * (1 - w) + gen * w).clamp(-1.0, 1.0)
+
+
+def splice_windows(original: torch.Tensor, original_rate: int, generated: torch.Tensor, generated_rate: int,
+                   start: float, end: float, margin: float = DEFAULT_MARGIN) -> torch.Tensor:
+    """:func:`splice_window` over a batch: ``original`` (B|1, C, T), one for every item of ``generated`` (B, C', T')
+    or one for all. Returns (B, C, T) at ``original_rate``."""
+    b = generated.shape[0]
+    if original.shape[0] not in (1, b):
+        raise AudioInputError(f"the original audio has {original.shape[0]} items and the generated audio {b}; give "
+                              f"one original for all or one per generated item")
+    return torch.stack([splice_window(o, original_rate, g, generated_rate, start, end, margin)
+                        for o, g in zip(original.expand(b, -1, -1), generated)])
 
 
 MATCH_LIMIT_DB = 12.0  # the continuation's level correction is at most this (a context silent in one version)
@@ -83,5 +95,4 @@ def splice_continuation(given: torch.Tensor, given_rate: int, generated: torch.T
         return kept.expand(generated.shape[0], -1, -1).clone()
     if match_level:
         generated = generated * continuation_gain(given, given_rate, generated, generated_rate, seam)[:, None, None]
-    return torch.stack([splice_window(o, given_rate, g, generated_rate, seam, total / given_rate, margin)
-                        for o, g in zip(kept.expand(generated.shape[0], -1, -1), generated)])
+    return splice_windows(kept, given_rate, generated, generated_rate, seam, total / given_rate, margin)
