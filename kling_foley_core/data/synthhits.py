@@ -635,7 +635,7 @@ def read_shard(path: str | Path) -> list[SynthHitsClip]:
     import soundfile as sf
 
     with np.load(path) as z:
-        meta = json.loads(z["meta"].tobytes().decode())
+        meta = _shard_meta(z)
         out = []
         for i, m in enumerate(meta):
             audio, _ = sf.read(io.BytesIO(z[f"{i}/audio_flac"].tobytes()), dtype="float32", always_2d=True)
@@ -652,9 +652,7 @@ def load_clips(directory: str | Path) -> list[SynthHitsClip]:
     if shards:
         return [c for s in shards for c in read_shard(s)]
     clips = []
-    for js in sorted(directory.glob("*.json")):
-        if js.name == "index.json":
-            continue
+    for js in _sidecars(directory):
         m = json.loads(js.read_text())
         frames, audio, _ = read_mp4(js.with_suffix(".mp4"), num_samples=m["num_samples"])
         clips.append(_clip_from_meta(m, frames, audio))
@@ -671,9 +669,18 @@ def clip_metas(directory: str | Path) -> list[dict]:
         out = []
         for s in shards:
             with np.load(s) as z:
-                out += json.loads(z["meta"].tobytes().decode())
+                out += _shard_meta(z)
         return out
-    return [json.loads(js.read_text()) for js in sorted(directory.glob("*.json")) if js.name != "index.json"]
+    return [json.loads(js.read_text()) for js in _sidecars(directory)]
+
+
+def _shard_meta(z) -> list[dict]:
+    return json.loads(z["meta"].tobytes().decode())
+
+
+def _sidecars(directory: Path) -> list[Path]:
+    """The clips' JSON sidecars of an unsharded dataset folder (the dataset's own index.json left out)."""
+    return [js for js in sorted(directory.glob("*.json")) if js.name != "index.json"]
 
 
 def write_dataset(bank: RecordingBank, out: str | Path, n: int, *, seed: int, split: str,
