@@ -790,3 +790,33 @@ def test_older_caches_take_hit_gains_from_their_dataset(data):
     bad.clips[0]["clip_id"] = "not-in-the-dataset"
     with pytest.raises(TrainingError, match="rebuild the cache"):
         mark_gains(bad, data["data"])
+
+
+def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley_run, tmp_path):
+    """--reference-prob makes batches of AC-VTA examples: swapped one-class clips with another recording of their
+    sound in front (conditioned as the reference mode is; see test_reference_examples). Without such clips it is a
+    one-line error."""
+    bank = synthetic_bank(per_class=2)
+    bank.save(tmp_path / "rec" / f"bank-{bank.sample_rate}")
+    cfg = SynthHitsConfig(size=48, min_duration=2.0, max_duration=2.6, p_no_hits=0.0, p_swap_sound=1.0,
+                          min_objects=1, max_objects=1)
+    root = tmp_path / "swap"
+    root.mkdir()
+    write_shard([generate_clip(bank, seed=3, index=i, split="train", config=cfg) for i in range(6)],
+                root / "shard-00000.npz")
+    cache = build_cache(root, tmp_path / "swap-cache", image_size=48)
+    out = tmp_path / "foley_ref"
+    args = ["--data", str(root), "--cache", str(cache), "--out", str(out), "--steps", "3", "--seed", "0",
+            "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3", "--warmup", "1",
+            "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
+            "--init", str(foley_run / "final"), "--reference-prob", "1", "--reference-per-class", "3",
+            "--recordings", str(tmp_path / "rec"), "--override", "transformer.context_input=true"]
+    for o in FOLEY_OVERRIDES:
+        args += ["--override", o]
+    assert train_foley.main(args) == 0
+    assert _metric(out, "ac_vta") == [1, 1, 1]
+    assert all(np.isfinite(_metric(out, "loss")))
+    w = _weights(out / "final" / "transformer")
+    assert float(w["context_embed.out.weight"].abs().sum()) > 0  # the pathway learned from the references
+    bad = ["--data", str(data["data"]), "--cache", str(data["cache"]), *args[4:]]  # no swapped clip there
+    assert train_foley.main(bad) == 2

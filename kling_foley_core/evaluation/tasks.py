@@ -33,6 +33,7 @@ import torch
 
 from ..audio.encode import encode_audio
 from ..audio.splice import DEFAULT_MARGIN, splice_continuation, splice_window
+from ..data.references import reference_hits
 from ..data.synthhits import _caption, generate_clip
 from ..generation import (FoleyConditions, SamplerSettings, decode_latents, generate_latents, mel_to_stereo,
                           stereo_video_features, vocode)
@@ -210,7 +211,8 @@ def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, tex
         if task == "tc-vta":
             model.append(render(clip.duration, s, sync_f=sync_f, prompt=target.caption, guidance=text_guidance))
         elif task == "ac-vta":
-            enc = render.encode(reference_audio(bank, other, rng, clip.sample_rate), clip.sample_rate)
+            ref = reference_hits(bank, other, rng, clip.sample_rate)  # held-out, struck at 0.3 and 1.2 s
+            enc = render.encode(ref, clip.sample_rate)
             ctx = make_context(enc.latents, enc.latent_rate, "reference")
             model.append(render(clip.duration, s, clip_f=clip_f, sync_f=sync_f, context=ctx))
         elif task == "fe":
@@ -236,19 +238,6 @@ def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, tex
             model.append(joined)
             rows_extra.setdefault("windows", []).append((t0, t0 + length))
     return _score(task, clips, targets, model, uncontrolled, sr_out, classifier, rows_extra)
-
-
-def reference_audio(bank, cls: str, rng: np.random.Generator, sr: int, seconds: float = 2.0) -> np.ndarray:
-    """A 2-s stereo reference: two hits of one held-out recording of class ``cls`` (at 0.3 s and 1.2 s)."""
-    recs = bank.select("heldout", cls)
-    rec = recs[int(rng.integers(len(recs)))]
-    x = rec.audio if rec.sample_rate == sr else _resample_to(rec.audio[None], rec.sample_rate, sr)[0]
-    out = np.zeros(int(seconds * sr), np.float32)
-    for t in (0.3, 1.2):
-        i = int(t * sr)
-        seg = x[: len(out) - i]
-        out[i:i + len(seg)] += 0.5 * seg
-    return np.stack([out, out])
 
 
 def _score(task, clips, targets, model, uncontrolled, sr_out, classifier, extra) -> list[dict]:

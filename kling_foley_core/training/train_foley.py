@@ -41,6 +41,9 @@ from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
+from .reference_examples import (ReferenceBank, reference_batch, reference_clips, reference_example, reference_frames,
+                                 reference_strides)
+from ..reference import SYNC_STRIDE_S
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +136,11 @@ class FoleyObjective(nn.Module):
                 gen: torch.Generator, hits: torch.Tensor | None = None,
                 stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                 pans: torch.Tensor | None = None, classes: torch.Tensor | None = None,
-                keep_text: torch.Tensor | None = None, louds: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+                keep_text: torch.Tensor | None = None, louds: torch.Tensor | None = None,
+                reference: tuple[torch.Tensor, int] | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
-        loss, level loss, auxiliary loudness loss); unused ones are 0."""
+        loss, level loss, auxiliary loudness loss); unused ones are 0. ``reference`` (normalised latents (B, R, C),
+        sync strides) makes the batch AC-VTA examples (:meth:`reference_loss`)."""
         from ..sampling import flow_matching_loss
         from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
@@ -162,6 +167,9 @@ class FoleyObjective(nn.Module):
             mono, left, right = stereo  # (B, M, F) each; features are put on the F mel frames inside, as at inference
             video = stereo_video_features(self.mono2stereo, clip_f, sync_f)
             m2s = mono2stereo_loss(self.mono2stereo(mono, video), left, right)
+        if reference is not None:
+            return self.reference_loss(x1, sync_f, duration, gen, *reference), aux, m2s, aux_pan, aux_cls, \
+                x1.new_zeros(()), aux_loud
         # the draws in the order older runs made them: drop flags, semantics-only drop, context masks
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
@@ -214,6 +222,18 @@ class FoleyObjective(nn.Module):
             level = decoded_level_loss(self.level_decoder, data_estimate(seen["xt"], seen["t"], seen["v"]), x1,
                                        seen["t"])
         return fm, aux, m2s, aux_pan, aux_cls, level, aux_loud
+
+    def reference_loss(self, x1: torch.Tensor, sync_f: torch.Tensor, duration: float, gen: torch.Generator,
+                       ref: torch.Tensor, strides: int) -> torch.Tensor:
+        """The masked flow loss of AC-VTA examples (:func:`reference_examples.reference_example`: conditioned as the
+        reference mode is at inference). The sync stream is dropped with the video's probability, which trains the
+        unconditional branch (the context alone) that CFG uses."""
+        from ..sampling.flow_matching import masked_flow_matching_loss
+
+        model = self.parts.transformer
+        drop_v = (torch.rand(x1.shape[0], generator=gen) < self.p_drop_video).to(x1.device)
+        cond, x, known = reference_example(model, ref.to(x1), x1, sync_f, duration, strides, drop_v)
+        return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x, known, generator=gen)
 
 
 def text_drops(u: torch.Tensor, p_drop: float, swapped: torch.Tensor | None, known: torch.Tensor | None,
@@ -318,6 +338,37 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
                 classes=classes, keep_text=keep_text, louds=louds)
 
 
+def reference_setup(args, cache: FeatureCache, vae, transformer):
+    """``--reference-prob``: the clips that can be AC-VTA examples and the encoded references of their classes."""
+    from ..data.recordings import load_bank
+
+    pool = reference_clips(cache.clips)
+    if len(pool) < args.batch_size:
+        raise TrainingError(f"--reference-prob {args.reference_prob}: only {len(pool)} clips sound unlike they look "
+                            f"with hits of one class, fewer than --batch-size {args.batch_size}; add a set rendered "
+                            f"with `synthhits --p-swap-sound 1 --objects 1 1`")
+    classes = sorted({cache.clips[int(i)]["events"][0]["sound_class"] for i in pool})
+    refs = ReferenceBank.build(load_bank(args.recordings, fetch=False), classes, vae, transformer,
+                               per_class=args.reference_per_class, seed=args.seed)
+    log.info("--reference-prob %g: %d AC-VTA clips, %d references of %d classes", args.reference_prob, len(pool),
+             args.reference_per_class * len(classes), len(classes))
+    return pool, refs
+
+
+def reference_only(cache, sets: int) -> np.ndarray:
+    """(clips,) bool: the clips of the last ``sets`` caches (``--reference-sets``)."""
+    members = getattr(cache, "members", [cache])
+    n_ref = sum(len(m) for m in members[len(members) - sets:]) if sets else 0
+    return np.arange(len(cache)) >= len(cache) - n_ref
+
+
+def reference_step(prob: float, gen: torch.Generator) -> int:
+    """The reference's length in sync strides if this step's batch is AC-VTA examples, else 0."""
+    if prob <= 0 or float(torch.rand((), generator=gen)) >= prob:
+        return 0
+    return reference_strides(gen)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m kling_foley_core.training.train_foley",
                                  description="Train the MM-DiT + small encoders with flow matching on SynthHits.")
@@ -369,6 +420,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how swapped clips are shown: with the batch's drawn conditions (default) or only as control "
                          "examples, half AC-VTA (own sound partly known, no caption, no semantic features) and half "
                          "TC-VTA (caption, no semantic features, no context); overrides --swapped-captions for them")
+    ap.add_argument("--reference-prob", type=float, default=0.0,
+                    help="share of steps whose batch is AC-VTA examples: clips that sound unlike they look (hits of "
+                         "one class), each with another train recording of its sound in front as the only cue to "
+                         "the timbre, conditioned as the reference mode is at inference; needs the context pathway")
+    ap.add_argument("--reference-per-class", type=int, default=32,
+                    help="encoded references kept per sound class for --reference-prob (drawn layouts and levels)")
+    ap.add_argument("--reference-sets", type=int, default=0,
+                    help="the last this many --data/--cache sets give only AC-VTA examples (--reference-prob), never "
+                         "ordinary batches (so adding them leaves the share of swapped clips there as it was)")
+    ap.add_argument("--recordings", type=Path, default=None,
+                    help="recording bank for --reference-prob (default: the one SynthHits renders from)")
     ap.add_argument("--swapped-repeat", type=int, default=1,
                     help="show each swapped clip this many times per epoch (1 = as often as the others)")
     ap.add_argument("--hitfree-repeat", type=int, default=1,
@@ -505,6 +567,13 @@ def run(args) -> Path:
     for name in ("p_drop_video", "p_drop_text", "p_drop_clip", "context_prob"):
         if not 0.0 <= getattr(args, name) < 1.0:
             raise TrainingError(f"--{name.replace('_', '-')}={getattr(args, name)} must be in [0, 1)")
+    if not 0.0 <= args.reference_prob <= 1.0:
+        raise TrainingError(f"--reference-prob={args.reference_prob} must be in [0, 1] (a share of the steps)")
+    if not 0 <= args.reference_sets < len(args.data) or (args.reference_sets and args.reference_prob == 0):
+        raise TrainingError(f"--reference-sets={args.reference_sets}: give fewer than the {len(args.data)} --data "
+                            f"sets, and only with --reference-prob > 0")
+    if args.reference_per_class < 1:
+        raise TrainingError(f"--reference-per-class={args.reference_per_class} must be at least 1")
     if not 0.0 <= args.context_prefix <= 1.0:
         raise TrainingError(f"--context-prefix={args.context_prefix} must be in [0, 1] (a share of the contexts)")
     for name in ("aux_sync_weight", "aux_pan_weight", "aux_class_weight", "mono2stereo_weight", "level_weight",
@@ -572,9 +641,13 @@ def run(args) -> Path:
 
             load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
-    if args.context_prob > 0 and parts.transformer.context_embed is None:
-        raise TrainingError(f"--context-prob {args.context_prob} needs the context pathway: add "
-                            f"--override transformer.context_input=true")
+    for name in ("context_prob", "reference_prob"):
+        if getattr(args, name) > 0 and parts.transformer.context_embed is None:
+            raise TrainingError(f"--{name.replace('_', '-')} {getattr(args, name)} needs the context pathway: add "
+                                f"--override transformer.context_input=true")
+    pool, refs = None, None
+    if args.reference_prob > 0:
+        pool, refs = reference_setup(args, cache, vae, parts.transformer)
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
@@ -603,23 +676,34 @@ def run(args) -> Path:
     raw = accelerator.unwrap_model(objective)
     durations = cache.durations
     repeats = np.where([len(c["events"]) == 0 for c in cache.clips], args.hitfree_repeat, 1) * \
-        np.where([bool(c.get("sound_swapped", False)) for c in cache.clips], args.swapped_repeat, 1)
+        np.where([bool(c.get("sound_swapped", False)) for c in cache.clips], args.swapped_repeat, 1) * \
+        ~reference_only(cache, args.reference_sets)
     bar = progress(args.steps, start, args.no_progress or not accelerator.is_main_process, "foley")
     timer = Timer()
     end = end_step(args)
     for step in range(start, end):
         gen = step_generator(args.seed, step, accelerator.process_index)
-        idx = batch_for_step(durations, args.batch_size, args.seed, step, rank=accelerator.process_index,
-                             world=accelerator.num_processes, repeats=repeats)
-        d = batch_duration(cache, idx, gen, args.min_duration, args.max_duration)
+        strides = reference_step(args.reference_prob, gen)  # drawn only when on: older runs reproduce
+        if strides:
+            idx = reference_batch(durations, pool, args.batch_size, gen)
+            room = float(tr.config.max_duration) - strides * SYNC_STRIDE_S  # the reference goes in front
+            d = batch_duration(cache, idx, gen, args.min_duration, min(args.max_duration, room))
+        else:
+            idx = batch_for_step(durations, args.batch_size, args.seed, step, rank=accelerator.process_index,
+                                 world=accelerator.num_processes, repeats=repeats)
+            d = batch_duration(cache, idx, gen, args.min_duration, args.max_duration)
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
+        reference = None
+        if strides:
+            sounds = [cache.clips[int(i)]["events"][0]["sound_class"] for i in idx]
+            reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides)
         loss, aux, m2s_loss, aux_pan, aux_cls, level, aux_loud = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
             tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev),
-            b["louds"].to(dev))
+            b["louds"].to(dev), reference=reference)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
                              args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls +
@@ -635,7 +719,7 @@ def run(args) -> Path:
                                      "mono2stereo": float(m2s_loss.detach()), "aux_pan": float(aux_pan.detach()),
                                      "aux_class": float(aux_cls.detach()), "level": float(level.detach()),
                                      "aux_level": float(aux_loud.detach()),
-                                     "grad_norm": float(gnorm),
+                                     "grad_norm": float(gnorm), "ac_vta": int(bool(strides)),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
         bar.update(1)

@@ -1,0 +1,95 @@
+"""AC-VTA training examples: conditioned exactly as the reference mode is at inference, drawn from the right clips."""
+import numpy as np
+import torch
+
+from kling_foley_core.generation import FoleyConditions, prepare_flow
+from kling_foley_core.models.mmdit_presets import build_mmdit
+from kling_foley_core.reference import SYNC_STRIDE_S, reference_conditions
+from kling_foley_core.sampling.context import AudioContext
+from kling_foley_core.training.reference_examples import (reference_batch, reference_clips, reference_example,
+                                                          reference_frames)
+
+
+def _model():
+    torch.manual_seed(0)
+    model = build_mmdit("tiny", context_input=True).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # zero-initialised outputs would hide a difference
+            if float(p.abs().max()) == 0.0:
+                p.normal_(0.0, 0.05)
+    return model
+
+
+def test_training_examples_are_conditioned_as_the_reference_mode_at_inference():
+    model = _model()
+    c, g = model.config, torch.Generator().manual_seed(1)
+    duration, strides = 2.0, 4
+    lens = model.sequence_lengths(duration)
+    n_ref = reference_frames(strides, model.latent_rate)
+    ref = torch.randn(1, c.latent_dim, n_ref, generator=g)  # VAE space, as the VAE Encode node gives it
+    ctx = AudioContext(ref, torch.ones(1, n_ref, dtype=torch.bool), model.latent_rate, mode="reference")
+    cond = FoleyConditions(duration=duration, clip_f=torch.randn(1, lens.clip, c.clip_dim, generator=g),
+                           sync_f=torch.randn(1, lens.sync, c.sync_dim, generator=g),
+                           text_f=torch.randn(1, 4, c.text_dim, generator=g), context=ctx)
+    joined, dropped = reference_conditions(model, cond, ctx)
+    assert dropped == n_ref
+    flow = prepare_flow(model, joined, joined.duration, guided=False,
+                        placed=joined.context.placed(joined.latent_frames, 1))
+    x1 = torch.randn(1, lens.latent, c.latent_dim, generator=g)  # the clip's own (normalised) latents
+    with torch.no_grad():
+        tcond, x, known = reference_example(model, model.normalize(ref.transpose(1, 2)), x1, cond.sync_f, duration,
+                                            strides)
+        assert x.shape[1] == joined.latent_frames and int(known.sum()) == n_ref and bool(known[0, :n_ref].all())
+        xt, t = torch.randn(x.shape, generator=g), torch.tensor([0.35])
+        want, got = model.predict_flow(xt, t, flow.cond), model.predict_flow(xt, t, tcond)
+        assert torch.allclose(want, got, atol=1e-5), float((want - got).abs().max())
+        # the semantic features and the text are not seen: other ones give the same training conditions
+        other = replace_feats(cond, g)
+        tcond2, _, _ = reference_example(model, model.normalize(ref.transpose(1, 2)), x1, other.sync_f, duration,
+                                         strides)
+        assert not torch.allclose(model.predict_flow(xt, t, tcond2), got)  # the sync stream is seen
+        dropped_sync, _, _ = reference_example(model, model.normalize(ref.transpose(1, 2)), x1, cond.sync_f,
+                                               duration, strides, torch.tensor([True]))
+        uncond = model.get_empty_conditions(1, like=flow.cond)  # what CFG's unconditional branch sees
+        assert torch.allclose(model.predict_flow(xt, t, uncond), model.predict_flow(xt, t, dropped_sync), atol=1e-5)
+    assert abs(joined.duration - (duration + strides * SYNC_STRIDE_S)) < 1e-9
+
+
+def replace_feats(cond, g):
+    from dataclasses import replace
+
+    return replace(cond, sync_f=torch.randn(cond.sync_f.shape, generator=g))
+
+
+def test_reference_examples_are_swapped_clips_of_one_class_in_batches_of_near_durations():
+    ev = lambda *cls: [{"time": 0.5 + i, "sound_class": k} for i, k in enumerate(cls)]  # noqa: E731
+    clips = [{"sound_swapped": True, "events": ev("bell")}, {"sound_swapped": False, "events": ev("bell")},
+             {"sound_swapped": True, "events": ev("bell", "drum")}, {"sound_swapped": True, "events": []},
+             {"sound_swapped": True, "events": ev("drum", "drum")}, {"events": ev("drum")}]
+    assert reference_clips(clips).tolist() == [0, 4]
+    durations = np.array([5.0, 2.0, 9.0, 3.0, 4.0, 8.0, 2.5, 7.0])
+    pool = np.array([0, 2, 3, 5, 6, 7])
+    seen = set()
+    for s in range(20):
+        idx = reference_batch(durations, pool, 3, torch.Generator().manual_seed(s))
+        assert len(set(idx.tolist())) == 3 and set(idx.tolist()) <= set(pool.tolist())
+        d = np.sort(durations[pool])
+        lo = np.searchsorted(d, durations[idx].min())
+        assert sorted(durations[idx].tolist()) == d[lo:lo + 3].tolist()  # neighbours in duration
+        seen.add(tuple(sorted(idx.tolist())))
+    assert len(seen) > 1
+
+
+def test_reference_sets_are_kept_out_of_the_ordinary_batches():
+    from kling_foley_core.training.train_foley import reference_only
+
+    class Set:
+        members = [[0] * 3, [0] * 2, [0] * 4]
+
+        def __len__(self):
+            return 9
+    assert reference_only(Set(), 0).tolist() == [False] * 9
+    assert reference_only(Set(), 1).tolist() == [False] * 5 + [True] * 4
+    assert reference_only(Set(), 2).tolist() == [False] * 3 + [True] * 6
+    one = [0] * 4  # a single cache has no members: it is its own only set
+    assert reference_only(one, 0).tolist() == [False] * 4
