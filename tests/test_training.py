@@ -792,7 +792,7 @@ def test_older_caches_take_hit_gains_from_their_dataset(data):
         mark_gains(bad, data["data"])
 
 
-def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley_run, tmp_path):
+def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley_run, tmp_path, capsys):
     """--reference-prob makes batches of AC-VTA examples: swapped one-class clips with another recording of their
     sound in front (conditioned as the reference mode is; see test_reference_examples). Without such clips it is a
     one-line error."""
@@ -820,3 +820,18 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     assert float(w["context_embed.out.weight"].abs().sum()) > 0  # the pathway learned from the references
     bad = ["--data", str(data["data"]), "--cache", str(data["cache"]), *args[4:]]  # no swapped clip there
     assert train_foley.main(bad) == 2
+    # --freeze transformer: the context pathway (here with its summary) trains alone, the rest stays the --init's
+    adapter = tmp_path / "foley_adapter"
+    a_args = [*args[:4], "--out", str(adapter), *args[6:], "--override", "transformer.context_global=true",
+              "--freeze", "transformer"]
+    assert train_foley.main(a_args) == 0
+    before, after = _weights(foley_run / "final" / "transformer"), _weights(adapter / "final" / "transformer")
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("context_embed."))
+    assert float(after["context_embed.summary_out.weight"].abs().sum()) > 0
+    no_pathway = list(a_args)
+    for o in ("transformer.context_input=true", "transformer.context_global=true"):
+        i = no_pathway.index(o)
+        del no_pathway[i - 1:i + 1]
+    capsys.readouterr()
+    assert train_foley.main(no_pathway) == 2  # nothing would train: a one-line error
+    assert "--freeze transformer" in "".join(capsys.readouterr())

@@ -47,7 +47,8 @@ from ..reference import SYNC_STRIDE_S
 
 log = logging.getLogger(__name__)
 
-FREEZABLE = ("visual_encoder", "sync_encoder", "text_encoder")
+FREEZABLE = ("visual_encoder", "sync_encoder", "text_encoder", "transformer")  # transformer: all but its context
+# pathway, which then trains alone as an adapter (without known audio the model computes what its --init did)
 # drawn in loss.png
 CURVES = ["loss", "aux_sync", "aux_pan", "aux_class", "aux_level", "mono2stereo", "level", "grad_norm"]
 
@@ -70,6 +71,8 @@ class FoleyObjective(nn.Module):
         self.frozen = frozenset(frozen)
         for name in self.frozen:
             getattr(parts, name).requires_grad_(False)
+        if "transformer" in self.frozen:
+            parts.transformer.context_embed.requires_grad_(True)
         self.p_drop_video, self.p_drop_text = p_drop_video, p_drop_text
         self.swapped_captions = swapped_captions  # when a swapped clip keeps its caption: "always" / "without-context"
         self.swapped_roles = swapped_roles  # "controls": swapped clips only as AC-VTA or TC-VTA examples
@@ -439,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--freeze", nargs="+", default=[], choices=FREEZABLE, metavar="PART",
                     help=f"hold these parts at their --init weights ({', '.join(FREEZABLE)}): e.g. the video "
                          f"encoders while training on clips whose sound is not the one their objects' look implies, "
-                         f"so the encoders keep telling the class from the look")
+                         f"so the encoders keep telling the class from the look; 'transformer' holds the MM-DiT "
+                         f"but its context pathway, which then trains alone (an adapter: generation without known "
+                         f"audio stays exactly the --init's)")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from the parts of an earlier run's final folder (a new optimiser and schedule)")
     ap.add_argument("--override", action="append", default=[], metavar="PART.KEY=VALUE",
@@ -641,6 +646,9 @@ def run(args) -> Path:
 
             load_state_dict_strict(m2s, read_state_dict(Path(args.init) / "mono2stereo" /
                                                         "diffusion_pytorch_model.safetensors"), what="--init mono2stereo")
+    if "transformer" in args.freeze and parts.transformer.context_embed is None:
+        raise TrainingError("--freeze transformer trains only the context pathway, which this model lacks: add "
+                            "--override transformer.context_input=true")
     for name in ("context_prob", "reference_prob"):
         if getattr(args, name) > 0 and parts.transformer.context_embed is None:
             raise TrainingError(f"--{name.replace('_', '-')} {getattr(args, name)} needs the context pathway: add "
