@@ -1,6 +1,7 @@
 """Band-limited audio resampling by FFT (used for training features and for audio given to the VAE encoder)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -24,3 +25,8 @@ def fft_resample(audio: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
         out[..., -1] = out[..., -1].real.clone()  # the Nyquist bin of an even-length real signal is real
     y = torch.fft.irfft(out, n=m_out) * (m_out / m)
     return y[..., :n_out].float()
+
+
+def fft_resample_array(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """:func:`fft_resample` for a numpy ``(..., N)`` array; returns float32 numpy."""
+    return fft_resample(torch.from_numpy(np.ascontiguousarray(audio)).float(), sr_in, sr_out).numpy()

@@ -7,8 +7,6 @@ from typing import Sequence
 
 import numpy as np
 
-import torch
-
 from .recordings import RecordingBank
 
 __all__ = ["reference_hits"]
@@ -24,9 +22,9 @@ def reference_hits(bank: RecordingBank, cls: str, rng: np.random.Generator, sr: 
     rec = recs[int(rng.integers(len(recs)))]
     x = rec.audio
     if rec.sample_rate != sr:
-        from ..audio.resample import fft_resample
+        from ..audio.resample import fft_resample_array
 
-        x = fft_resample(torch.from_numpy(np.ascontiguousarray(x[None])).float(), rec.sample_rate, sr)[0].numpy()
+        x = fft_resample_array(x, rec.sample_rate, sr)
     out = np.zeros(int(seconds * sr), np.float32)
     for t in times:
         i = int(t * sr)

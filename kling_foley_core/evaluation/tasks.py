@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..audio.encode import encode_audio
+from ..audio.resample import fft_resample_array
 from ..audio.splice import DEFAULT_MARGIN, splice_continuation, splice_window
 from ..data.references import reference_hits
 from ..data.synthhits import _caption, generate_clip
@@ -124,12 +125,6 @@ def _crop(clip, t0: float, t1: float, audio=None):
     seg = a[:, int(round(t0 * sr)):int(round(t1 * sr))]
     events = [replace(e, time=e.time - t0) for e in clip.events if t0 <= e.time < t1]
     return replace(clip, audio=seg, events=events, duration=t1 - t0)
-
-
-def _resample_to(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
-    from ..audio.resample import fft_resample
-
-    return fft_resample(torch.from_numpy(np.ascontiguousarray(x)).float(), sr_in, sr_out).numpy()
 
 
 def _row(name: str, report, **extra) -> dict:
@@ -264,7 +259,7 @@ def _score(task, clips, targets, model, uncontrolled, sr_out, classifier, extra)
         rows = []
         for name, audio in (("model: 40 % given", model),  # already at the clip's rate (spliced)
                             ("model: nothing given (uncontrolled)",
-                             [_resample_to(x, sr_out, c.sample_rate) for x, c in zip(uncontrolled, clips)]),
+                             [fft_resample_array(x, sr_out, c.sample_rate) for x, c in zip(uncontrolled, clips)]),
                             ("true audio", [c.audio for c in clips])):
             seams = [round(0.4 * c.duration, 3) for c in clips]
             crops = [_crop(c, s, c.duration, audio=x) for x, c, s in zip(audio, clips, seams)]

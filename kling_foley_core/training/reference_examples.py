@@ -89,7 +89,6 @@ def reference_frames(strides: int, latent_rate: float) -> int:
     return int(round(strides * SYNC_STRIDE_S * latent_rate))
 
 
-
 def reference_example(model, ref: torch.Tensor, x1: torch.Tensor, sync_f: torch.Tensor, duration: float,
                       strides: int, drop_sync: torch.Tensor | None = None):
     """(conditions, latents, known) of a batch of AC-VTA examples: the reference's normalised latents ``ref``
