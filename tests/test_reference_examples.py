@@ -93,3 +93,21 @@ def test_reference_sets_are_kept_out_of_the_ordinary_batches():
     assert reference_only(Set(), 2).tolist() == [False] * 3 + [True] * 6
     one = [0] * 4  # a single cache has no members: it is its own only set
     assert reference_only(one, 0).tolist() == [False] * 4
+
+
+def test_masked_loss_learns_a_teachers_velocity_on_the_generated_frames_only():
+    """--reference-teacher: the teacher's velocity replaces the one-sample target; known frames never count."""
+    from kling_foley_core.sampling.flow_matching import masked_flow_matching_loss
+
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(2, 10, 3, generator=g)
+    known = torch.zeros(2, 10, dtype=torch.bool)
+    known[:, :4] = True
+    teacher = lambda xt, t: xt * 0.5 + t[:, None, None]  # noqa: E731
+    student = lambda xt, t: xt * 0.5 + t[:, None, None] + known[..., None] * 7.0  # off on known frames only  # noqa
+    assert float(masked_flow_matching_loss(student, x1, known, generator=g, teacher=teacher)) == 0.0
+    off = lambda xt, t: teacher(xt, t) + 0.1  # noqa: E731
+    loss = masked_flow_matching_loss(off, x1, known, generator=torch.Generator().manual_seed(1), teacher=teacher)
+    assert abs(float(loss) - 0.01) < 1e-6
+    plain = masked_flow_matching_loss(off, x1, known, generator=torch.Generator().manual_seed(1))
+    assert abs(float(plain) - 0.01) > 1e-3  # without the teacher the target is the sample's

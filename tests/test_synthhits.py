@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -391,3 +393,21 @@ def test_swapped_sounds_keep_the_motion_and_name_the_sound():
         assert b.caption != a.caption
     with pytest.raises(SynthHitsError, match="p_swap_sound"):
         SynthHitsConfig(p_swap_sound=1.5).check()
+
+
+def test_look_of_sound_renders_the_swapped_clips_twin():
+    """--look-of-sound: the same sound, events and motion as the swapped clip, drawn with the look of the class it
+    sounds like (what the reference teacher reads)."""
+    from kling_foley_core.data.synthhits import LOOKS, SynthHitsConfig
+
+    bank = synthetic_bank()
+    swap = SynthHitsConfig(p_swap_sound=1.0, min_objects=1, max_objects=2)
+    for i in range(3):
+        a = generate_clip(bank, seed=7, index=i, with_hits=True, config=swap)
+        b = generate_clip(bank, seed=7, index=i, with_hits=True, config=replace(swap, look_of_sound=True))
+        assert np.array_equal(a.audio, b.audio) and a.events == b.events and a.caption == b.caption
+        assert not np.array_equal(a.frames, b.frames)
+        assert all(o["shape"] == LOOKS[o["sound_class"]].shape for o in b.objects)
+        assert any(o["shape"] != LOOKS[o["sound_class"]].shape for o in a.objects)
+    with pytest.raises(SynthHitsError, match="look_of_sound"):
+        SynthHitsConfig(look_of_sound=True).check()

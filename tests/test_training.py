@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -835,3 +836,53 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     capsys.readouterr()
     assert train_foley.main(no_pathway) == 2  # nothing would train: a one-line error
     assert "--freeze transformer" in "".join(capsys.readouterr())
+    # --reference-teacher: the examples learn the V2A velocity that a frozen copy of the --init model predicts for
+    # each clip's twin (the same clip drawn with the look of its sound)
+    twin = tmp_path / "twin"
+    twin.mkdir()
+    write_shard([generate_clip(bank, seed=3, index=i, split="train", config=replace(cfg, look_of_sound=True))
+                 for i in range(6)], twin / "shard-00000.npz")
+    twin_cache = build_cache(twin, tmp_path / "twin-cache", image_size=48)
+    taught = tmp_path / "foley_taught"
+    t_args = [*a_args[:4], "--out", str(taught), *a_args[6:], "--reference-teacher", str(twin_cache)]
+    assert train_foley.main(t_args) == 0
+    assert _metric(taught, "ac_vta") == [1, 1, 1] and all(np.isfinite(_metric(taught, "loss")))
+    assert _metric(taught, "loss") != _metric(adapter, "loss")  # same draws, another target
+    after = _weights(taught / "final" / "transformer")
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("context_embed."))
+    assert float(after["context_embed.summary_out.weight"].abs().sum()) > 0
+    capsys.readouterr()
+    assert train_foley.main([*t_args[:-1], str(data["cache"])]) == 2  # not these clips' twins
+    assert "has a twin" in "".join(capsys.readouterr())
+
+
+def test_reference_teacher_predicts_the_twins_v2a_as_inference_does(data, foley_run, tmp_path):
+    """The teacher's velocity over an AC-VTA example: the pipeline's (unguided) V2A velocity of the twin on the
+    clip's frames, whatever the reference frames hold; zero on those."""
+    from kling_foley_core.generation import FoleyConditions, prepare_flow
+    from kling_foley_core.training.reference_teacher import ReferenceTeacher
+
+    cfg = json.loads((foley_run / "config.json").read_text())
+    parts = train_foley.build_parts(cfg["vocabulary"], cfg["overrides"], 0, cfg["sizes"])
+    train_foley.load_parts(parts, foley_run / "final")
+    cache = FeatureCache(data["cache"])
+    teacher = ReferenceTeacher(parts, cache, cache.clips[:2])
+    objective = train_foley.FoleyObjective(parts, 0.0, 0.0)
+    tr, d, n_ref = parts.transformer.eval(), 2.0, 5
+    lens = tr.sequence_lengths(d)
+    sem, sync = teacher.frames(cache.clips[:2], lens.clip, train_foley.sync_frame_count(lens))
+    predict = teacher.flow(objective.encode_video, sem, sync, torch.tensor([False, True]), d, n_ref)
+    g = torch.Generator().manual_seed(0)
+    xt, t = torch.randn(2, n_ref + lens.latent, tr.config.latent_dim, generator=g), torch.tensor([0.3, 0.7])
+    v = predict(xt, t)
+    assert float(v[:, :n_ref].abs().max()) == 0.0
+    other = xt.clone()
+    other[:, :n_ref] = torch.randn(2, n_ref, tr.config.latent_dim, generator=g)
+    assert torch.equal(predict(other, t), v)
+    with torch.no_grad():
+        clip_f, sync_f = objective.encode_video(sem, sync)
+        sync_f[1] = tr.empty_sync_feat  # the second item's sync stream dropped, as the example's is
+        flow = prepare_flow(tr, FoleyConditions(duration=d, clip_f=clip_f, sync_f=sync_f, text_f=None), d,
+                            guided=False)
+        want = tr.predict_flow(xt[:, n_ref:], t, flow.cond)
+    assert torch.allclose(v[:, n_ref:], want, atol=1e-5), float((v[:, n_ref:] - want).abs().max())

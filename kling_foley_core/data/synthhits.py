@@ -121,6 +121,9 @@ class SynthHitsConfig:
     p_hovering: float = 0.0  # in a hit clip, chance that an object only hovers (one object always strikes)
     p_swap_sound: float = 0.0  # chance that a clip's objects sound like another class than they look (captions
     # name the sound): training data for text- and audio-controlled timbre (TC-VTA, AC-VTA)
+    look_of_sound: bool = False  # with p_swap_sound: draw swapped objects with the look of the class they sound like.
+    # The clip is the swapped clip's twin (same seed: same sound, events and motion, a look that matches the sound),
+    # which a teacher reads when AC-VTA is trained by distillation (train_foley --reference-teacher)
     hit_rate: tuple[float, float] = (0.4, 1.2)  # hits per second per object
     min_gap_object: float = 0.3  # s between two hits of one object
     min_gap_any: float = 0.12  # s between any two hits (keeps onsets separable at ±40 ms)
@@ -151,6 +154,8 @@ class SynthHitsConfig:
         if not (isinstance(self.p_swap_sound, (int, float)) and 0.0 <= self.p_swap_sound <= 1.0):
             raise SynthHitsError(f"p_swap_sound={self.p_swap_sound} must be a probability in [0, 1] (chance that a "
                                  f"clip's objects sound like another class; default 0)")
+        if self.look_of_sound and self.p_swap_sound <= 0:
+            raise SynthHitsError("look_of_sound=True renders the twins of swapped clips; it needs p_swap_sound > 0")
         if self.min_duration < 2 * self.edge_margin + 0.1:
             raise SynthHitsError(f"min_duration={self.min_duration} too short for edge_margin={self.edge_margin}")
 
@@ -377,6 +382,23 @@ def _swap_sounds(rng, bank: RecordingBank, split: str, objs: list, classes) -> N
         o.recording = recs[int(rng.integers(len(recs)))]
 
 
+def _relook(rng, objs: list, size: int) -> None:
+    """Redraw each object with the look of the class it now sounds like (its own generator, so the clip's other
+    draws, and with them its sound and motion, stay those of the swapped clip)."""
+    for o in objs:
+        o.look = LOOKS.get(o.cls, o.look)
+        o.sprite, o.squash = _sprites(o.look, size, rng)
+
+
+def _sprites(look: Look, size: int, rng) -> tuple:
+    """(sprite, squashed sprite) of one object of ``look``, with drawn colour jitter and size."""
+    colour = np.clip(np.array(look.colour, np.float32) + rng.uniform(-12, 12, 3), 0, 255)
+    w = int(round(size * look.size * rng.uniform(0.85, 1.15)))
+    h = int(round(w * look.aspect))
+    return _make_sprite(look, w, h, colour, rng), _make_sprite(look, int(round(w * 1.15)), int(round(h * 0.8)),
+                                                               colour, rng)
+
+
 def _build_objects(rng, bank: RecordingBank, split: str, dur: float, cfg: SynthHitsConfig, with_hits: bool,
                    classes: Sequence[str]) -> list[_Obj]:
     size = cfg.size
@@ -397,11 +419,7 @@ def _build_objects(rng, bank: RecordingBank, split: str, dur: float, cfg: SynthH
     for k in range(n_obj):
         cls = str(rng.choice(list(classes)))
         look = LOOKS.get(cls, Look("circle", tuple(int(c) for c in rng.integers(40, 230, 3)), "plain", 0.18, 1.0))
-        colour = np.clip(np.array(look.colour, np.float32) + rng.uniform(-12, 12, 3), 0, 255)
-        w = int(round(size * look.size * rng.uniform(0.85, 1.15)))
-        h = int(round(w * look.aspect))
-        sprite = _make_sprite(look, w, h, colour, rng)
-        squash = _make_sprite(look, int(round(w * 1.15)), int(round(h * 0.8)), colour, rng)
+        sprite, squash = _sprites(look, size, rng)
         x0 = slots[k] * size
         x1 = float(np.clip(x0 + rng.uniform(-0.2, 0.2) * size, 0.08 * size, 0.92 * size))
         speeds = []
@@ -470,6 +488,9 @@ def generate_clip(bank: RecordingBank, *, seed: int, index: int, split: str = "t
     objs = _build_objects(rng, bank, split, dur, cfg, with_hits, classes)
     if cfg.p_swap_sound > 0 and rng.uniform() < cfg.p_swap_sound:  # drawn only when on: other clips reproduce
         _swap_sounds(rng, bank, split, objs, classes)
+        if cfg.look_of_sound:
+            _relook(np.random.default_rng(np.random.SeedSequence([int(seed), int(index), SPLITS[split], 1])), objs,
+                    cfg.size)
     size, fps, sr = cfg.size, cfg.fps, cfg.sample_rate
     ground = int(round(size * 0.8))
     n_frames = int(round(dur * fps))
@@ -745,6 +766,9 @@ def main(argv: list[str] | None = None) -> int:
                          "silent beside a striking one)")
     ap.add_argument("--p-swap-sound", type=float, default=SynthHitsConfig.p_swap_sound,
                     help="chance that a clip's objects sound like another class than they look (default 0)")
+    ap.add_argument("--look-of-sound", action="store_true",
+                    help="with --p-swap-sound: draw swapped objects with the look of the class they sound like (the "
+                         "same seed's swapped clips' twins, for train_foley --reference-teacher)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
@@ -752,7 +776,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover),
                                  min_objects=args.objects[0], max_objects=args.objects[1],
-                                 p_hovering=args.p_hovering, p_swap_sound=args.p_swap_sound)
+                                 p_hovering=args.p_hovering, p_swap_sound=args.p_swap_sound,
+                                 look_of_sound=args.look_of_sound)
         config.check()
         bank = load_bank(args.recordings)
         idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,

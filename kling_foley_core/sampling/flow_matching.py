@@ -89,14 +89,19 @@ def context_masks(batch: int, frames: int, *, prob: float, span: tuple[float, fl
 
 
 def masked_flow_matching_loss(predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x1: torch.Tensor,
-                              known: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+                              known: torch.Tensor, *, generator: torch.Generator | None = None,
+                              teacher: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                              ) -> torch.Tensor:
     """FoleyGenEx Eq. 3–4: the per-frame MSE summed over the generated frames of the batch and divided by their
     number. On known frames the path starts from noise + data (the context summed with the noise, as at
-    inference; see ``sampling/context.py``), so ``x_t`` there carries the context at every t."""
+    inference; see ``sampling/context.py``), so ``x_t`` there carries the context at every t. ``teacher(x_t, t)``,
+    if given, is the velocity to learn in place of the one-sample target ``x1 − x0`` (distillation)."""
     x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
     t = logit_normal_t(x1.shape[0], generator=generator, device=x1.device).to(x1.dtype)
     k = known.to(x1.device, x1.dtype)[..., None]  # (B, N, 1)
     z = x0 + k * x1
-    per_frame = (predict(interpolate(z, x1, t), t) - (x1 - z)).pow(2).mean(-1)  # (B, N)
+    xt = interpolate(z, x1, t)
+    target = x1 - z if teacher is None else teacher(xt, t)
+    per_frame = (predict(xt, t) - target).pow(2).mean(-1)  # (B, N)
     generated = 1.0 - k[..., 0]
     return (per_frame * generated).sum() / generated.sum().clamp_min(1.0)

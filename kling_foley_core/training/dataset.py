@@ -470,6 +470,25 @@ class FeatureCache(ClipList):
         return LatentTable(arr, spec["offsets"], spec["width"] // 2, spec.get("stats"))
 
 
+def video_frames(cache, idx, n_clip: int, n_sync: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n_clip`` semantic and ``n_sync`` sync frames of clips ``idx`` of a cache (or a
+    :class:`~.cache_set.CacheSet`), as float ``(B, T, 3, S, S)`` in [0, 1]."""
+    sem, sync = [], []
+    for i in idx:
+        i = int(i)
+        s, y = cache.sem_frames(i), cache.sync_frames(i)
+        if len(s) < n_clip or len(y) < n_sync:
+            raise TrainingError(f"clip {cache.clips[i]['clip_id']} is shorter than its recorded duration; rebuild "
+                                f"the feature cache")
+        sem.append(torch.from_numpy(s[:n_clip]))
+        sync.append(torch.from_numpy(y[:n_sync]))
+
+    def frames(lst):  # uint8 (B, T, S, S, 3) → float (B, T, 3, S, S) in [0, 1]
+        return torch.stack(lst).permute(0, 1, 4, 2, 3).float().div_(255.0)
+
+    return frames(sem), frames(sync)
+
+
 @dataclass
 class LatentTable:
     array: np.ndarray  # (ΣN, 2C): mean ⊕ std

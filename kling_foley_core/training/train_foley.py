@@ -40,7 +40,7 @@ from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, 
 from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
-from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents
+from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, video_frames
 from .reference_examples import (ReferenceBank, reference_batch, reference_clips, reference_example, reference_frames,
                                  reference_strides)
 from ..reference import SYNC_STRIDE_S
@@ -67,6 +67,9 @@ class FoleyObjective(nn.Module):
         # --level-weight: the frozen Mel-VAE decoder the level loss decodes through (a plain attribute, so it is
         # neither trained nor saved with the objective)
         object.__setattr__(self, "level_decoder", level_decoder)
+        # --reference-teacher: the frozen copy that sets the AC-VTA examples' target (set by ``run``; a plain
+        # attribute, so it is neither trained nor saved)
+        object.__setattr__(self, "teacher", None)
         # encoders held at their --init weights (no gradient, no activations kept for a backward pass)
         self.frozen = frozenset(frozen)
         for name in self.frozen:
@@ -94,11 +97,13 @@ class FoleyObjective(nn.Module):
         # mono flow-matching loss has no use for x-positions)
         self.mono2stereo = mono2stereo
 
-    def encode_video(self, sem: torch.Tensor, sync: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sem ``(B, Nc, 3, S, S)`` and sync ``(B, T, 3, S, S)`` frames in [0, 1] → ``(B, Nc, Dc)``, ``(B, Ns, Ds)``."""
+    def encode_video(self, sem: torch.Tensor, sync: torch.Tensor, parts=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """sem ``(B, Nc, 3, S, S)`` and sync ``(B, T, 3, S, S)`` frames in [0, 1] → ``(B, Nc, Dc)``, ``(B, Ns, Ds)``,
+        by the trained parts or by ``parts`` (the reference teacher's frozen copy)."""
         from ..encoders.base import normalize_frames
 
-        vis = self.parts.visual_encoder
+        parts = parts or self.parts
+        vis = parts.visual_encoder
         b, nc = sem.shape[:2]
         pix = normalize_frames(sem.flatten(0, 1), vis.mean, vis.std)  # (B·Nc, 3, S, S)
         grad = torch.is_grad_enabled()
@@ -107,7 +112,7 @@ class FoleyObjective(nn.Module):
         x = sync * 2.0 - 1.0  # Synchformer frames in [-1, 1]
         windows = x.unfold(1, WINDOW, STRIDE).permute(0, 1, 5, 2, 3, 4)  # (B, W, 16, 3, S, S)
         with torch.set_grad_enabled(grad and "sync_encoder" not in self.frozen):
-            tokens = self.parts.sync_encoder.model(windows)  # (B, W, 8, Ds)
+            tokens = parts.sync_encoder.model(windows)  # (B, W, 8, Ds)
         return clip_f, tokens.flatten(1, 2)  # (B, W·8, Ds)
 
     def sync_aux_loss(self, sync_f: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
@@ -140,10 +145,11 @@ class FoleyObjective(nn.Module):
                 stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                 pans: torch.Tensor | None = None, classes: torch.Tensor | None = None,
                 keep_text: torch.Tensor | None = None, louds: torch.Tensor | None = None,
-                reference: tuple[torch.Tensor, int] | None = None) -> tuple[torch.Tensor, ...]:
+                reference: tuple | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
         loss, level loss, auxiliary loudness loss); unused ones are 0. ``reference`` (normalised latents (B, R, C),
-        sync strides) makes the batch AC-VTA examples (:meth:`reference_loss`)."""
+        sync strides, and the twins' frames for the teacher or None) makes the batch AC-VTA examples
+        (:meth:`reference_loss`)."""
         from ..sampling import flow_matching_loss
         from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
@@ -227,16 +233,22 @@ class FoleyObjective(nn.Module):
         return fm, aux, m2s, aux_pan, aux_cls, level, aux_loud
 
     def reference_loss(self, x1: torch.Tensor, sync_f: torch.Tensor, duration: float, gen: torch.Generator,
-                       ref: torch.Tensor, strides: int) -> torch.Tensor:
+                       ref: torch.Tensor, strides: int, twins: tuple[torch.Tensor, torch.Tensor] | None = None
+                       ) -> torch.Tensor:
         """The masked flow loss of AC-VTA examples (:func:`reference_examples.reference_example`: conditioned as the
         reference mode is at inference). The sync stream is dropped with the video's probability, which trains the
-        unconditional branch (the context alone) that CFG uses."""
+        unconditional branch (the context alone) that CFG uses. With ``twins`` (their semantic and sync frames)
+        the target is the reference teacher's velocity (:mod:`.reference_teacher`)."""
         from ..sampling.flow_matching import masked_flow_matching_loss
 
         model = self.parts.transformer
         drop_v = (torch.rand(x1.shape[0], generator=gen) < self.p_drop_video).to(x1.device)
         cond, x, known = reference_example(model, ref.to(x1), x1, sync_f, duration, strides, drop_v)
-        return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x, known, generator=gen)
+        teacher = None
+        if twins is not None:
+            teacher = self.teacher.flow(self.encode_video, *twins, drop_v, duration, x.shape[1] - x1.shape[1])
+        return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x, known, generator=gen,
+                                         teacher=teacher)
 
 
 def text_drops(u: torch.Tensor, p_drop: float, swapped: torch.Tensor | None, known: torch.Tensor | None,
@@ -302,28 +314,26 @@ def batch_duration(cache: FeatureCache, idx: np.ndarray, gen: torch.Generator, m
     return min(shortest, max(target, min_duration))
 
 
+def sync_frame_count(lens) -> int:
+    """25 fps frames under the sync windows of a span of ``lens`` (``sequence_lengths``)."""
+    return (lens.sync // 8 - 1) * STRIDE + WINDOW
+
+
 def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, transformer, gen: torch.Generator,
                text_encoder, duration: float) -> dict:
     """Tensors of one bucketed batch, all cut to ``duration`` seconds."""
     d = float(duration)
     lens = transformer.sequence_lengths(d)
-    n_sync_frames = (lens.sync // 8 - 1) * STRIDE + WINDOW
-    x1, sem, sync = [], [], []
+    x1 = []
     for i in idx:
-        i = int(i)
-        mean, std = latents.get(i)
-        if mean.shape[0] < lens.latent or len(cache.sem_frames(i)) < lens.clip or \
-                len(cache.sync_frames(i)) < n_sync_frames:
-            raise TrainingError(f"clip {cache.clips[i]['clip_id']} is shorter than its recorded duration; rebuild "
-                                f"the feature cache")
+        mean, std = latents.get(int(i))
+        if mean.shape[0] < lens.latent:
+            raise TrainingError(f"clip {cache.clips[int(i)]['clip_id']} is shorter than its recorded duration; "
+                                f"rebuild the feature cache")
         x1.append(torch.from_numpy(mean[: lens.latent]) + torch.from_numpy(std[: lens.latent]) *
                   torch.randn(lens.latent, mean.shape[1], generator=gen))
-        sem.append(torch.from_numpy(cache.sem_frames(i)[: lens.clip]))
-        sync.append(torch.from_numpy(cache.sync_frames(i)[:n_sync_frames]))
     x1 = transformer.normalize(torch.stack(x1))  # (B, N, C)
-
-    def frames(lst):  # uint8 (B, T, S, S, 3) → float (B, T, 3, S, S) in [0, 1]
-        return torch.stack(lst).permute(0, 1, 4, 2, 3).float().div_(255.0)
+    sem, sync = video_frames(cache, idx, lens.clip, sync_frame_count(lens))
 
     ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
     empty_ids, empty_mask = text_encoder.tokenize([""])
@@ -336,7 +346,7 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
     stereo = tuple(torch.stack([torch.from_numpy(cache.mel(int(i), ch)[:, :n_mel]) for i in idx])
                    for ch in ("mono", "left", "right"))  # 3 × (B, M, F)
     keep_text = torch.tensor([bool(cache.clips[int(i)].get("sound_swapped", False)) for i in idx])
-    return dict(x1=x1, sem=frames(sem), sync=frames(sync), ids=ids, mask=mask, empty_ids=empty_ids,
+    return dict(x1=x1, sem=sem, sync=sync, ids=ids, mask=mask, empty_ids=empty_ids,
                 empty_mask=empty_mask, duration=d, hits=hits, stereo=stereo, pans=pans,
                 classes=classes, keep_text=keep_text, louds=louds)
 
@@ -427,6 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of steps whose batch is AC-VTA examples: clips that sound unlike they look (hits of "
                          "one class), each with another train recording of its sound in front as the only cue to "
                          "the timbre, conditioned as the reference mode is at inference; needs the context pathway")
+    ap.add_argument("--reference-teacher", type=Path, default=None, metavar="CACHE",
+                    help="feature cache of the AC-VTA clips' twins (their synthhits command plus --look-of-sound): the "
+                         "examples learn the velocity a frozen copy of the --init model predicts for the twin (V2A, "
+                         "its look naming the sound) instead of the one-sample target")
     ap.add_argument("--reference-per-class", type=int, default=32,
                     help="encoded references kept per sound class for --reference-prob (drawn layouts and levels)")
     ap.add_argument("--reference-sets", type=int, default=0,
@@ -577,6 +591,9 @@ def run(args) -> Path:
     if not 0 <= args.reference_sets < len(args.data) or (args.reference_sets and args.reference_prob == 0):
         raise TrainingError(f"--reference-sets={args.reference_sets}: give fewer than the {len(args.data)} --data "
                             f"sets, and only with --reference-prob > 0")
+    if args.reference_teacher is not None and (args.reference_prob == 0 or args.init is None):
+        raise TrainingError(f"--reference-teacher {args.reference_teacher}: needs --reference-prob > 0 and --init "
+                            f"(the teacher is a frozen copy of the --init model)")
     if args.reference_per_class < 1:
         raise TrainingError(f"--reference-per-class={args.reference_per_class} must be at least 1")
     if not 0.0 <= args.context_prefix <= 1.0:
@@ -682,6 +699,21 @@ def run(args) -> Path:
     metrics = MetricLog(out, enabled=accelerator.is_main_process)
     metrics.truncate(start)
     raw = accelerator.unwrap_model(objective)
+    if args.reference_teacher is not None:
+        from .reference_teacher import ReferenceTeacher
+
+        twins = FeatureCache(args.reference_teacher)
+        if twins.image_size != cache.image_size:
+            raise TrainingError(f"--reference-teacher {args.reference_teacher}: its frames are {twins.image_size} px, "
+                                f"the training cache's {cache.image_size} px; build it with the same --image-size")
+        teacher = ReferenceTeacher(raw.parts, twins, [cache.clips[int(i)] for i in pool])
+        if len(teacher.taught) < args.batch_size:
+            raise TrainingError(f"--reference-teacher {args.reference_teacher}: only {len(teacher.taught)} AC-VTA "
+                                f"clips have a twin there, fewer than --batch-size {args.batch_size}")
+        log.info("--reference-teacher: %d of the %d AC-VTA clips have a twin in %s; the examples are those, and "
+                 "learn their twins' V2A velocity", len(teacher.taught), len(pool), args.reference_teacher)
+        pool = pool[teacher.taught]
+        object.__setattr__(raw, "teacher", teacher)
     durations = cache.durations
     repeats = np.where([len(c["events"]) == 0 for c in cache.clips], args.hitfree_repeat, 1) * \
         np.where([bool(c.get("sound_swapped", False)) for c in cache.clips], args.swapped_repeat, 1) * \
@@ -706,7 +738,12 @@ def run(args) -> Path:
         reference = None
         if strides:
             sounds = [cache.clips[int(i)]["events"][0]["sound_class"] for i in idx]
-            reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides)
+            twins = None
+            if raw.teacher is not None:
+                lens = tr.sequence_lengths(b["duration"])
+                twins = tuple(f.to(dev) for f in raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip,
+                                                                    sync_frame_count(lens)))
+            reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides, twins)
         loss, aux, m2s_loss, aux_pan, aux_cls, level, aux_loud = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
