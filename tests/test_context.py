@@ -97,6 +97,47 @@ def test_context_summary_starts_as_a_no_op_and_then_reaches_every_frame():
 def test_context_summary_needs_the_context_pathway():
     with pytest.raises(ValueError, match="context_global=True needs context_input=True"):
         build_mmdit("tiny", context_global=True)
+    with pytest.raises(ValueError, match="context_semantic=True needs context_global=True"):
+        build_mmdit("tiny", context_input=True, context_semantic=True)
+
+
+def test_context_semantic_share_starts_as_a_no_op_and_then_moves_the_semantic_stream():
+    """context_semantic: the summary's second output is added to every semantic-video token; zero at first, and it
+    rides with the known audio into CFG's unconditional branch, as the summary does."""
+    plain, _ = _models()
+    model = build_mmdit("tiny", context_input=True, context_global=True, context_semantic=True).eval()
+    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("context_embed.") for k in missing)
+    cond = _cond(plain)
+    a = generate_latents(plain, cond, SamplerSettings(steps=3), seed=5)
+    assert torch.equal(a, generate_latents(model, cond, SamplerSettings(steps=3), seed=5))
+    n = plain.sequence_lengths(DUR).latent
+    known = torch.zeros(2, n, dtype=torch.bool)
+    known[0, : n // 4] = True  # item 1 knows nothing
+    g = torch.Generator().manual_seed(7)
+    ctx = torch.randn(2, n, 8, generator=g)
+
+    @torch.no_grad()
+    def flow(p):
+        c = model.prepare_conditions(cond.clip_f.expand(2, -1, -1), cond.sync_f.expand(2, -1, -1),
+                                     cond.text_f.expand(2, -1, -1), duration=DUR, context=ctx, context_known=known)
+        return c, model.predict_flow(x, 0.5, c)
+
+    x = torch.randn(2, n, 8, generator=g)
+    pc, before = flow(None)
+    assert float(pc.context_semantic.abs().max()) == 0.0
+    with torch.no_grad():
+        for p in (model.context_embed.semantic_out.weight, model.context_embed.summary_score.weight):
+            p.normal_(0, 0.1)
+    pc, after = flow(None)
+    assert float(pc.context_semantic[1].abs().max()) == 0.0  # no known frame: no share
+    assert float(pc.context_global.abs().max()) == 0.0  # the adaLN summary is another output, still zero
+    far = slice(3 * n // 4, n)
+    assert not torch.allclose(before[0, far], after[0, far])  # through the semantic stream's attention
+    assert torch.equal(before[1], after[1])
+    empty = model.get_empty_conditions(2, like=pc)
+    assert torch.equal(empty.context_semantic, pc.context_semantic)
+    assert torch.equal(pc.batch_cat(empty).context_semantic, torch.cat([pc.context_semantic] * 2))
 
 
 @pytest.mark.parametrize("which", ["training-free", "pathway"])

@@ -50,34 +50,45 @@ class ContextEmbedding(nn.Module):
     the known frames, added to the adaLN conditioning of every block (beside the flow time, the pooled text and the
     duration). The per-frame share only reaches the frames it sits on and what attention carries from them; the
     summary tells every block what the known audio sounds like: a direct route for a reference to set the timbre of
-    the frames it does not touch (AC-VTA). Its output layer also starts at zero; an item with no known frame gets a zero vector."""
+    the frames it does not touch (AC-VTA). Its output layer also starts at zero; an item with no known frame gets a zero vector.
 
-    def __init__(self, latent_dim: int, dim: int, global_summary: bool = False):
+    With ``semantic`` the summary has a second zero-initialised output, ``(B, D)``, added to every projected
+    semantic-video token: where the reference mode blanks the picture's semantics, the reference can say what the
+    picture would have said, through the joint attention the look's timbre takes in V2A."""
+
+    def __init__(self, latent_dim: int, dim: int, global_summary: bool = False, semantic: bool = False):
         super().__init__()
+        if semantic and not global_summary:
+            raise ValueError("semantic=True needs global_summary=True (it is a second output of the summary)")
         self.proj = nn.Linear(latent_dim + 1, dim)
         self.pos = ConvPositionEmbedding(dim)
         self.out = nn.Linear(dim, dim)
         self.summary_score = nn.Linear(dim, 1) if global_summary else None
         self.summary_out = nn.Linear(dim, dim) if global_summary else None
+        self.semantic_out = nn.Linear(dim, dim) if semantic else None
         self.zero_outputs()
 
     def zero_outputs(self) -> None:
-        for m in (self.out, self.summary_out):
+        for m in (self.out, self.summary_out, self.semantic_out):
             if m is not None:
                 nn.init.zeros_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def forward(self, context: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, context: torch.Tensor, known: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(per-frame share (B, N, D), summary (B, D) or None, semantic-token share (B, D) or None)."""
         k = known.to(context.dtype)[..., None]  # (B, N, 1)
         h = self.proj(torch.cat([context * k, k], dim=-1))  # (B, N, D)
         h = h + self.pos(h)
         if self.summary_score is None:
-            return self.out(h), None
+            return self.out(h), None, None
         any_known = known.any(dim=1)  # (B,)
         score = self.summary_score(h).squeeze(-1).masked_fill(~known, float("-inf"))
         w = torch.softmax(torch.where(any_known[:, None], score, torch.zeros_like(score)), dim=1)
         pooled = (w[..., None] * h).sum(dim=1)  # (B, D)
-        return self.out(h), self.summary_out(pooled) * any_known[:, None].to(h.dtype)
+        has = any_known[:, None].to(h.dtype)
+        semantic = None if self.semantic_out is None else self.semantic_out(pooled) * has
+        return self.out(h), self.summary_out(pooled) * has, semantic
 
 
 def known_at_times(known: torch.Tensor, times: torch.Tensor, latent_rate: float) -> torch.Tensor:

@@ -70,6 +70,7 @@ class PreparedConditions:
     sync_seq_len: int = 0
     context_emb: torch.Tensor | None = None  # (B, N, D) known audio's share of the audio stream (FoleyGenEx)
     context_global: torch.Tensor | None = None  # (B, D) known audio's summary, added to the adaLN conditioning
+    context_semantic: torch.Tensor | None = None  # (B, D) the summary's share of every semantic-video token
 
     @property
     def batch_size(self) -> int:
@@ -97,12 +98,15 @@ class PreparedConditions:
         def cat_opt(a, b):
             return None if a is None or b is None else torch.cat([a, b], dim=0)
 
-        ctx = glob = None
+        ctx = None
         if self.context_emb is not None or other.context_emb is not None:
             ctx = torch.cat([c.context_emb if c.context_emb is not None else c.sync_f.new_zeros(c.sync_f.shape)
                              for c in (self, other)], dim=0)
-        if self.context_global is not None or other.context_global is not None:
-            glob = torch.cat([c.context_global if c.context_global is not None else
+
+        def cat_vec(name):  # a (B, D) context vector; zero for a side without it
+            if getattr(self, name) is None and getattr(other, name) is None:
+                return None
+            return torch.cat([getattr(c, name) if getattr(c, name) is not None else
                               c.global_c.new_zeros(c.global_c.shape) for c in (self, other)], dim=0)
 
         return PreparedConditions(
@@ -116,7 +120,8 @@ class PreparedConditions:
             clip_seq_len=self.clip_seq_len,
             sync_seq_len=self.sync_seq_len,
             context_emb=ctx,
-            context_global=glob,
+            context_global=cat_vec("context_global"),
+            context_semantic=cat_vec("context_semantic"),
         )
 
     def to(self, device=None, dtype=None) -> "PreparedConditions":
@@ -168,6 +173,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             to every block's adaLN conditioning (``ContextEmbedding``'s ``global_summary``), a direct route for a
             reference's timbre. Off in every shipped model: in the one run that tried it, it was not used
             (``default_model/TRAINING.md``, phase Y).
+        context_semantic: with ``context_global``, the summary also adds one vector to every semantic-video
+            token (``ContextEmbedding``'s ``semantic``): the reference speaks where the blanked picture would.
     """
 
     _supports_gradient_checkpointing = False
@@ -181,7 +188,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                  use_duration: bool = False, duration_fourier_dim: int = 256, learned_empty_text: bool = False,
                  final_cond: str = "global", sample_rate: int = 44100, mel_hop: int = 512,
                  latent_downsample: int = 2, default_duration: float = 8.0, max_duration: float = 30.0,
-                 sync_layout: str = "windows", context_input: bool = False, context_global: bool = False):
+                 sync_layout: str = "windows", context_input: bool = False, context_global: bool = False,
+                 context_semantic: bool = False):
         super().__init__()
         if sync_layout not in ("windows", "time"):
             raise ValueError(f"sync_layout={sync_layout!r} must be 'windows' (MMAudio) or 'time' (see sync_layout.py)")
@@ -191,6 +199,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             raise ValueError(f"final_cond={final_cond!r} must be 'global' or 'extended'")
         if context_global and not context_input:
             raise ValueError("context_global=True needs context_input=True (the summary is part of the context branch)")
+        if context_semantic and not context_global:
+            raise ValueError("context_semantic=True needs context_global=True (it is a second output of the summary)")
         if not 0 <= fused_depth < depth:
             raise ValueError(f"fused_depth={fused_depth} must be in [0, depth={depth}) (at least one joint block)")
         if hidden_dim % num_heads or (hidden_dim // num_heads) % 2:
@@ -229,7 +239,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         self.fused_blocks = nn.ModuleList(
             [StreamBlock(d, num_heads, mlp_ratio, kernel_size=3) for _ in range(fused_depth)])
         self.final_layer = FinalBlock(d, latent_dim)
-        self.context_embed = ContextEmbedding(latent_dim, d, context_global) if context_input else None
+        self.context_embed = ContextEmbedding(latent_dim, d, context_global, context_semantic) if context_input else None
 
         # Latent statistics of the VAE (normalise before the transformer); identity until a checkpoint sets them.
         self.register_buffer("latent_mean", torch.zeros(1, 1, latent_dim))
@@ -417,10 +427,10 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         if has_text is not None:
             text_in, text_mask = self._substitute_text(text_in, text_mask,
                                                        self._item_mask("has_text", has_text, batch))
-        context_emb = context_global = None
+        context_emb = context_global = context_semantic = None
         if context_known is not None:
-            context_emb, context_global, clip_in, sync_in = self._inject_context(context, context_known, clip_in,
-                                                                                 sync_in, n_lat)
+            context_emb, context_global, context_semantic, clip_in, sync_in = self._inject_context(
+                context, context_known, clip_in, sync_in, n_lat)
         clip_p, sync_p, text_p, pooled = self._project(clip_in, sync_in, text_in, n_lat, text_mask)
 
         start = total_s = None
@@ -433,7 +443,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                                   global_c=self._global(pooled, start, total_s), text_mask=text_mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=clip_in.shape[1],
                                   sync_seq_len=sync_in.shape[1], context_emb=context_emb,
-                                  context_global=context_global)
+                                  context_global=context_global, context_semantic=context_semantic)
 
     @property
     def has_context_input(self) -> bool:
@@ -453,12 +463,12 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                                   f"{None if context is None else tuple(context.shape)} and {tuple(known.shape)}")
         dev, dt = self.device, self.dtype
         known = known.to(dev, torch.bool)
-        emb, summary = self.context_embed(context.to(dev, dt), known)  # (B, N, D), (B, D) or None
+        emb, summary, semantic = self.context_embed(context.to(dev, dt), known)  # (B, N, D), (B, D) or None ×2
         w_clip = known_at_times(known, clip_times(clip_in.shape[1], device=dev), self.latent_rate)  # (B, Nc)
         w_sync = known_at_times(known, sync_token_times(sync_in.shape[1], device=dev), self.latent_rate)
         clip_in = torch.lerp(clip_in, self.empty_clip_feat[None].to(dt).expand_as(clip_in), w_clip[..., None].to(dt))
         sync_in = torch.lerp(sync_in, self.empty_sync_feat[None].to(dt).expand_as(sync_in), w_sync[..., None].to(dt))
-        return emb, summary, clip_in, sync_in
+        return emb, summary, semantic, clip_in, sync_in
 
     def _item_mask(self, name: str, mask: torch.Tensor, batch: int) -> torch.Tensor:
         mask = torch.as_tensor(mask, device=self.device).reshape(-1).to(torch.bool)
@@ -530,7 +540,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                                   global_c=self._global(pooled, start, total_s), text_mask=mask,
                                   seconds_start=start, seconds_total=total_s, clip_seq_len=n_clip,
                                   sync_seq_len=n_sync, context_emb=None if like is None else like.context_emb,
-                                  context_global=None if like is None else like.context_global)
+                                  context_global=None if like is None else like.context_global,
+                                  context_semantic=None if like is None else like.context_semantic)
 
     # ----------------------------------------------------------------------------------------------------------
     # Per-step work
@@ -559,6 +570,8 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
         global_c = self.t_embed(t) + conditions.global_c
         if conditions.context_global is not None:
             global_c = global_c + conditions.context_global
+        if conditions.context_semantic is not None:
+            clip_f = clip_f + conditions.context_semantic[:, None]
         global_c = global_c[:, None]  # (B, 1, D)
         extended_c = global_c + conditions.sync_f  # (B, N, D)
 
