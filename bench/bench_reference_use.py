@@ -9,6 +9,11 @@ builds ``--batches`` batches of AC-VTA examples from ``SET``'s swapped one-class
 another class, with the sync stream kept and with it dropped. A model that copies the reference's timbre has a
 clearly higher loss with the wrong class (the gap, in %); a model that ignores the reference has none. The set must
 hold clips rendered with ``synthhits --p-swap-sound 1 --objects 1 1``.
+
+With ``--teacher TWINS`` (the feature cache of the set's twins, ``synthhits --look-of-sound``) the loss is the one
+``train_foley --reference-teacher`` trains: against the V2A velocity of each clip's twin, the model being its own
+teacher (an adapter run leaves V2A as it was). A last column then gives the part of that target the look's class
+makes: the same V2A velocity with the clip's own (swapped) look in place of the twin's, against the twin's.
 """
 from __future__ import annotations
 
@@ -30,6 +35,9 @@ def main(argv=None) -> int:
     p.add_argument("--recordings", type=Path, default=None, help="recording bank (default: SynthHits' own)")
     p.add_argument("--config", type=Path, default=None,
                    help="the run's config.json (default: beside each folder, RUN/config.json)")
+    p.add_argument("--teacher", type=Path, default=None, metavar="TWINS",
+                   help="feature cache of the set's twins: score the distillation loss (train_foley "
+                        "--reference-teacher) instead of the flow loss")
     p.add_argument("--batches", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=16)
     a = p.parse_args(argv)
@@ -41,7 +49,7 @@ def main(argv=None) -> int:
     from kling_foley_core.sampling.flow_matching import masked_flow_matching_loss
     from kling_foley_core.training import train_foley as T
     from kling_foley_core.training.cache_set import open_caches
-    from kling_foley_core.training.dataset import encode_latents
+    from kling_foley_core.training.dataset import FeatureCache, encode_latents
     from kling_foley_core.training.reference_examples import (ReferenceBank, reference_batch, reference_clips,
                                                               reference_example, reference_frames, reference_strides)
 
@@ -57,7 +65,7 @@ def main(argv=None) -> int:
     classes = sorted({sound[int(i)] for i in pool})
     bank = load_bank(a.recordings, fetch=False)
     print(f"{'model':<40} {'right':>8} {'wrong':>8} {'gap %':>7} {'right, no sync':>15} {'wrong, no sync':>15} "
-          f"{'gap %':>7}")
+          f"{'gap %':>7}" + (f" {'look class':>10}" if a.teacher else ""))
     for final in a.finals:
         cfg = json.loads((a.config or final.parent / "config.json").read_text())
         parts = T.build_parts(cfg["vocabulary"], cfg["overrides"], 0, cfg["sizes"])
@@ -67,11 +75,17 @@ def main(argv=None) -> int:
             raise SystemExit(f"{final}: no context pathway (transformer.context_input); nothing reads a reference")
         refs = ReferenceBank.build(bank, classes, vae, tr, per_class=16, seed=7)
         objective = T.FoleyObjective(parts, 0.0, 0.0, 0.0, None, 0.0, 0.0, 4.0)
-        loss = {k: [] for k in ("right", "wrong", "right_nosync", "wrong_nosync")}
+        loss = {k: [] for k in ("right", "wrong", "right_nosync", "wrong_nosync", "look")}
+        teacher, taught = None, pool
+        if a.teacher is not None:
+            from kling_foley_core.training.reference_teacher import ReferenceTeacher
+
+            teacher = ReferenceTeacher(parts, FeatureCache(a.teacher), [cache.clips[int(i)] for i in pool])
+            taught = pool[teacher.taught]
         for k in range(a.batches):
             g = torch.Generator().manual_seed(k)
             strides = reference_strides(g)
-            idx = reference_batch(cache.durations, pool, a.batch_size, g)
+            idx = reference_batch(cache.durations, taught, a.batch_size, g)
             d = T.batch_duration(cache, idx, g, 2.0, float(tr.config.max_duration) - strides * SYNC_STRIDE_S)
             b = T.load_batch(cache, lat, idx, tr, g, parts.text_encoder, d)
             _, sync_f = objective.encode_video(b["sem"], b["sync"])
@@ -79,19 +93,30 @@ def main(argv=None) -> int:
             shift = 1 + k % (len(classes) - 1)  # another class, a different one each batch
             wrong = [classes[(classes.index(c) + shift) % len(classes)] for c in right]
             frames = reference_frames(strides, tr.latent_rate)
+            if teacher is not None:
+                lens = tr.sequence_lengths(d)
+                twins = teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, T.sync_frame_count(lens))
             for name, names, drop in (("right", right, False), ("wrong", wrong, False),
                                       ("right_nosync", right, True), ("wrong_nosync", wrong, True)):
                 ref = refs.draw(names, frames, torch.Generator().manual_seed(100 + k))
-                cond, x, known = reference_example(tr, ref, b["x1"], sync_f, d, strides,
-                                                   torch.full((len(idx),), drop))
+                drops = torch.full((len(idx),), drop)
+                cond, x, known = reference_example(tr, ref, b["x1"], sync_f, d, strides, drops)
+                target = None if teacher is None else teacher.flow(objective.encode_video, *twins, drops, d, frames)
                 loss[name].append(np.mean([float(masked_flow_matching_loss(
-                    lambda xt, t: tr.predict_flow(xt, t, cond), x, known,
+                    lambda xt, t: tr.predict_flow(xt, t, cond), x, known, teacher=target,
                     generator=torch.Generator().manual_seed(1000 * k + r))) for r in range(3)]))
-        m = {k: float(np.mean(v)) for k, v in loss.items()}
+            if teacher is not None:  # the look's class: V2A of the clip's own look against its twin's
+                keep = torch.zeros(len(idx), dtype=torch.bool)
+                own = teacher.flow(objective.encode_video, b["sem"], b["sync"], keep, d, frames)
+                target = teacher.flow(objective.encode_video, *twins, keep, d, frames)
+                loss["look"].append(np.mean([float(masked_flow_matching_loss(
+                    own, x, known, teacher=target, generator=torch.Generator().manual_seed(1000 * k + r)))
+                    for r in range(3)]))
+        m = {k: float(np.mean(v)) if v else float("nan") for k, v in loss.items()}
         label = "/".join(final.parts[-2:])[-40:]
         print(f"{label:<40} {m['right']:8.4f} {m['wrong']:8.4f} {100 * (m['wrong'] / m['right'] - 1):7.2f} "
-              f"{m['right_nosync']:15.4f} {m['wrong_nosync']:15.4f} {100 * (m['wrong_nosync'] / m['right_nosync'] - 1):7.2f}",
-              flush=True)
+              f"{m['right_nosync']:15.4f} {m['wrong_nosync']:15.4f} {100 * (m['wrong_nosync'] / m['right_nosync'] - 1):7.2f}"
+              + (f" {m['look']:10.4f}" if teacher is not None else ""), flush=True)
     return 0
 
 

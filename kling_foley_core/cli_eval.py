@@ -94,6 +94,9 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", choices=("all", "text"), default="text",
                    help="what CFG drops in the text-controlled tasks (tc-vta, edit): only the text (default; video "
                         "and known audio stay in both branches) or all conditions (as the papers)")
+    p.add_argument("--reference-guidance", choices=("all", "reference"), default="all",
+                   help="what CFG drops in ac-vta: all conditions (default, as the papers) or only the context "
+                        "summary of the reference (models trained with transformer.context_global)")
     p.add_argument("--duration", type=float, default=0.0, metavar="SECONDS",
                    help="render every clip this long, with hits over the whole clip (e.g. 60 or 300; the model "
                         "generates it in windows) and add the long-clip scores: F1 per 10-s span, drift (ms per "
@@ -194,7 +197,8 @@ def _eval_task(args, pipe, bank, classifier, t0: float) -> int:
 
     try:
         rows = run_task(args.task, pipe, bank, classifier, n=args.n, seed=args.seed, steps=args.steps, cfg=args.cfg,
-                        sampler=args.sampler, text_guidance=getattr(args, "guidance", "text"))
+                        sampler=args.sampler, text_guidance=getattr(args, "guidance", "text"),
+                        reference_guidance=getattr(args, "reference_guidance", "all"))
     except EvaluationError as e:
         raise SystemExitError(f"--task {args.task}: {e}") from None
     print(format_rows(args.task, rows))

@@ -203,10 +203,11 @@ def _generate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--negative-prompt", default="", help="sounds to steer away from (optional)")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (default 25, the papers' setting)")
     p.add_argument("--cfg", type=finite_float, default=4.5, help="guidance strength (default 4.5)")
-    p.add_argument("--guidance", choices=("all", "text"), default=None,
-                   help="what --cfg pushes away from: all conditions, or only the text (video and known audio kept "
-                        "in both branches, so --cfg strengthens the prompt's timbre); default: the workflow's own "
-                        "(text for --mode tc-vta and edit, all otherwise)")
+    p.add_argument("--guidance", choices=("all", "text", "reference"), default=None,
+                   help="what --cfg pushes away from: all conditions, only the text (video and known audio kept "
+                        "in both branches, so --cfg strengthens the prompt's timbre), or only the reference (the "
+                        "context pathway's summary of the known audio; models trained with it); default: the "
+                        "workflow's own (text for --mode tc-vta and edit, all otherwise)")
     p.add_argument("--guidance-rescale", type=finite_float, default=None, metavar="PHI",
                    help="CFG rescale in [0, 1] (as diffusers' guidance_rescale): less over-saturated, quieter hits "
                         "at high --cfg (default: the workflow's own, 0)")

@@ -8,7 +8,7 @@ or ``(B, 2, M, F)`` stereo; waveforms are ``(B, C, T)`` float32.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
@@ -62,8 +62,10 @@ class SamplerSettings:
     batched_cfg: bool = True
     guidance_rescale: float = 0.0  # φ of CFG rescale (sampling/guidance.py): 0 = plain CFG
     apg_eta: float = 1.0  # η of adaptive projected guidance (sampling/guidance.py): 1 = plain CFG
-    guidance: str = "all"  # what CFG's unconditional branch drops: "all" conditions (the papers) or only the
-    # "text" (video, sync and known audio kept), so cfg scales the prompt's own effect (TC-VTA, edits by text)
+    guidance: str = "all"  # what CFG's unconditional branch drops: "all" conditions (the papers), only the
+    # "text" (video, sync and known audio kept), so cfg scales the prompt's own effect (TC-VTA, edits by text), or
+    # only the "reference": the context summary's shares (everything else kept), so cfg scales what the known
+    # audio's summary says (AC-VTA; a model whose context pathway has the summary, transformer.context_global)
 
 
 def frame_specs(visual_encoder, sync_encoder):
@@ -155,6 +157,12 @@ def _prepare_mmdit(transformer, cond: FoleyConditions, duration: float, guided: 
                                                 text_mask=None if cond.negative_text_f is None else
                                                 cond.negative_text_mask, seconds_start=cond.seconds_start,
                                                 batch_size=b, **extra)
+    elif guided and guidance == "reference":  # only the summary's shares dropped: the guided direction is theirs
+        if not extra or getattr(transformer.context_embed, "summary_out", None) is None:
+            raise GenerationError("guidance='reference' guides by the context pathway's summary of the known audio: "
+                                  "it needs known audio and a model with that summary (transformer.context_global); "
+                                  "use guidance='all'")
+        uncond = replace(prepared, context_global=None, context_semantic=None)
     elif guided:
         uncond = transformer.get_empty_conditions(b, like=prepared, negative_text_f=cond.negative_text_f,
                                                   negative_text_mask=cond.negative_text_mask)
@@ -198,13 +206,13 @@ def prepare_flow(transformer, cond: FoleyConditions, duration: float, guided: bo
         raise GenerationError(f"guidance={guidance!r} must be one of {', '.join(GUIDANCE)}")
     if hasattr(transformer, "forward_native"):  # the HunyuanVideo-Foley DiT (native time 1000 → 0)
         if guidance != "all":
-            raise GenerationError("guidance='text' needs an MM-DiT model (Kling-Foley or MMAudio); "
+            raise GenerationError(f"guidance={guidance!r} needs an MM-DiT model (Kling-Foley or MMAudio); "
                                   "HunyuanVideo-Foley guides with every condition")
         return _prepare_hunyuan(transformer, cond, duration, guided, placed)
     return _prepare_mmdit(transformer, cond, duration, guided, placed, guidance)
 
 
-GUIDANCE = ("all", "text")
+GUIDANCE = ("all", "text", "reference")
 
 
 def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettings = SamplerSettings(), *,

@@ -84,10 +84,12 @@ class KlingFoleySampler:
             "overlap_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 30.0, "step": 0.1, "tooltip": (
                 "Seconds of the previous window each window continues from (0 = 2 s; at least 0.64 s, at most "
                 "half a window).")}),
-            "guidance": (["all", "text"], {"default": "all", "tooltip": (
-                "What guidance pushes away from: 'all' conditions (the papers) or only the 'text' (video timing, "
+            "guidance": (["all", "text", "reference"], {"default": "all", "tooltip": (
+                "What guidance pushes away from: 'all' conditions (the papers), only the 'text' (video timing, "
                 "sync and known audio stay in both branches), so cfg strengthens the prompt's own effect: "
-                "text-controlled timbre (TC-VTA) and edits by text. MM-DiT models only.")}),
+                "text-controlled timbre (TC-VTA) and edits by text; or only the 'reference': the context "
+                "pathway's summary of the known audio, so cfg strengthens a reference's timbre (AC-VTA; models "
+                "trained with that summary). MM-DiT models only.")}),
             "guidance_rescale": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05, "tooltip": (
                 "CFG rescale (as diffusers' guidance_rescale): pulls the guided prediction's spread back towards "
                 "the conditional one's, against over-saturation (hits louder, tails longer than real). 0 = plain "

@@ -233,3 +233,32 @@ def test_text_guidance_drops_only_the_prompt():
     assert not torch.allclose(run(prompted, cfg=4.5, guidance="text"), run(prompted, cfg=4.5), atol=1e-3)
     with pytest.raises(GenerationError, match="guidance='video'"):
         run(prompted, cfg=4.5, guidance="video")
+
+
+def test_reference_guidance_scales_only_the_context_summary():
+    """guidance='reference': CFG's unconditional branch is the conditional one without the context summary's shares,
+    so with a zero summary it is no guidance at all, and with a trained one cfg scales the summary's effect. Without
+    the summary or without known audio it is a one-line error before sampling."""
+    from kling_foley_core.generation import GenerationError
+
+    plain, ctx_model = _models()
+    model = build_mmdit("tiny", context_input=True, context_global=True, context_semantic=True).eval()
+    model.load_state_dict(ctx_model.state_dict(), strict=False)
+    with torch.no_grad():
+        model.context_embed.out.weight.normal_(0, 0.05)
+    ctx = _context(model, mode="continue", seconds=0.6)
+    cond = _cond(model, context=ctx)
+    run = lambda m, **kw: generate_latents(m, cond, SamplerSettings(steps=3, **kw), seed=0)  # noqa: E731
+    unguided = run(model, cfg=1.0)
+    assert torch.allclose(run(model, cfg=4.5, guidance="reference"), unguided, atol=1e-5)  # zero summary
+    with torch.no_grad():
+        for p in (model.context_embed.summary_out.weight, model.context_embed.semantic_out.weight):
+            p.normal_(0, 0.05)
+    unguided = run(model, cfg=1.0)
+    guided = run(model, cfg=4.5, guidance="reference")
+    assert not torch.allclose(guided, unguided, atol=1e-3)
+    assert not torch.allclose(guided, run(model, cfg=4.5), atol=1e-3)
+    with pytest.raises(GenerationError, match="guidance='reference'"):
+        run(ctx_model, cfg=4.5, guidance="reference")  # a pathway without the summary
+    with pytest.raises(GenerationError, match="guidance='reference'"):
+        generate_latents(model, _cond(model), SamplerSettings(steps=3, cfg=4.5, guidance="reference"))

@@ -170,18 +170,20 @@ def _seam_scores(x: np.ndarray, clip, seam: float) -> tuple[int, float | None]:
 
 
 def run_task(task: str, pipe, bank, classifier, *, n: int, seed: int, steps: int, cfg: float,
-             sampler: str, text_guidance: str = "text") -> list[dict]:
+             sampler: str, text_guidance: str = "text", reference_guidance: str = "all") -> list[dict]:
     """Rows (the model with the control first, then the reference rows) of one task. ``text_guidance`` is what CFG
     drops in the text-controlled renders (tc-vta, edit): "text" (only the prompt, so cfg scales the text's own
-    effect) or "all" (every condition, as the papers)."""
+    effect) or "all" (every condition, as the papers); ``reference_guidance`` the same for ac-vta: "all" or
+    "reference" (only the context summary's shares)."""
     if task not in TASKS or task == "v2a":
         raise EvaluationError(f"task={task!r}: choose one of {', '.join(TASKS[1:])} (v2a is the default eval)")
     with torch.inference_mode():
         return _run_task(task, pipe, bank, classifier, n=n, seed=seed, steps=steps, cfg=cfg, sampler=sampler,
-                         text_guidance=text_guidance)
+                         text_guidance=text_guidance, reference_guidance=reference_guidance)
 
 
-def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, text_guidance) -> list[dict]:
+def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, text_guidance,
+              reference_guidance) -> list[dict]:
     rng = np.random.default_rng(seed)
     render = Renderer(pipe, steps=steps, cfg=cfg, sampler=sampler)
     clips = task_clips(bank, n, seed, task)
@@ -209,7 +211,8 @@ def _run_task(task, pipe, bank, classifier, *, n, seed, steps, cfg, sampler, tex
             ref = reference_hits(bank, other, rng, clip.sample_rate)  # held-out, struck at 0.3 and 1.2 s
             enc = render.encode(ref, clip.sample_rate)
             ctx = make_context(enc.latents, enc.latent_rate, "reference")
-            model.append(render(clip.duration, s, clip_f=clip_f, sync_f=sync_f, context=ctx))
+            model.append(render(clip.duration, s, clip_f=clip_f, sync_f=sync_f, context=ctx,
+                                guidance=reference_guidance))
         elif task == "fe":
             targets[-1] = clip  # the continuation keeps the clip's own sounds
             seam = round(0.4 * clip.duration, 3)
