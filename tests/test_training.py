@@ -854,6 +854,8 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     capsys.readouterr()
     assert train_foley.main([*t_args[:-1], str(data["cache"])]) == 2  # not these clips' twins
     assert "has a twin" in "".join(capsys.readouterr())
+    assert train_foley.main([*t_args, "--reference-weight", "0"]) == 2
+    assert "--reference-weight=0.0 must be > 0" in "".join(capsys.readouterr())
 
 
 def test_reference_teacher_predicts_the_twins_v2a_as_inference_does(data, foley_run, tmp_path):

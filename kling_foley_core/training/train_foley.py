@@ -441,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="feature cache of the AC-VTA clips' twins (their synthhits command plus --look-of-sound): the "
                          "examples learn the velocity a frozen copy of the --init model predicts for the twin (V2A, "
                          "its look naming the sound) instead of the one-sample target")
+    ap.add_argument("--reference-weight", type=float, default=1.0,
+                    help="weight of the AC-VTA examples' loss (with --reference-teacher it is about 1/50 of the flow "
+                         "loss, so a transformer trained on both batches needs about 30-50 for the two to pull alike)")
     ap.add_argument("--reference-per-class", type=int, default=32,
                     help="encoded references kept per sound class for --reference-prob (drawn layouts and levels)")
     ap.add_argument("--reference-sets", type=int, default=0,
@@ -594,6 +597,8 @@ def run(args) -> Path:
     if args.reference_teacher is not None and (args.reference_prob == 0 or args.init is None):
         raise TrainingError(f"--reference-teacher {args.reference_teacher}: needs --reference-prob > 0 and --init "
                             f"(the teacher is a frozen copy of the --init model)")
+    if not args.reference_weight > 0:
+        raise TrainingError(f"--reference-weight={args.reference_weight} must be > 0")
     if args.reference_per_class < 1:
         raise TrainingError(f"--reference-per-class={args.reference_per_class} must be at least 1")
     if not 0.0 <= args.context_prefix <= 1.0:
@@ -750,7 +755,7 @@ def run(args) -> Path:
             tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev),
             b["louds"].to(dev), reference=reference)
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
+        accelerator.backward(loss * (args.reference_weight if strides else 1.0) + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
                              args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls +
                              args.level_weight * level + args.aux_level_weight * aux_loud)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
