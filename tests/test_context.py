@@ -57,9 +57,12 @@ def test_zero_initialised_pathway_computes_what_the_plain_model_does():
     assert pc.context_emb is not None and float(pc.context_emb.detach().abs().max()) == 0.0
 
 
-def test_context_summary_starts_as_a_no_op_and_then_reaches_every_frame():
+def _summary_model(**options):
+    """A pathway model with the summary (and ``options``) on the plain model's weights, checked to sample exactly as
+    the plain model does; with a batch of two whose second item knows nothing, a context for it and
+    ``prepared(context)``, its conditions."""
     plain, _ = _models()
-    model = build_mmdit("tiny", context_input=True, context_global=True).eval()
+    model = build_mmdit("tiny", context_input=True, context_global=True, **options).eval()
     missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
     assert not unexpected and all(k.startswith("context_embed.") for k in missing)
     cond = _cond(plain)
@@ -77,6 +80,11 @@ def test_context_summary_starts_as_a_no_op_and_then_reaches_every_frame():
                                         cond.text_f.expand(2, -1, -1), duration=DUR, context=context,
                                         context_known=known)
 
+    return model, prepared, ctx, n, g
+
+
+def test_context_summary_starts_as_a_no_op_and_then_reaches_every_frame():
+    model, prepared, ctx, n, g = _summary_model()
     assert float(prepared(ctx).context_global.abs().max()) == 0.0  # zero-initialised
     with torch.no_grad():
         for p in (model.context_embed.summary_out.weight, model.context_embed.summary_score.weight):
@@ -104,32 +112,20 @@ def test_context_summary_needs_the_context_pathway():
 def test_context_semantic_share_starts_as_a_no_op_and_then_moves_the_semantic_stream():
     """context_semantic: the summary's second output is added to every semantic-video token; zero at first, and it
     rides with the known audio into CFG's unconditional branch, as the summary does."""
-    plain, _ = _models()
-    model = build_mmdit("tiny", context_input=True, context_global=True, context_semantic=True).eval()
-    missing, unexpected = model.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and all(k.startswith("context_embed.") for k in missing)
-    cond = _cond(plain)
-    a = generate_latents(plain, cond, SamplerSettings(steps=3), seed=5)
-    assert torch.equal(a, generate_latents(model, cond, SamplerSettings(steps=3), seed=5))
-    n = plain.sequence_lengths(DUR).latent
-    known = torch.zeros(2, n, dtype=torch.bool)
-    known[0, : n // 4] = True  # item 1 knows nothing
-    g = torch.Generator().manual_seed(7)
-    ctx = torch.randn(2, n, 8, generator=g)
+    model, prepared, ctx, n, g = _summary_model(context_semantic=True)
 
-    @torch.no_grad()
-    def flow(p):
-        c = model.prepare_conditions(cond.clip_f.expand(2, -1, -1), cond.sync_f.expand(2, -1, -1),
-                                     cond.text_f.expand(2, -1, -1), duration=DUR, context=ctx, context_known=known)
-        return c, model.predict_flow(x, 0.5, c)
+    def flow():
+        c = prepared(ctx)
+        with torch.no_grad():
+            return c, model.predict_flow(x, 0.5, c)
 
     x = torch.randn(2, n, 8, generator=g)
-    pc, before = flow(None)
+    pc, before = flow()
     assert float(pc.context_semantic.abs().max()) == 0.0
     with torch.no_grad():
         for p in (model.context_embed.semantic_out.weight, model.context_embed.summary_score.weight):
             p.normal_(0, 0.1)
-    pc, after = flow(None)
+    pc, after = flow()
     assert float(pc.context_semantic[1].abs().max()) == 0.0  # no known frame: no share
     assert float(pc.context_global.abs().max()) == 0.0  # the adaLN summary is another output, still zero
     far = slice(3 * n // 4, n)

@@ -51,8 +51,8 @@ class ReferenceTeacher:
              duration: float, n_ref: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``(x_t, t) → v`` over the example's frames: the teacher's V2A velocity of the twins on the frames after
         the ``n_ref`` reference frames (zero on those, which the loss does not count)."""
-        tr = self.parts.transformer.to(sem.device)
         self.parts.to(sem.device)
+        tr = self.parts.transformer
         with torch.no_grad():
             clip_f, sync_f = encode(sem, sync, self.parts)
             sync_f = torch.where(drop_sync[:, None, None], tr.empty_sync_feat[None].expand_as(sync_f), sync_f)
