@@ -856,6 +856,17 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     assert "has a twin" in "".join(capsys.readouterr())
     assert train_foley.main([*t_args, "--reference-weight", "0"]) == 2
     assert "--reference-weight=0.0 must be > 0" in "".join(capsys.readouterr())
+    # the teacher is the --init model's copy, also when a run whose transformer trains is resumed: the resumed
+    # step's loss is the uninterrupted run's
+    i = t_args.index("--freeze")
+    whole = [*t_args[:i], *t_args[i + 2:]]
+    o = whole.index("--out")
+    straight, resumed = tmp_path / "taught_straight", tmp_path / "taught_resumed"
+    assert train_foley.main([*whole[:o + 1], str(straight), *whole[o + 2:]]) == 0
+    again = [*whole[:o + 1], str(resumed), *whole[o + 2:]]
+    assert train_foley.main([*again, "--stop-at", "2"]) == 0
+    assert train_foley.main([*again, "--resume", "latest"]) == 0
+    assert _metric(resumed, "loss")[-1] == pytest.approx(_metric(straight, "loss")[-1], rel=1e-5)
 
 
 def test_reference_teacher_predicts_the_twins_v2a_as_inference_does(data, foley_run, tmp_path):

@@ -102,7 +102,7 @@ class FoleyObjective(nn.Module):
         by the trained parts or by ``parts`` (the reference teacher's frozen copy)."""
         from ..encoders.base import normalize_frames
 
-        parts = parts or self.parts
+        parts = self.parts if parts is None else parts
         vis = parts.visual_encoder
         b, nc = sem.shape[:2]
         pix = normalize_frames(sem.flatten(0, 1), vis.mean, vis.std)  # (B·Nc, 3, S, S)
@@ -685,6 +685,21 @@ def run(args) -> Path:
                                frozen=tuple(args.freeze), aux_level_weight=args.aux_level_weight,
                                level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer),
                                swapped_captions=args.swapped_captions, swapped_roles=args.swapped_roles)
+    if args.reference_teacher is not None:  # a copy of the --init weights, taken before --resume loads others
+        from .reference_teacher import ReferenceTeacher
+
+        twins = FeatureCache(args.reference_teacher)
+        if twins.image_size != cache.image_size:
+            raise TrainingError(f"--reference-teacher {args.reference_teacher}: its frames are {twins.image_size} px, "
+                                f"the training cache's {cache.image_size} px; build it with the same --image-size")
+        teacher = ReferenceTeacher(parts, twins, [cache.clips[int(i)] for i in pool])
+        if len(teacher.taught) < args.batch_size:
+            raise TrainingError(f"--reference-teacher {args.reference_teacher}: only {len(teacher.taught)} AC-VTA "
+                                f"clips have a twin there, fewer than --batch-size {args.batch_size}")
+        log.info("--reference-teacher: %d of the %d AC-VTA clips have a twin in %s; the examples are those, and "
+                 "learn their twins' V2A velocity", len(teacher.taught), len(pool), args.reference_teacher)
+        pool = pool[teacher.taught]
+        object.__setattr__(objective, "teacher", teacher)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
@@ -704,21 +719,6 @@ def run(args) -> Path:
     metrics = MetricLog(out, enabled=accelerator.is_main_process)
     metrics.truncate(start)
     raw = accelerator.unwrap_model(objective)
-    if args.reference_teacher is not None:
-        from .reference_teacher import ReferenceTeacher
-
-        twins = FeatureCache(args.reference_teacher)
-        if twins.image_size != cache.image_size:
-            raise TrainingError(f"--reference-teacher {args.reference_teacher}: its frames are {twins.image_size} px, "
-                                f"the training cache's {cache.image_size} px; build it with the same --image-size")
-        teacher = ReferenceTeacher(raw.parts, twins, [cache.clips[int(i)] for i in pool])
-        if len(teacher.taught) < args.batch_size:
-            raise TrainingError(f"--reference-teacher {args.reference_teacher}: only {len(teacher.taught)} AC-VTA "
-                                f"clips have a twin there, fewer than --batch-size {args.batch_size}")
-        log.info("--reference-teacher: %d of the %d AC-VTA clips have a twin in %s; the examples are those, and "
-                 "learn their twins' V2A velocity", len(teacher.taught), len(pool), args.reference_teacher)
-        pool = pool[teacher.taught]
-        object.__setattr__(raw, "teacher", teacher)
     durations = cache.durations
     repeats = np.where([len(c["events"]) == 0 for c in cache.clips], args.hitfree_repeat, 1) * \
         np.where([bool(c.get("sound_swapped", False)) for c in cache.clips], args.swapped_repeat, 1) * \
@@ -755,9 +755,10 @@ def run(args) -> Path:
             tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev),
             b["louds"].to(dev), reference=reference)
         opt.zero_grad(set_to_none=True)
-        accelerator.backward(loss * (args.reference_weight if strides else 1.0) + args.aux_sync_weight * aux + args.mono2stereo_weight * m2s_loss +
-                             args.aux_pan_weight * aux_pan + args.aux_class_weight * aux_cls +
-                             args.level_weight * level + args.aux_level_weight * aux_loud)
+        accelerator.backward(loss * (args.reference_weight if strides else 1.0) + args.aux_sync_weight * aux +
+                             args.mono2stereo_weight * m2s_loss + args.aux_pan_weight * aux_pan +
+                             args.aux_class_weight * aux_cls + args.level_weight * level +
+                             args.aux_level_weight * aux_loud)
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
