@@ -6,8 +6,8 @@ from kling_foley_core.generation import FoleyConditions, prepare_flow
 from kling_foley_core.models.mmdit_presets import build_mmdit
 from kling_foley_core.reference import SYNC_STRIDE_S, reference_conditions
 from kling_foley_core.sampling.context import AudioContext
-from kling_foley_core.training.reference_examples import (reference_batch, reference_clips, reference_example,
-                                                          reference_frames)
+from kling_foley_core.training.reference_examples import (contrast_examples, look_classes, reference_batch,
+                                                          reference_clips, reference_example, reference_frames)
 
 
 def _model():
@@ -111,3 +111,38 @@ def test_masked_loss_learns_a_teachers_velocity_on_the_generated_frames_only():
     assert abs(float(loss) - 0.01) < 1e-6
     plain = masked_flow_matching_loss(off, x1, known, generator=torch.Generator().manual_seed(1))
     assert abs(float(plain) - 0.01) > 1e-3  # without the teacher the target is the sample's
+
+
+def test_contrast_examples_take_the_look_as_reference_and_the_clip_itself_as_the_teachers_input():
+    """--reference-contrast: a drawn share of the examples gets a reference of the class the clip looks like, and
+    the teacher reads the clip's own frames (its look names that class); the rest keep the sound's class and the
+    twin's frames."""
+    n = 64
+    sounds, looks = [f"s{i}" for i in range(n)], [f"l{i}" for i in range(n)]
+    twins = (torch.zeros(n, 2, 3, 4, 4), torch.zeros(n, 5, 3, 4, 4))
+    own = (torch.ones(n, 2, 3, 4, 4), torch.ones(n, 5, 3, 4, 4))
+    classes, frames = contrast_examples(sounds, looks, twins, own, 0.5, torch.Generator().manual_seed(0))
+    flag = torch.tensor([c.startswith("l") for c in classes])
+    assert 10 < int(flag.sum()) < n - 10
+    assert all(c[1:] == str(i) for i, c in enumerate(classes))
+    for f in frames:  # each example's frames are its own exactly where its reference is the look's
+        assert torch.equal(f.flatten(1).mean(1).bool(), flag) and bool(((f == 0) | (f == 1)).all())
+    none, kept = contrast_examples(sounds, looks, twins, own, 0.0, torch.Generator().manual_seed(0))
+    assert none == sounds and all(torch.equal(a, b) for a, b in zip(kept, twins))
+
+
+def test_look_classes_are_read_from_the_cache_or_ask_for_a_rebuild():
+    import pytest
+
+    from kling_foley_core.training.common import TrainingError
+    from kling_foley_core.training.dataset import look_class
+
+    assert look_class({"shape": "triangle"}) == "bell" and look_class({"shape": None}) is None
+    clips = [{"clip_id": "a", "objects": [{"look_class": "bell"}]},
+             {"clip_id": "b", "objects": [{"look_class": "drum"}, {"look_class": "drum"}]},
+             {"clip_id": "c", "objects": [{"sound_class": "drum"}]},
+             {"clip_id": "d", "objects": [{"look_class": "drum"}, {"look_class": "bell"}]}]
+    assert look_classes(clips, np.array([0, 1]), "--opt") == {0: "bell", 1: "drum"}
+    for bad in (2, 3):
+        with pytest.raises(TrainingError, match="--opt: clip .* rebuild its feature cache"):
+            look_classes(clips, np.array([0, bad]), "--opt")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -727,6 +728,7 @@ def test_swapped_clips_are_marked_and_keep_their_caption(data, tmp_path):
     assert all(sound_swapped(generate_clip(bank, seed=1, index=i, split="train", config=swap).objects)
                for i in range(3))
     assert not any(c["sound_swapped"] for c in FeatureCache(data["cache"]).clips)  # recorded when built
+    assert all(o["look_class"] == o["sound_class"] for c in FeatureCache(data["cache"]).clips for o in c["objects"])
     old = SimpleNamespace(clips=[{"clip_id": "a"}], dir=tmp_path)  # a cache built before the field existed
     (tmp_path / "index.json").write_text(json.dumps({"config": {"p_swap_sound": 1.0}}))
     mark_swapped(old, tmp_path)
@@ -856,6 +858,26 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     assert "has a twin" in "".join(capsys.readouterr())
     assert train_foley.main([*t_args, "--reference-weight", "0"]) == 2
     assert "--reference-weight=0.0 must be > 0" in "".join(capsys.readouterr())
+    # --reference-contrast: some examples get a reference of the clip's look and learn the clip's own V2A
+    assert all(o["look_class"] != o["sound_class"] for c in FeatureCache(cache).clips for o in c["objects"])
+    contrast = tmp_path / "foley_contrast"
+    c_args = [*t_args[:4], "--out", str(contrast), *t_args[6:], "--reference-contrast", "0.5"]
+    assert train_foley.main(c_args) == 0
+    assert all(np.isfinite(_metric(contrast, "loss"))) and _metric(contrast, "loss") != _metric(taught, "loss")
+    after = _weights(contrast / "final" / "transformer")
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("context_embed."))
+    assert train_foley.main([*a_args, "--reference-contrast", "0.5"]) == 2  # no teacher
+    assert "--reference-contrast=0.5" in "".join(capsys.readouterr())
+    old = tmp_path / "swap-cache-old"  # a cache built before objects recorded their look
+    shutil.copytree(cache, old)
+    meta = json.loads((old / "meta.json").read_text())
+    for c in meta["clips"]:
+        for o in c["objects"]:
+            del o["look_class"]
+    (old / "meta.json").write_text(json.dumps(meta))
+    i = c_args.index("--cache")
+    assert train_foley.main([*c_args[:i + 1], str(old), *c_args[i + 2:]]) == 2
+    assert "rebuild its feature cache" in "".join(capsys.readouterr())
     # the teacher is the --init model's copy, also when a run whose transformer trains is resumed: the resumed
     # step's loss is the uninterrupted run's
     i = t_args.index("--freeze")

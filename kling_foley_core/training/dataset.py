@@ -183,8 +183,8 @@ def _build_part(src: Path, part_dir: Path, image_size: int, limit: int | None) -
                      "sync": [sync_off, n_sync],
                      "events": [{"time": e.time, "sound_class": e.sound_class, "pan": e.pan, "gain": e.gain}
                                 for e in clip.events],
-                     "objects": [{"sound_class": o.get("sound_class"), "x_start": o.get("x_start"),
-                                  "x_end": o.get("x_end")} for o in clip.objects],
+                     "objects": [{"sound_class": o.get("sound_class"), "look_class": look_class(o),
+                                  "x_start": o.get("x_start"), "x_end": o.get("x_end")} for o in clip.objects],
                      "sound_swapped": sound_swapped(clip.objects)})
     write_json(tmp / "part.json", {"arrays": {k: a.close() for k, a in files.items()}, "clips": rows})
     if part_dir.exists():
@@ -383,13 +383,18 @@ def merge_caches(sources: list[str | Path], out: str | Path) -> Path:
     return out
 
 
-def sound_swapped(objects: list[dict]) -> bool:
-    """Whether some object sounds like another class than it looks (SynthHits ``--p-swap-sound``): its shape is
-    not the shape of its sound class's look."""
+def look_class(obj: dict) -> str | None:
+    """The class a SynthHits object looks like (the class whose look has its shape), or None if unknown."""
     from ..data.synthhits import LOOKS
 
-    return any(o.get("sound_class") in LOOKS and o.get("shape") not in (None, LOOKS[o["sound_class"]].shape)
-               for o in objects)
+    return next((c for c, look in LOOKS.items() if look.shape == obj.get("shape")), None)
+
+
+def sound_swapped(objects: list[dict]) -> bool:
+    """Whether some object sounds like another class than it looks (SynthHits ``--p-swap-sound``)."""
+    from ..data.synthhits import LOOKS
+
+    return any(o.get("sound_class") in LOOKS and look_class(o) not in (None, o["sound_class"]) for o in objects)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from ..models.sync_layout import TOKENS_PER_WINDOW
 from ..reference import SYNC_STRIDE_S, surrogate_sync
 from .common import TrainingError
 
-__all__ = ["ReferenceBank", "reference_batch", "reference_clips", "reference_example", "reference_frames",
-           "reference_strides"]
+__all__ = ["ReferenceBank", "contrast_examples", "look_classes", "reference_batch", "reference_clips", "reference_example",
+           "reference_frames", "reference_strides"]
 
 MAX_STRIDES = 7  # the longest reference, in 0.32-s sync strides (2.24 s; the eval's 2-s reference gives 6)
 MIN_STRIDES = 3  # the shortest (0.96 s)
@@ -27,6 +27,31 @@ def reference_clips(clips: list[dict]) -> np.ndarray:
     """Indices of the clips that can be AC-VTA examples: sound swapped, hits of one class."""
     return np.array([i for i, c in enumerate(clips) if c.get("sound_swapped") and c["events"] and
                      len({e.get("sound_class") for e in c["events"]}) == 1], dtype=np.int64)
+
+
+def look_classes(clips: list[dict], pool: np.ndarray, option: str) -> dict[int, str]:
+    """The class each AC-VTA clip of ``pool`` looks like (its objects' one look; the cache records it since
+    ``look_class`` was added): clip index → class."""
+    out = {}
+    for i in pool:
+        looks = {o.get("look_class") for o in clips[int(i)]["objects"]}
+        if None in looks or len(looks) != 1:
+            raise TrainingError(f"{option}: clip {clips[int(i)]['clip_id']} records no single look class "
+                                f"({sorted(map(str, looks))}); rebuild its feature cache (python -m "
+                                f"kling_foley_core.training.dataset --data SET --cache NEW)")
+        out[int(i)] = looks.pop()
+    return out
+
+
+def contrast_examples(sounds: list[str], looks: list[str], twins: tuple[torch.Tensor, ...],
+                      own: tuple[torch.Tensor, ...], prob: float, gen: torch.Generator
+                      ) -> tuple[list[str], tuple[torch.Tensor, ...]]:
+    """``--reference-contrast``: each example becomes, with chance ``prob``, a contrast example: its reference is of
+    the class the clip looks like (``looks``) instead of the one it sounds like (``sounds``), and the teacher reads
+    the clip's ``own`` frames instead of its twin's. (reference classes, teacher frames)."""
+    contrast = torch.rand(len(sounds), generator=gen) < prob
+    classes = [look if c else sound for sound, look, c in zip(sounds, looks, contrast.tolist())]
+    return classes, tuple(torch.where(contrast.view(-1, *[1] * (t.dim() - 1)), o, t) for o, t in zip(own, twins))
 
 
 def reference_batch(durations: np.ndarray, pool: np.ndarray, batch_size: int, gen: torch.Generator) -> np.ndarray:

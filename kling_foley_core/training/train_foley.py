@@ -41,8 +41,8 @@ from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, video_frames
-from .reference_examples import (ReferenceBank, reference_batch, reference_clips, reference_example, reference_frames,
-                                 reference_strides)
+from .reference_examples import (ReferenceBank, contrast_examples, look_classes, reference_batch, reference_clips,
+                                 reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
 
 log = logging.getLogger(__name__)
@@ -352,7 +352,8 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
 
 
 def reference_setup(args, cache: FeatureCache, vae, transformer):
-    """``--reference-prob``: the clips that can be AC-VTA examples and the encoded references of their classes."""
+    """``--reference-prob``: the clips that can be AC-VTA examples, the encoded references of their classes, and
+    with ``--reference-contrast`` the class each clip looks like (clip index → class; else empty)."""
     from ..data.recordings import load_bank
 
     pool = reference_clips(cache.clips)
@@ -360,12 +361,13 @@ def reference_setup(args, cache: FeatureCache, vae, transformer):
         raise TrainingError(f"--reference-prob {args.reference_prob}: only {len(pool)} clips sound unlike they look "
                             f"with hits of one class, fewer than --batch-size {args.batch_size}; add a set rendered "
                             f"with `synthhits --p-swap-sound 1 --objects 1 1`")
-    classes = sorted({cache.clips[int(i)]["events"][0]["sound_class"] for i in pool})
+    looks = look_classes(cache.clips, pool, "--reference-contrast") if args.reference_contrast > 0 else {}
+    classes = sorted({cache.clips[int(i)]["events"][0]["sound_class"] for i in pool} | set(looks.values()))
     refs = ReferenceBank.build(load_bank(args.recordings, fetch=False), classes, vae, transformer,
                                per_class=args.reference_per_class, seed=args.seed)
     log.info("--reference-prob %g: %d AC-VTA clips, %d references of %d classes", args.reference_prob, len(pool),
              args.reference_per_class * len(classes), len(classes))
-    return pool, refs
+    return pool, refs, looks
 
 
 def reference_only(cache, sets: int) -> np.ndarray:
@@ -441,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="feature cache of the AC-VTA clips' twins (their synthhits command plus --look-of-sound): the "
                          "examples learn the velocity a frozen copy of the --init model predicts for the twin (V2A, "
                          "its look naming the sound) instead of the one-sample target")
+    ap.add_argument("--reference-contrast", type=float, default=0.0,
+                    help="with --reference-teacher: share of the AC-VTA examples given a reference of the class the "
+                         "clip *looks* like, which learn the teacher's V2A velocity of the clip itself; the same "
+                         "frames then call for either class, and only the reference tells which (0 = off)")
     ap.add_argument("--reference-weight", type=float, default=1.0,
                     help="weight of the AC-VTA examples' loss (with --reference-teacher it is about 1/50 of the flow "
                          "loss, so a transformer trained on both batches needs about 30-50 for the two to pull alike)")
@@ -597,6 +603,9 @@ def run(args) -> Path:
     if args.reference_teacher is not None and (args.reference_prob == 0 or args.init is None):
         raise TrainingError(f"--reference-teacher {args.reference_teacher}: needs --reference-prob > 0 and --init "
                             f"(the teacher is a frozen copy of the --init model)")
+    if not 0.0 <= args.reference_contrast < 1.0 or (args.reference_contrast and args.reference_teacher is None):
+        raise TrainingError(f"--reference-contrast={args.reference_contrast}: give a share in [0, 1), with "
+                            f"--reference-teacher (the contrast examples' target is the teacher's V2A)")
     if not args.reference_weight > 0:
         raise TrainingError(f"--reference-weight={args.reference_weight} must be > 0")
     if args.reference_per_class < 1:
@@ -675,9 +684,9 @@ def run(args) -> Path:
         if getattr(args, name) > 0 and parts.transformer.context_embed is None:
             raise TrainingError(f"--{name.replace('_', '-')} {getattr(args, name)} needs the context pathway: add "
                                 f"--override transformer.context_input=true")
-    pool, refs = None, None
+    pool, refs, looks = None, None, {}
     if args.reference_prob > 0:
-        pool, refs = reference_setup(args, cache, vae, parts.transformer)
+        pool, refs, looks = reference_setup(args, cache, vae, parts.transformer)
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
                                args.aux_pan_weight, args.aux_class_weight, args.aux_sync_pos_weight,
                                p_drop_clip=args.p_drop_clip, context_prob=args.context_prob,
@@ -746,8 +755,11 @@ def run(args) -> Path:
             twins = None
             if raw.teacher is not None:
                 lens = tr.sequence_lengths(b["duration"])
-                twins = tuple(f.to(dev) for f in raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip,
-                                                                    sync_frame_count(lens)))
+                twins = raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, sync_frame_count(lens))
+                if looks:
+                    sounds, twins = contrast_examples(sounds, [looks[int(i)] for i in idx], twins,
+                                                      (b["sem"], b["sync"]), args.reference_contrast, gen)
+                twins = tuple(f.to(dev) for f in twins)
             reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides, twins)
         loss, aux, m2s_loss, aux_pan, aux_cls, level, aux_loud = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
