@@ -6,8 +6,9 @@ from kling_foley_core.generation import FoleyConditions, prepare_flow
 from kling_foley_core.models.mmdit_presets import build_mmdit
 from kling_foley_core.reference import SYNC_STRIDE_S, reference_conditions
 from kling_foley_core.sampling.context import AudioContext
-from kling_foley_core.training.reference_examples import (contrast_examples, look_classes, reference_batch,
-                                                          reference_clips, reference_example, reference_frames)
+from kling_foley_core.training.reference_examples import (check_looks, contrast_examples, look_classes,
+                                                          reference_batch, reference_clips, reference_example,
+                                                          reference_frames)
 
 
 def _model():
@@ -142,7 +143,8 @@ def test_look_classes_are_read_from_the_cache_or_ask_for_a_rebuild():
              {"clip_id": "b", "objects": [{"look_class": "drum"}, {"look_class": "drum"}]},
              {"clip_id": "c", "objects": [{"sound_class": "drum"}]},
              {"clip_id": "d", "objects": [{"look_class": "drum"}, {"look_class": "bell"}]}]
-    assert look_classes(clips, np.array([0, 1]), "--opt") == {0: "bell", 1: "drum"}
+    assert look_classes(clips, np.array([0, 1, 2, 3])) == {0: "bell", 1: "drum"}
+    check_looks(clips, [0, 1], look_classes(clips, np.array([0, 1, 2, 3])), "--opt")
     for bad in (2, 3):
-        with pytest.raises(TrainingError, match="--opt: clip .* rebuild its feature cache"):
-            look_classes(clips, np.array([0, bad]), "--opt")
+        with pytest.raises(TrainingError, match=f"--opt: 1 AC-VTA clips .* {'cd'[bad - 2]} .* rebuild its feature"):
+            check_looks(clips, [0, bad], look_classes(clips, np.arange(4)), "--opt")

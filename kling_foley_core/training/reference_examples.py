@@ -16,7 +16,7 @@ from ..models.sync_layout import TOKENS_PER_WINDOW
 from ..reference import SYNC_STRIDE_S, surrogate_sync
 from .common import TrainingError
 
-__all__ = ["ReferenceBank", "contrast_examples", "look_classes", "reference_batch", "reference_clips", "reference_example",
+__all__ = ["ReferenceBank", "check_looks", "contrast_examples", "look_classes", "reference_batch", "reference_clips", "reference_example",
            "reference_frames", "reference_strides"]
 
 MAX_STRIDES = 7  # the longest reference, in 0.32-s sync strides (2.24 s; the eval's 2-s reference gives 6)
@@ -29,18 +29,25 @@ def reference_clips(clips: list[dict]) -> np.ndarray:
                      len({e.get("sound_class") for e in c["events"]}) == 1], dtype=np.int64)
 
 
-def look_classes(clips: list[dict], pool: np.ndarray, option: str) -> dict[int, str]:
-    """The class each AC-VTA clip of ``pool`` looks like (its objects' one look; the cache records it since
-    ``look_class`` was added): clip index → class."""
+def look_classes(clips: list[dict], pool: np.ndarray) -> dict[int, str]:
+    """The class each clip of ``pool`` looks like, for those whose objects record one look (feature caches record
+    ``look_class`` since ``--reference-contrast``): clip index → class."""
     out = {}
     for i in pool:
         looks = {o.get("look_class") for o in clips[int(i)]["objects"]}
-        if None in looks or len(looks) != 1:
-            raise TrainingError(f"{option}: clip {clips[int(i)]['clip_id']} records no single look class "
-                                f"({sorted(map(str, looks))}); rebuild its feature cache (python -m "
-                                f"kling_foley_core.training.dataset --data SET --cache NEW)")
-        out[int(i)] = looks.pop()
+        if len(looks) == 1 and None not in looks:
+            out[int(i)] = looks.pop()
     return out
+
+
+def check_looks(clips: list[dict], taught, looks: dict[int, str], option: str) -> None:
+    """A one-line error unless every clip of ``taught`` has its look class in ``looks``."""
+    missing = [int(i) for i in taught if int(i) not in looks]
+    if missing:
+        c = clips[missing[0]]
+        raise TrainingError(f"{option}: {len(missing)} AC-VTA clips record no single look class, e.g. "
+                            f"{c['clip_id']} ({sorted(str(o.get('look_class')) for o in c['objects'])}); rebuild "
+                            f"its feature cache (python -m kling_foley_core.training.dataset --data SET --cache NEW)")
 
 
 def contrast_examples(sounds: list[str], looks: list[str], twins: tuple[torch.Tensor, ...],

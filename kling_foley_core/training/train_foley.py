@@ -41,8 +41,8 @@ from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, video_frames
-from .reference_examples import (ReferenceBank, contrast_examples, look_classes, reference_batch, reference_clips,
-                                 reference_example, reference_frames, reference_strides)
+from .reference_examples import (ReferenceBank, check_looks, contrast_examples, look_classes, reference_batch,
+                                 reference_clips, reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
 
 log = logging.getLogger(__name__)
@@ -361,7 +361,7 @@ def reference_setup(args, cache: FeatureCache, vae, transformer):
         raise TrainingError(f"--reference-prob {args.reference_prob}: only {len(pool)} clips sound unlike they look "
                             f"with hits of one class, fewer than --batch-size {args.batch_size}; add a set rendered "
                             f"with `synthhits --p-swap-sound 1 --objects 1 1`")
-    looks = look_classes(cache.clips, pool, "--reference-contrast") if args.reference_contrast > 0 else {}
+    looks = look_classes(cache.clips, pool) if args.reference_contrast > 0 else {}
     classes = sorted({cache.clips[int(i)]["events"][0]["sound_class"] for i in pool} | set(looks.values()))
     refs = ReferenceBank.build(load_bank(args.recordings, fetch=False), classes, vae, transformer,
                                per_class=args.reference_per_class, seed=args.seed)
@@ -708,6 +708,8 @@ def run(args) -> Path:
         log.info("--reference-teacher: %d of the %d AC-VTA clips have a twin in %s; the examples are those, and "
                  "learn their twins' V2A velocity", len(teacher.taught), len(pool), args.reference_teacher)
         pool = pool[teacher.taught]
+        if args.reference_contrast > 0:
+            check_looks(cache.clips, pool, looks, "--reference-contrast")
         object.__setattr__(objective, "teacher", teacher)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
