@@ -889,6 +889,20 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     assert train_foley.main([*again, "--stop-at", "2"]) == 0
     assert train_foley.main([*again, "--resume", "latest"]) == 0
     assert _metric(resumed, "loss")[-1] == pytest.approx(_metric(straight, "loss")[-1], rel=1e-5)
+    # --reference-text: those steps are TC-VTA examples (the caption, no known audio) learning the twin's V2A
+    text = tmp_path / "taught_text"
+    from_adapter = [*whole[:o + 1], str(text), *whole[o + 2:], "--reference-text", "1"]
+    from_adapter[from_adapter.index("--init") + 1] = str(adapter / "final")  # a model with a trained pathway
+    assert train_foley.main(from_adapter) == 0
+    assert _metric(text, "tc_vta") == [1, 1, 1] and _metric(text, "ac_vta") == [0, 0, 0]
+    assert all(np.isfinite(_metric(text, "loss")))
+    start, after = _weights(adapter / "final" / "transformer"), _weights(text / "final" / "transformer")
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert any(k.startswith("context_embed.") for k in start)
+    assert moved and not any(k.startswith("context_embed.") for k in moved)  # no known audio reached the model
+    capsys.readouterr()
+    assert train_foley.main([*a_args, "--reference-text", "0.5"]) == 2  # no teacher
+    assert "--reference-text=0.5" in "".join(capsys.readouterr())
 
 
 def test_reference_teacher_predicts_the_twins_v2a_as_inference_does(data, foley_run, tmp_path):

@@ -145,11 +145,11 @@ class FoleyObjective(nn.Module):
                 stereo: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                 pans: torch.Tensor | None = None, classes: torch.Tensor | None = None,
                 keep_text: torch.Tensor | None = None, louds: torch.Tensor | None = None,
-                reference: tuple | None = None) -> tuple[torch.Tensor, ...]:
+                reference: tuple | None = None, text_control: tuple | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
         loss, level loss, auxiliary loudness loss); unused ones are 0. ``reference`` (normalised latents (B, R, C),
         sync strides, and the twins' frames for the teacher or None) makes the batch AC-VTA examples
-        (:meth:`reference_loss`)."""
+        (:meth:`reference_loss`); ``text_control`` (the twins' frames) TC-VTA examples (:meth:`text_control_loss`)."""
         from ..sampling import flow_matching_loss
         from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
@@ -176,9 +176,10 @@ class FoleyObjective(nn.Module):
             mono, left, right = stereo  # (B, M, F) each; features are put on the F mel frames inside, as at inference
             video = stereo_video_features(self.mono2stereo, clip_f, sync_f)
             m2s = mono2stereo_loss(self.mono2stereo(mono, video), left, right)
-        if reference is not None:
-            return self.reference_loss(x1, sync_f, duration, gen, *reference), aux, m2s, aux_pan, aux_cls, \
-                x1.new_zeros(()), aux_loud
+        if reference is not None or text_control is not None:
+            fm = self.reference_loss(x1, sync_f, duration, gen, *reference) if reference is not None else \
+                self.text_control_loss(x1, sync_f, ids, mask, duration, gen, text_control)
+            return fm, aux, m2s, aux_pan, aux_cls, x1.new_zeros(()), aux_loud
         # the draws in the order older runs made them: drop flags, semantics-only drop, context masks
         u = torch.rand(b, 3, generator=gen)
         drop_v = (u[:, 0] < self.p_drop_video).to(x1.device)
@@ -248,6 +249,25 @@ class FoleyObjective(nn.Module):
         if twins is not None:
             teacher = self.teacher.flow(self.encode_video, *twins, drop_v, duration, x.shape[1] - x1.shape[1])
         return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x, known, generator=gen,
+                                         teacher=teacher)
+
+    def text_control_loss(self, x1: torch.Tensor, sync_f: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                          duration: float, gen: torch.Generator, twins: tuple[torch.Tensor, torch.Tensor]
+                          ) -> torch.Tensor:
+        """TC-VTA examples (``--reference-text``), conditioned as the eval's TC-VTA is: the caption names the sound,
+        the sync stream shows another class's look, no semantic features and no known audio. The sync stream is
+        dropped with the video's probability (the caption alone: TTA). The target is the reference teacher's V2A
+        velocity of the twin, whose look names the caption's class."""
+        from ..sampling.flow_matching import masked_flow_matching_loss
+
+        model = self.parts.transformer
+        drop_v = (torch.rand(x1.shape[0], generator=gen) < self.p_drop_video).to(x1.device)
+        sync_f = torch.where(drop_v[:, None, None], model.empty_sync_feat[None].expand_as(sync_f), sync_f)
+        cond = model.prepare_conditions(None, sync_f, self.parts.text_encoder(ids, mask), latent_seq_len=x1.shape[1],
+                                        seconds_start=0.0, seconds_total=duration, text_mask=mask)
+        teacher = self.teacher.flow(self.encode_video, *twins, drop_v, duration, 0)
+        known = torch.zeros(x1.shape[:2], dtype=torch.bool, device=x1.device)  # every frame generated
+        return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, known, generator=gen,
                                          teacher=teacher)
 
 
@@ -447,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --reference-teacher: share of the AC-VTA examples given a reference of the class the "
                          "clip *looks* like, which learn the teacher's V2A velocity of the clip itself; the same "
                          "frames then call for either class, and only the reference tells which (0 = off)")
+    ap.add_argument("--reference-text", type=float, default=0.0,
+                    help="with --reference-teacher: share of the AC-VTA steps made TC-VTA examples instead: the "
+                         "clip's caption in place of the reference (no known audio, no semantic features; the sync "
+                         "stream dropped with --p-drop-video, which leaves the caption alone: TTA), learning the "
+                         "teacher's V2A of the twin (0 = off)")
     ap.add_argument("--reference-weight", type=float, default=1.0,
                     help="weight of the AC-VTA examples' loss (with --reference-teacher it is about 1/50 of the flow "
                          "loss, so a transformer trained on both batches needs about 30-50 for the two to pull alike)")
@@ -606,6 +631,9 @@ def run(args) -> Path:
     if not 0.0 <= args.reference_contrast < 1.0 or (args.reference_contrast and args.reference_teacher is None):
         raise TrainingError(f"--reference-contrast={args.reference_contrast}: give a share in [0, 1), with "
                             f"--reference-teacher (the contrast examples' target is the teacher's V2A)")
+    if not 0.0 <= args.reference_text <= 1.0 or (args.reference_text and args.reference_teacher is None):
+        raise TrainingError(f"--reference-text={args.reference_text}: give a share in [0, 1], with "
+                            f"--reference-teacher (the TC-VTA examples' target is the teacher's V2A of the twin)")
     if not args.reference_weight > 0:
         raise TrainingError(f"--reference-weight={args.reference_weight} must be > 0")
     if args.reference_per_class < 1:
@@ -740,6 +768,8 @@ def run(args) -> Path:
     for step in range(start, end):
         gen = step_generator(args.seed, step, accelerator.process_index)
         strides = reference_step(args.reference_prob, gen)  # drawn only when on: older runs reproduce
+        text_step = bool(strides) and args.reference_text > 0 and \
+            float(torch.rand((), generator=gen)) < args.reference_text  # a TC-VTA step (drawn only when on)
         if strides:
             idx = reference_batch(durations, pool, args.batch_size, gen)
             room = float(tr.config.max_duration) - strides * SYNC_STRIDE_S  # the reference goes in front
@@ -751,23 +781,27 @@ def run(args) -> Path:
         b = load_batch(cache, latents, idx, raw.parts.transformer, gen, raw.parts.text_encoder, d)
         set_lr(opt, lr_at(step, args.lr, args.warmup, args.steps))
         dev = accelerator.device
-        reference = None
+        reference = text_control = None
         if strides:
             sounds = [cache.clips[int(i)]["events"][0]["sound_class"] for i in idx]
             twins = None
             if raw.teacher is not None:
                 lens = tr.sequence_lengths(b["duration"])
                 twins = raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, sync_frame_count(lens))
-                if looks:
+                if looks and not text_step:
                     sounds, twins = contrast_examples(sounds, [looks[int(i)] for i in idx], twins,
                                                       (b["sem"], b["sync"]), args.reference_contrast, gen)
                 twins = tuple(f.to(dev) for f in twins)
-            reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides, twins)
+            if text_step:
+                text_control = twins
+            else:
+                reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides,
+                             twins)
         loss, aux, m2s_loss, aux_pan, aux_cls, level, aux_loud = objective(
             b["x1"].to(dev), b["sem"].to(dev), b["sync"].to(dev), b["ids"].to(dev), b["mask"].to(dev),
             b["empty_ids"].to(dev), b["empty_mask"].to(dev), b["duration"], gen, b["hits"].to(dev),
             tuple(x.to(dev) for x in b["stereo"]), b["pans"].to(dev), b["classes"].to(dev), b["keep_text"].to(dev),
-            b["louds"].to(dev), reference=reference)
+            b["louds"].to(dev), reference=reference, text_control=text_control)
         opt.zero_grad(set_to_none=True)
         accelerator.backward(loss * (args.reference_weight if strides else 1.0) + args.aux_sync_weight * aux +
                              args.mono2stereo_weight * m2s_loss + args.aux_pan_weight * aux_pan +
@@ -784,7 +818,8 @@ def run(args) -> Path:
                                      "mono2stereo": float(m2s_loss.detach()), "aux_pan": float(aux_pan.detach()),
                                      "aux_class": float(aux_cls.detach()), "level": float(level.detach()),
                                      "aux_level": float(aux_loud.detach()),
-                                     "grad_norm": float(gnorm), "ac_vta": int(bool(strides)),
+                                     "grad_norm": float(gnorm), "ac_vta": int(bool(strides) and not text_step),
+                                     "tc_vta": int(text_step),
                                      "duration": b["duration"], "lr": opt.param_groups[0]["lr"]})
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}", d=f"{b['duration']:.1f}s")
         bar.update(1)
