@@ -122,14 +122,18 @@ def test_contrast_examples_take_the_look_as_reference_and_the_clip_itself_as_the
     sounds, looks = [f"s{i}" for i in range(n)], [f"l{i}" for i in range(n)]
     twins = (torch.zeros(n, 2, 3, 4, 4), torch.zeros(n, 5, 3, 4, 4))
     own = (torch.ones(n, 2, 3, 4, 4), torch.ones(n, 5, 3, 4, 4))
-    classes, frames = contrast_examples(sounds, looks, twins, own, 0.5, torch.Generator().manual_seed(0))
-    flag = torch.tensor([c.startswith("l") for c in classes])
+    flag, classes, frames = contrast_examples(sounds, looks, twins, own, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(flag, torch.tensor([c.startswith("l") for c in classes]))
     assert 10 < int(flag.sum()) < n - 10
     assert all(c[1:] == str(i) for i, c in enumerate(classes))
     for f in frames:  # each example's frames are its own exactly where its reference is the look's
         assert torch.equal(f.flatten(1).mean(1).bool(), flag) and bool(((f == 0) | (f == 1)).all())
-    none, kept = contrast_examples(sounds, looks, twins, own, 0.0, torch.Generator().manual_seed(0))
-    assert none == sounds and all(torch.equal(a, b) for a, b in zip(kept, twins))
+    off, none, kept = contrast_examples(sounds, looks, twins, own, 0.0, torch.Generator().manual_seed(0))
+    assert not off.any() and none == sounds and all(torch.equal(a, b) for a, b in zip(kept, twins))
+    # a TC-VTA step (no looks): the same draw, the classes kept, the frames swapped alike
+    same, kept_classes, text_frames = contrast_examples(sounds, None, twins, own, 0.5, torch.Generator().manual_seed(0))
+    assert torch.equal(same, flag) and kept_classes == sounds
+    assert all(torch.equal(a, b) for a, b in zip(text_frames, frames))
 
 
 def test_look_classes_are_read_from_the_cache_or_ask_for_a_rebuild():

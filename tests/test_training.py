@@ -900,6 +900,13 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     moved = {k for k in start if not torch.equal(start[k], after[k])}
     assert any(k.startswith("context_embed.") for k in start)
     assert moved and not any(k.startswith("context_embed.") for k in moved)  # no known audio reached the model
+    # with --reference-contrast some of them are the clip's own V2A (no caption, its semantic features, the
+    # teacher on its own frames): the same draws, another loss
+    text_c = tmp_path / "taught_text_contrast"
+    o2 = from_adapter.index("--out")
+    assert train_foley.main([*from_adapter[:o2 + 1], str(text_c), *from_adapter[o2 + 2:],
+                             "--reference-contrast", "0.5"]) == 0
+    assert all(np.isfinite(_metric(text_c, "loss"))) and _metric(text_c, "loss") != _metric(text, "loss")
     capsys.readouterr()
     assert train_foley.main([*a_args, "--reference-text", "0.5"]) == 2  # no teacher
     assert "--reference-text=0.5" in "".join(capsys.readouterr())

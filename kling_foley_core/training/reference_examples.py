@@ -50,15 +50,18 @@ def check_looks(clips: list[dict], taught, looks: dict[int, str], option: str) -
                             f"its feature cache (python -m kling_foley_core.training.dataset --data SET --cache NEW)")
 
 
-def contrast_examples(sounds: list[str], looks: list[str], twins: tuple[torch.Tensor, ...],
+def contrast_examples(sounds: list[str], looks: list[str] | None, twins: tuple[torch.Tensor, ...],
                       own: tuple[torch.Tensor, ...], prob: float, gen: torch.Generator
-                      ) -> tuple[list[str], tuple[torch.Tensor, ...]]:
-    """``--reference-contrast``: each example becomes, with chance ``prob``, a contrast example: its reference is of
-    the class the clip looks like (``looks``) instead of the one it sounds like (``sounds``), and the teacher reads
-    the clip's ``own`` frames instead of its twin's. (reference classes, teacher frames)."""
+                      ) -> tuple[torch.Tensor, list[str], tuple[torch.Tensor, ...]]:
+    """``--reference-contrast``: each example becomes, with chance ``prob``, a contrast example, whose teacher reads
+    the clip's ``own`` frames instead of its twin's. An AC-VTA one gets a reference of the class the clip looks like
+    (``looks``) instead of the one it sounds like (``sounds``); a TC-VTA one (``looks`` None) loses its caption
+    (:meth:`FoleyObjective.text_control_loss`). (contrast flags (B,), reference classes, teacher frames)."""
     contrast = torch.rand(len(sounds), generator=gen) < prob
-    classes = [look if c else sound for sound, look, c in zip(sounds, looks, contrast.tolist())]
-    return classes, tuple(torch.where(contrast.view(-1, *[1] * (t.dim() - 1)), o, t) for o, t in zip(own, twins))
+    classes = list(sounds) if looks is None else \
+        [look if c else sound for sound, look, c in zip(sounds, looks, contrast.tolist())]
+    frames = tuple(torch.where(contrast.view(-1, *[1] * (t.dim() - 1)), o, t) for o, t in zip(own, twins))
+    return contrast, classes, frames
 
 
 def reference_batch(durations: np.ndarray, pool: np.ndarray, batch_size: int, gen: torch.Generator) -> np.ndarray:

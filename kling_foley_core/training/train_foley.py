@@ -149,7 +149,8 @@ class FoleyObjective(nn.Module):
         """(flow-matching loss, auxiliary contact loss, Mono2Stereo loss, auxiliary pan loss, auxiliary class
         loss, level loss, auxiliary loudness loss); unused ones are 0. ``reference`` (normalised latents (B, R, C),
         sync strides, and the twins' frames for the teacher or None) makes the batch AC-VTA examples
-        (:meth:`reference_loss`); ``text_control`` (the twins' frames) TC-VTA examples (:meth:`text_control_loss`)."""
+        (:meth:`reference_loss`); ``text_control`` (the twins' frames, contrast flags or None) TC-VTA examples
+        (:meth:`text_control_loss`)."""
         from ..sampling import flow_matching_loss
         from ..sampling.flow_matching import context_masks, masked_flow_matching_loss
 
@@ -178,7 +179,7 @@ class FoleyObjective(nn.Module):
             m2s = mono2stereo_loss(self.mono2stereo(mono, video), left, right)
         if reference is not None or text_control is not None:
             fm = self.reference_loss(x1, sync_f, duration, gen, *reference) if reference is not None else \
-                self.text_control_loss(x1, sync_f, ids, mask, duration, gen, text_control)
+                self.text_control_loss(x1, clip_f, sync_f, ids, mask, duration, gen, *text_control)
             return fm, aux, m2s, aux_pan, aux_cls, x1.new_zeros(()), aux_loud
         # the draws in the order older runs made them: drop flags, semantics-only drop, context masks
         u = torch.rand(b, 3, generator=gen)
@@ -251,20 +252,29 @@ class FoleyObjective(nn.Module):
         return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x, known, generator=gen,
                                          teacher=teacher)
 
-    def text_control_loss(self, x1: torch.Tensor, sync_f: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
-                          duration: float, gen: torch.Generator, twins: tuple[torch.Tensor, torch.Tensor]
-                          ) -> torch.Tensor:
+    def text_control_loss(self, x1: torch.Tensor, clip_f: torch.Tensor, sync_f: torch.Tensor, ids: torch.Tensor,
+                          mask: torch.Tensor, duration: float, gen: torch.Generator, twins: tuple[torch.Tensor, torch.Tensor],
+                          contrast: torch.Tensor | None = None) -> torch.Tensor:
         """TC-VTA examples (``--reference-text``), conditioned as the eval's TC-VTA is: the caption names the sound,
         the sync stream shows another class's look, no semantic features and no known audio. The sync stream is
         dropped with the video's probability (the caption alone: TTA). The target is the reference teacher's V2A
-        velocity of the twin, whose look names the caption's class."""
+        velocity of ``twins`` (the twin's look names the caption's class). A ``contrast`` (B,) example is the
+        clip's own V2A instead: no prompt, its semantic features, and the teacher reading its own frames (where the
+        teacher drops the sync stream it keeps the semantic features: so does the example)."""
         from ..sampling.flow_matching import masked_flow_matching_loss
 
         model = self.parts.transformer
-        drop_v = (torch.rand(x1.shape[0], generator=gen) < self.p_drop_video).to(x1.device)
+        b = x1.shape[0]
+        drop_v = (torch.rand(b, generator=gen) < self.p_drop_video).to(x1.device)
         sync_f = torch.where(drop_v[:, None, None], model.empty_sync_feat[None].expand_as(sync_f), sync_f)
-        cond = model.prepare_conditions(None, sync_f, self.parts.text_encoder(ids, mask), latent_seq_len=x1.shape[1],
-                                        seconds_start=0.0, seconds_total=duration, text_mask=mask)
+        text_f = self.parts.text_encoder(ids, mask)
+        own, clip_f = clip_f, model.empty_clip_feat[None].expand_as(clip_f)
+        if contrast is not None:  # V2A as the pipeline runs it without a prompt (the teacher's own conditions)
+            text_f = torch.where(contrast[:, None, None], model.empty_string_feat[None].expand_as(text_f), text_f)
+            mask = mask | contrast[:, None]
+            clip_f = torch.where(contrast[:, None, None], own, clip_f)
+        cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=x1.shape[1], seconds_start=0.0,
+                                        seconds_total=duration, text_mask=mask)
         teacher = self.teacher.flow(self.encode_video, *twins, drop_v, duration, 0)
         known = torch.zeros(x1.shape[:2], dtype=torch.bool, device=x1.device)  # every frame generated
         return masked_flow_matching_loss(lambda xt, t: model.predict_flow(xt, t, cond), x1, known, generator=gen,
@@ -464,9 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "examples learn the velocity a frozen copy of the --init model predicts for the twin (V2A, "
                          "its look naming the sound) instead of the one-sample target")
     ap.add_argument("--reference-contrast", type=float, default=0.0,
-                    help="with --reference-teacher: share of the AC-VTA examples given a reference of the class the "
-                         "clip *looks* like, which learn the teacher's V2A velocity of the clip itself; the same "
-                         "frames then call for either class, and only the reference tells which (0 = off)")
+                    help="with --reference-teacher: share of its examples made contrast examples, which learn the "
+                         "teacher's V2A velocity of the clip itself: an AC-VTA one gets a reference of the class the "
+                         "clip *looks* like, a TC-VTA one (--reference-text) no caption and its semantic features. The "
+                         "same frames then call for either class, and only the control tells which (0 = off)")
     ap.add_argument("--reference-text", type=float, default=0.0,
                     help="with --reference-teacher: share of the AC-VTA steps made TC-VTA examples instead: the "
                          "clip's caption in place of the reference (no known audio, no semantic features; the sync "
@@ -736,7 +747,7 @@ def run(args) -> Path:
         log.info("--reference-teacher: %d of the %d AC-VTA clips have a twin in %s; the examples are those, and "
                  "learn their twins' V2A velocity", len(teacher.taught), len(pool), args.reference_teacher)
         pool = pool[teacher.taught]
-        if args.reference_contrast > 0:
+        if args.reference_contrast > 0 and args.reference_text < 1:  # AC-VTA steps take the look's references
             check_looks(cache.clips, pool, looks, "--reference-contrast")
         object.__setattr__(objective, "teacher", teacher)
     if args.init is not None:
@@ -788,12 +799,15 @@ def run(args) -> Path:
             if raw.teacher is not None:
                 lens = tr.sequence_lengths(b["duration"])
                 twins = raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, sync_frame_count(lens))
-                if looks and not text_step:
-                    sounds, twins = contrast_examples(sounds, [looks[int(i)] for i in idx], twins,
-                                                      (b["sem"], b["sync"]), args.reference_contrast, gen)
+                contrast = None
+                if args.reference_contrast > 0:
+                    contrast, sounds, twins = contrast_examples(
+                        sounds, None if text_step else [looks[int(i)] for i in idx], twins, (b["sem"], b["sync"]),
+                        args.reference_contrast, gen)
+                    contrast = contrast.to(dev)
                 twins = tuple(f.to(dev) for f in twins)
             if text_step:
-                text_control = twins
+                text_control = (twins, contrast)
             else:
                 reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides,
                              twins)
