@@ -6,7 +6,7 @@ from kling_foley_core.generation import FoleyConditions, prepare_flow
 from kling_foley_core.models.mmdit_presets import build_mmdit
 from kling_foley_core.reference import SYNC_STRIDE_S, reference_conditions
 from kling_foley_core.sampling.context import AudioContext
-from kling_foley_core.training.reference_examples import (check_looks, contrast_examples, look_classes,
+from kling_foley_core.training.reference_examples import (check_looks, look_classes, pick_frames,
                                                           reference_batch, reference_clips, reference_example,
                                                           reference_frames)
 
@@ -114,26 +114,14 @@ def test_masked_loss_learns_a_teachers_velocity_on_the_generated_frames_only():
     assert abs(float(plain) - 0.01) > 1e-3  # without the teacher the target is the sample's
 
 
-def test_contrast_examples_take_the_look_as_reference_and_the_clip_itself_as_the_teachers_input():
-    """--reference-contrast: a drawn share of the examples gets a reference of the class the clip looks like, and
-    the teacher reads the clip's own frames (its look names that class); the rest keep the sound's class and the
-    twin's frames."""
-    n = 64
-    sounds, looks = [f"s{i}" for i in range(n)], [f"l{i}" for i in range(n)]
-    twins = (torch.zeros(n, 2, 3, 4, 4), torch.zeros(n, 5, 3, 4, 4))
-    own = (torch.ones(n, 2, 3, 4, 4), torch.ones(n, 5, 3, 4, 4))
-    flag, classes, frames = contrast_examples(sounds, looks, twins, own, 0.5, torch.Generator().manual_seed(0))
-    assert torch.equal(flag, torch.tensor([c.startswith("l") for c in classes]))
-    assert 10 < int(flag.sum()) < n - 10
-    assert all(c[1:] == str(i) for i, c in enumerate(classes))
-    for f in frames:  # each example's frames are its own exactly where its reference is the look's
-        assert torch.equal(f.flatten(1).mean(1).bool(), flag) and bool(((f == 0) | (f == 1)).all())
-    off, none, kept = contrast_examples(sounds, looks, twins, own, 0.0, torch.Generator().manual_seed(0))
-    assert not off.any() and none == sounds and all(torch.equal(a, b) for a, b in zip(kept, twins))
-    # a TC-VTA step (no looks): the same draw, the classes kept, the frames swapped alike
-    same, kept_classes, text_frames = contrast_examples(sounds, None, twins, own, 0.5, torch.Generator().manual_seed(0))
-    assert torch.equal(same, flag) and kept_classes == sounds
-    assert all(torch.equal(a, b) for a, b in zip(text_frames, frames))
+def test_pick_frames_takes_each_examples_frames_from_the_set_it_is_flagged_for():
+    """--reference-contrast swaps frames per example: the teacher's (AC-VTA) or the student's (TC-VTA)."""
+    flags = torch.tensor([True, False, False, True])
+    a = (torch.ones(4, 2, 3, 4, 4), torch.ones(4, 5, 3, 4, 4))
+    z = (torch.zeros(4, 2, 3, 4, 4), torch.zeros(4, 5, 3, 4, 4))
+    for f, ref in zip(pick_frames(flags, a, z), a):
+        assert f.shape == ref.shape and torch.equal(f.flatten(1).mean(1).bool(), flags)
+    assert all(torch.equal(f, o) for f, o in zip(pick_frames(torch.zeros(4, dtype=torch.bool), a, z), z))
 
 
 def test_look_classes_are_read_from_the_cache_or_ask_for_a_rebuild():

@@ -16,7 +16,7 @@ from ..models.sync_layout import TOKENS_PER_WINDOW
 from ..reference import SYNC_STRIDE_S, surrogate_sync
 from .common import TrainingError
 
-__all__ = ["ReferenceBank", "check_looks", "contrast_examples", "look_classes", "reference_batch", "reference_clips", "reference_example",
+__all__ = ["ReferenceBank", "check_looks", "look_classes", "pick_frames", "reference_batch", "reference_clips", "reference_example",
            "reference_frames", "reference_strides"]
 
 MAX_STRIDES = 7  # the longest reference, in 0.32-s sync strides (2.24 s; the eval's 2-s reference gives 6)
@@ -50,18 +50,10 @@ def check_looks(clips: list[dict], taught, looks: dict[int, str], option: str) -
                             f"its feature cache (python -m kling_foley_core.training.dataset --data SET --cache NEW)")
 
 
-def contrast_examples(sounds: list[str], looks: list[str] | None, twins: tuple[torch.Tensor, ...],
-                      own: tuple[torch.Tensor, ...], prob: float, gen: torch.Generator
-                      ) -> tuple[torch.Tensor, list[str], tuple[torch.Tensor, ...]]:
-    """``--reference-contrast``: each example becomes, with chance ``prob``, a contrast example, whose teacher reads
-    the clip's ``own`` frames instead of its twin's. An AC-VTA one gets a reference of the class the clip looks like
-    (``looks``) instead of the one it sounds like (``sounds``); a TC-VTA one (``looks`` None) loses its caption
-    (:meth:`FoleyObjective.text_control_loss`). (contrast flags (B,), reference classes, teacher frames)."""
-    contrast = torch.rand(len(sounds), generator=gen) < prob
-    classes = list(sounds) if looks is None else \
-        [look if c else sound for sound, look, c in zip(sounds, looks, contrast.tolist())]
-    frames = tuple(torch.where(contrast.view(-1, *[1] * (t.dim() - 1)), o, t) for o, t in zip(own, twins))
-    return contrast, classes, frames
+def pick_frames(flags: torch.Tensor, chosen: tuple[torch.Tensor, ...], other: tuple[torch.Tensor, ...]
+                ) -> tuple[torch.Tensor, ...]:
+    """Per example (``flags`` (B,)), the frames of ``chosen`` where set, else those of ``other``."""
+    return tuple(torch.where(flags.view(-1, *[1] * (c.dim() - 1)), c, o) for c, o in zip(chosen, other))
 
 
 def reference_batch(durations: np.ndarray, pool: np.ndarray, batch_size: int, gen: torch.Generator) -> np.ndarray:

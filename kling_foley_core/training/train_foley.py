@@ -41,7 +41,7 @@ from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, video_frames
-from .reference_examples import (ReferenceBank, check_looks, contrast_examples, look_classes, reference_batch,
+from .reference_examples import (ReferenceBank, check_looks, look_classes, pick_frames, reference_batch,
                                  reference_clips, reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
 
@@ -258,9 +258,9 @@ class FoleyObjective(nn.Module):
         """TC-VTA examples (``--reference-text``), conditioned as the eval's TC-VTA is: the caption names the sound,
         the sync stream shows another class's look, no semantic features and no known audio. The sync stream is
         dropped with the video's probability (the caption alone: TTA). The target is the reference teacher's V2A
-        velocity of ``twins`` (the twin's look names the caption's class). A ``contrast`` (B,) example is the
-        clip's own V2A instead: no prompt, its semantic features, and the teacher reading its own frames (where the
-        teacher drops the sync stream it keeps the semantic features: so does the example)."""
+        velocity of ``twins`` (the twin's look names the caption's class). A ``contrast`` (B,) example is V2A of
+        its frames (the caller gives it the twin's): no prompt, its semantic features (where the teacher drops the
+        sync stream it keeps them: so does the example)."""
         from ..sampling.flow_matching import masked_flow_matching_loss
 
         model = self.parts.transformer
@@ -474,10 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "examples learn the velocity a frozen copy of the --init model predicts for the twin (V2A, "
                          "its look naming the sound) instead of the one-sample target")
     ap.add_argument("--reference-contrast", type=float, default=0.0,
-                    help="with --reference-teacher: share of its examples made contrast examples, which learn the "
-                         "teacher's V2A velocity of the clip itself: an AC-VTA one gets a reference of the class the "
-                         "clip *looks* like, a TC-VTA one (--reference-text) no caption and its semantic features. The "
-                         "same frames then call for either class, and only the control tells which (0 = off)")
+                    help="with --reference-teacher: share of its examples made contrast examples. An AC-VTA one gets "
+                         "a reference of the class the clip *looks* like and learns the teacher's V2A of the clip "
+                         "itself, so the same frames call for either class and only the reference tells which; a "
+                         "TC-VTA one (--reference-text) is V2A of the twin (no caption), so the look still names "
+                         "the class when no text does (0 = off)")
     ap.add_argument("--reference-text", type=float, default=0.0,
                     help="with --reference-teacher: share of the AC-VTA steps made TC-VTA examples instead: the "
                          "clip's caption in place of the reference (no known audio, no semantic features; the sync "
@@ -800,10 +801,13 @@ def run(args) -> Path:
                 lens = tr.sequence_lengths(b["duration"])
                 twins = raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, sync_frame_count(lens))
                 contrast = None
-                if args.reference_contrast > 0:
-                    contrast, sounds, twins = contrast_examples(
-                        sounds, None if text_step else [looks[int(i)] for i in idx], twins, (b["sem"], b["sync"]),
-                        args.reference_contrast, gen)
+                if args.reference_contrast > 0:  # contrast examples: the same look calls for another class
+                    contrast = torch.rand(len(idx), generator=gen) < args.reference_contrast
+                    if text_step:  # the twin itself as V2A, no caption: the look names the class when no text does
+                        b["sem"], b["sync"] = pick_frames(contrast, twins, (b["sem"], b["sync"]))
+                    else:  # a reference of the class the clip looks like; the teacher reads the clip itself
+                        sounds = [looks[int(i)] if c else s for i, c, s in zip(idx, contrast.tolist(), sounds)]
+                        twins = pick_frames(contrast, (b["sem"], b["sync"]), twins)
                     contrast = contrast.to(dev)
                 twins = tuple(f.to(dev) for f in twins)
             if text_step:
