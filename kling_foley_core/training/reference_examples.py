@@ -16,8 +16,8 @@ from ..models.sync_layout import TOKENS_PER_WINDOW
 from ..reference import SYNC_STRIDE_S, surrogate_sync
 from .common import TrainingError
 
-__all__ = ["ReferenceBank", "check_looks", "look_classes", "pick_frames", "reference_batch", "reference_clips", "reference_example",
-           "reference_frames", "reference_strides"]
+__all__ = ["ReferenceBank", "check_looks", "look_classes", "pick_frames", "reference_batch", "reference_clips",
+           "reference_example", "reference_frames", "reference_strides"]
 
 MAX_STRIDES = 7  # the longest reference, in 0.32-s sync strides (2.24 s; the eval's 2-s reference gives 6)
 MIN_STRIDES = 3  # the shortest (0.96 s)

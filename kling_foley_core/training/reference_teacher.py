@@ -9,6 +9,7 @@ frozen copy of the ``--init`` model, predicts the twin's velocity at the same ``
 learns that velocity on its generated frames instead of the one-sample target: with the reference in place of the
 look, make what the look would have made. The teacher reads the twin alone (no reference, no text), with the sync
 stream dropped where the example drops it, so the unconditional branch CFG uses learns A's timbre too.
+``--reference-text`` uses the same teacher for TC-VTA examples: the clip's caption in place of the reference.
 """
 from __future__ import annotations
 

@@ -253,7 +253,8 @@ class FoleyObjective(nn.Module):
                                          teacher=teacher)
 
     def text_control_loss(self, x1: torch.Tensor, clip_f: torch.Tensor, sync_f: torch.Tensor, ids: torch.Tensor,
-                          mask: torch.Tensor, duration: float, gen: torch.Generator, twins: tuple[torch.Tensor, torch.Tensor],
+                          mask: torch.Tensor, duration: float, gen: torch.Generator,
+                          twins: tuple[torch.Tensor, torch.Tensor],
                           contrast: torch.Tensor | None = None) -> torch.Tensor:
         """TC-VTA examples (``--reference-text``), conditioned as the eval's TC-VTA is: the caption names the sound,
         the sync stream shows another class's look, no semantic features and no known audio. The sync stream is
