@@ -75,9 +75,10 @@ def picture_span(path: Path) -> tuple[Fraction, Fraction]:
     leaves most packet durations out: the gap to the next frame stands in, the last gap for the last frame)."""
     with av.open(str(path)) as c:
         s = c.streams.video[0]
+        base = s.time_base  # read while open: PyAV 18.1.1 refuses a closed container's stream attributes
         own = {p.pts: p.duration for p in c.demux(s) if p.size and p.pts is not None}
     starts = sorted(own)
     gaps = [b - a for a, b in zip(starts, starts[1:])]
     last = own[starts[-1]] or (gaps[-1] if gaps else 0)
     end = max([starts[-1] + last] + [t + (own[t] or g) for t, g in zip(starts, gaps)])
-    return Fraction(starts[0]) * s.time_base, Fraction(end) * s.time_base
+    return Fraction(starts[0]) * base, Fraction(end) * base
