@@ -411,3 +411,22 @@ def test_look_of_sound_renders_the_swapped_clips_twin():
         assert any(o["shape"] != LOOKS[o["sound_class"]].shape for o in a.objects)
     with pytest.raises(SynthHitsError, match="look_of_sound"):
         SynthHitsConfig(look_of_sound=True).check()
+
+
+def test_sound_of_look_renders_the_swapped_clips_frames_with_their_looks_sound():
+    """--sound-of-look: the swapped clip's frames, events and motion, each object sounding like the class it looks
+    like (what a contrast example learns)."""
+    from kling_foley_core.data.synthhits import LOOKS, SynthHitsConfig
+
+    bank = synthetic_bank()
+    swap = SynthHitsConfig(p_swap_sound=1.0, min_objects=1, max_objects=2)
+    for i in range(3):
+        a = generate_clip(bank, seed=7, index=i, with_hits=True, config=swap)
+        b = generate_clip(bank, seed=7, index=i, with_hits=True, config=replace(swap, sound_of_look=True))
+        assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.audio, b.audio)
+        assert [(e.time, e.pan, e.gain) for e in a.events] == [(e.time, e.pan, e.gain) for e in b.events]
+        assert all(o["shape"] == LOOKS[o["sound_class"]].shape for o in b.objects)
+        assert b.caption != a.caption
+    for bad in (SynthHitsConfig(sound_of_look=True), replace(swap, sound_of_look=True, look_of_sound=True)):
+        with pytest.raises(SynthHitsError, match="sound_of_look"):
+            bad.check()

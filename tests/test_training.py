@@ -907,6 +907,26 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     assert train_foley.main([*from_adapter[:o2 + 1], str(text_c), *from_adapter[o2 + 2:],
                              "--reference-contrast", "0.5"]) == 0
     assert all(np.isfinite(_metric(text_c, "loss"))) and _metric(text_c, "loss") != _metric(text, "loss")
+    # --contrast-sound: a contrast example keeps its clip's frames and learns the sound of its look (the swapped
+    # set rendered with --sound-of-look), on TC-VTA and on AC-VTA steps
+    look = tmp_path / "look"
+    look.mkdir()
+    write_shard([generate_clip(bank, seed=3, index=i, split="train", config=replace(cfg, sound_of_look=True))
+                 for i in range(6)], look / "shard-00000.npz")
+    look_cache = build_cache(look, tmp_path / "look-cache", image_size=48)
+    with_sound = [*from_adapter[:o2 + 1], str(tmp_path / "text_sound"), *from_adapter[o2 + 2:],
+                  "--reference-contrast", "0.5", "--contrast-sound", str(look_cache)]
+    assert train_foley.main(with_sound) == 0
+    assert all(np.isfinite(_metric(tmp_path / "text_sound", "loss")))
+    assert _metric(tmp_path / "text_sound", "loss") != _metric(text_c, "loss")
+    i = with_sound.index("--reference-text")
+    ac_vta = [*with_sound[:o2 + 1], str(tmp_path / "ac_sound"), *with_sound[o2 + 2:i], *with_sound[i + 2:]]
+    assert train_foley.main(ac_vta) == 0 and _metric(tmp_path / "ac_sound", "ac_vta") == [1, 1, 1]
+    capsys.readouterr()
+    assert train_foley.main([*with_sound[:-1], str(twin_cache)]) == 2  # the twins sound as the clips do
+    assert "--contrast-sound" in "".join(capsys.readouterr())
+    assert train_foley.main([*from_adapter, "--contrast-sound", str(look_cache)]) == 2  # no --reference-contrast
+    assert "--contrast-sound" in "".join(capsys.readouterr())
     capsys.readouterr()
     assert train_foley.main([*a_args, "--reference-text", "0.5"]) == 2  # no teacher
     assert "--reference-text=0.5" in "".join(capsys.readouterr())

@@ -124,6 +124,9 @@ class SynthHitsConfig:
     look_of_sound: bool = False  # with p_swap_sound: draw swapped objects with the look of the class they sound like.
     # The clip is the swapped clip's twin (same seed: same sound, events and motion, a look that matches the sound),
     # which a teacher reads when AC-VTA is trained by distillation (train_foley --reference-teacher)
+    sound_of_look: bool = False  # with p_swap_sound: keep each object's own sound. The clip is the swapped clip's
+    # other twin (same seed: the same frames, events and motion, the sound of the look), which contrast examples
+    # learn (train_foley --contrast-sound): the same frames then call for either class
     hit_rate: tuple[float, float] = (0.4, 1.2)  # hits per second per object
     min_gap_object: float = 0.3  # s between two hits of one object
     min_gap_any: float = 0.12  # s between any two hits (keeps onsets separable at ±40 ms)
@@ -156,6 +159,9 @@ class SynthHitsConfig:
                                  f"clip's objects sound like another class; default 0)")
         if self.look_of_sound and self.p_swap_sound <= 0:
             raise SynthHitsError("look_of_sound=True renders the twins of swapped clips; it needs p_swap_sound > 0")
+        if self.sound_of_look and (self.p_swap_sound <= 0 or self.look_of_sound):
+            raise SynthHitsError("sound_of_look=True renders the swapped clips with their look's own sound; it needs "
+                                 "p_swap_sound > 0 and not look_of_sound (which renders the other twin)")
         if self.min_duration < 2 * self.edge_margin + 0.1:
             raise SynthHitsError(f"min_duration={self.min_duration} too short for edge_margin={self.edge_margin}")
 
@@ -487,7 +493,11 @@ def generate_clip(bank: RecordingBank, *, seed: int, index: int, split: str = "t
         with_hits = bool(rng.uniform() >= cfg.p_no_hits)
     objs = _build_objects(rng, bank, split, dur, cfg, with_hits, classes)
     if cfg.p_swap_sound > 0 and rng.uniform() < cfg.p_swap_sound:  # drawn only when on: other clips reproduce
-        _swap_sounds(rng, bank, split, objs, classes)
+        own = [(o.cls, o.recording) for o in objs]
+        _swap_sounds(rng, bank, split, objs, classes)  # its draws are made either way: the frames stay the same
+        if cfg.sound_of_look:
+            for o, (cls, recording) in zip(objs, own):
+                o.cls, o.recording = cls, recording
         if cfg.look_of_sound:
             _relook(np.random.default_rng(np.random.SeedSequence([int(seed), int(index), SPLITS[split], 1])), objs,
                     cfg.size)
@@ -769,6 +779,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--look-of-sound", action="store_true",
                     help="with --p-swap-sound: draw swapped objects with the look of the class they sound like (the "
                          "same seed's swapped clips' twins, for train_foley --reference-teacher)")
+    ap.add_argument("--sound-of-look", action="store_true",
+                    help="with --p-swap-sound: keep each object's own sound (the same seed's swapped clips' frames "
+                         "with the sound of their look, for train_foley --contrast-sound)")
     ap.add_argument("--recordings", type=Path, default=None, help="recordings cache (default $KLING_FOLEY_DATA)")
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
@@ -777,7 +790,7 @@ def main(argv: list[str] | None = None) -> int:
         config = SynthHitsConfig(size=args.size, p_no_hits=args.p_no_hits, hover=tuple(args.hover),
                                  min_objects=args.objects[0], max_objects=args.objects[1],
                                  p_hovering=args.p_hovering, p_swap_sound=args.p_swap_sound,
-                                 look_of_sound=args.look_of_sound)
+                                 look_of_sound=args.look_of_sound, sound_of_look=args.sound_of_look)
         config.check()
         bank = load_bank(args.recordings)
         idx = write_dataset(bank, args.out, args.n, seed=args.seed, split=args.split, formats=args.format,

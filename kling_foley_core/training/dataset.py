@@ -507,6 +507,19 @@ class LatentTable:
         return a[:, : self.channels], a[:, self.channels:]  # (N, C) mean, (N, C) std
 
 
+def sample_latents(cache, latents: LatentTable, idx, n: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, n, C) latents of clips ``idx``: their first ``n`` frames drawn from the VAE's posterior (not normalised)."""
+    x1 = []
+    for i in idx:
+        mean, std = latents.get(int(i))
+        if mean.shape[0] < n:
+            raise TrainingError(f"clip {cache.clips[int(i)]['clip_id']} is shorter than its recorded duration; "
+                                f"rebuild the feature cache")
+        x1.append(torch.from_numpy(mean[:n]) + torch.from_numpy(std[:n]) * torch.randn(n, mean.shape[1],
+                                                                                         generator=gen))
+    return torch.stack(x1)
+
+
 def vae_tag(vae) -> str:
     """A short fingerprint of a VAE's weights: the latent cache is only valid for those weights."""
     h = hashlib.sha1()

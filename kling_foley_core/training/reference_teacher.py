@@ -19,9 +19,9 @@ from typing import Callable
 import torch
 
 from .common import TrainingError
-from .dataset import video_frames
+from .dataset import encode_latents, sample_latents, video_frames
 
-__all__ = ["ReferenceTeacher"]
+__all__ = ["ContrastSounds", "ReferenceTeacher"]
 
 
 class ReferenceTeacher:
@@ -69,3 +69,31 @@ class ReferenceTeacher:
             return torch.cat([torch.zeros_like(xt[:, :n_ref]), v], dim=1)
 
         return predict
+
+
+class ContrastSounds:
+    """``--contrast-sound``: the swapped clips rendered with the sound of their look (SynthHits ``--sound-of-look``,
+    same seed: the same frames and events). A contrast example takes its clip's frames with that sound, so the same
+    frames are taught both classes and only the control (the caption, the reference) tells which."""
+
+    def __init__(self, cache, clips: list[dict], vae, option: str = "--contrast-sound"):
+        self.cache = cache
+        self.index = {c["clip_id"]: j for j, c in enumerate(cache.clips)}
+        for c in clips:
+            j = self.index.get(c["clip_id"])
+            if j is None:
+                raise TrainingError(f"{option}: clip {c['clip_id']} has no counterpart in {cache.sources[0]}; render "
+                                    f"the swapped set's synthhits command plus --sound-of-look")
+            o = cache.clips[j]
+            if abs(o["duration"] - c["duration"]) > 1e-6 or \
+                    [e["time"] for e in o["events"]] != [e["time"] for e in c["events"]] or \
+                    [b.get("sound_class") for b in o["objects"]] != [b.get("look_class") for b in c["objects"]]:
+                raise TrainingError(f"{option}: the counterpart of {c['clip_id']} has other events, another "
+                                    f"duration or sounds unlike the clip looks; render it with the swapped set's "
+                                    f"seed and options plus --sound-of-look")
+        self.latents = cache.latents(encode_latents(cache, vae))
+
+    def x1(self, clips: list[dict], n: int, gen: torch.Generator, transformer) -> torch.Tensor:
+        """(B, n, C) normalised latents of ``clips``' counterparts, drawn from the VAE's posterior."""
+        idx = [self.index[c["clip_id"]] for c in clips]
+        return transformer.normalize(sample_latents(self.cache, self.latents, idx, n, gen))

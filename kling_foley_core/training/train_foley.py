@@ -40,7 +40,7 @@ from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, 
 from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
-from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, video_frames
+from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, sample_latents, video_frames
 from .reference_examples import (ReferenceBank, check_looks, look_classes, pick_frames, reference_batch,
                                  reference_clips, reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
@@ -355,15 +355,7 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
     """Tensors of one bucketed batch, all cut to ``duration`` seconds."""
     d = float(duration)
     lens = transformer.sequence_lengths(d)
-    x1 = []
-    for i in idx:
-        mean, std = latents.get(int(i))
-        if mean.shape[0] < lens.latent:
-            raise TrainingError(f"clip {cache.clips[int(i)]['clip_id']} is shorter than its recorded duration; "
-                                f"rebuild the feature cache")
-        x1.append(torch.from_numpy(mean[: lens.latent]) + torch.from_numpy(std[: lens.latent]) *
-                  torch.randn(lens.latent, mean.shape[1], generator=gen))
-    x1 = transformer.normalize(torch.stack(x1))  # (B, N, C)
+    x1 = transformer.normalize(sample_latents(cache, latents, idx, lens.latent, gen))  # (B, N, C)
     sem, sync = video_frames(cache, idx, lens.clip, sync_frame_count(lens))
 
     ids, mask = text_encoder.tokenize([cache.caption(int(i)) for i in idx])
@@ -480,6 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "itself, so the same frames call for either class and only the reference tells which; a "
                          "TC-VTA one (--reference-text) is V2A of the twin (no caption), so the look still names "
                          "the class when no text does (0 = off)")
+    ap.add_argument("--contrast-sound", type=Path, default=None, metavar="CACHE",
+                    help="with --reference-contrast: the swapped set rendered with SynthHits --sound-of-look (its "
+                         "frames with the sound of their look). A contrast example then keeps its clip's frames and "
+                         "learns that sound (the teacher's V2A of the clip): the same frames call for either class")
     ap.add_argument("--reference-text", type=float, default=0.0,
                     help="with --reference-teacher: share of the AC-VTA steps made TC-VTA examples instead: the "
                          "clip's caption in place of the reference (no known audio, no semantic features; the sync "
@@ -647,6 +643,9 @@ def run(args) -> Path:
     if not 0.0 <= args.reference_text <= 1.0 or (args.reference_text and args.reference_teacher is None):
         raise TrainingError(f"--reference-text={args.reference_text}: give a share in [0, 1], with "
                             f"--reference-teacher (the TC-VTA examples' target is the teacher's V2A of the twin)")
+    if args.contrast_sound is not None and args.reference_contrast == 0:
+        raise TrainingError(f"--contrast-sound {args.contrast_sound}: needs --reference-contrast > 0 (the share of "
+                            f"the examples it gives their look's sound)")
     if not args.reference_weight > 0:
         raise TrainingError(f"--reference-weight={args.reference_weight} must be > 0")
     if args.reference_per_class < 1:
@@ -725,7 +724,7 @@ def run(args) -> Path:
         if getattr(args, name) > 0 and parts.transformer.context_embed is None:
             raise TrainingError(f"--{name.replace('_', '-')} {getattr(args, name)} needs the context pathway: add "
                                 f"--override transformer.context_input=true")
-    pool, refs, looks = None, None, {}
+    pool, refs, looks, own = None, None, {}, None
     if args.reference_prob > 0:
         pool, refs, looks = reference_setup(args, cache, vae, parts.transformer)
     objective = FoleyObjective(parts, args.p_drop_video, args.p_drop_text, args.aux_sync_weight, m2s,
@@ -752,6 +751,10 @@ def run(args) -> Path:
         if args.reference_contrast > 0 and args.reference_text < 1:  # AC-VTA steps take the look's references
             check_looks(cache.clips, pool, looks, "--reference-contrast")
         object.__setattr__(objective, "teacher", teacher)
+        if args.contrast_sound is not None:
+            from .reference_teacher import ContrastSounds
+
+            own = ContrastSounds(FeatureCache(args.contrast_sound), [cache.clips[int(i)] for i in pool], vae)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
@@ -804,11 +807,15 @@ def run(args) -> Path:
                 contrast = None
                 if args.reference_contrast > 0:  # contrast examples: the same look calls for another class
                     contrast = torch.rand(len(idx), generator=gen) < args.reference_contrast
-                    if text_step:  # the twin itself as V2A, no caption: the look names the class when no text does
+                    if text_step and own is None:  # the twin as V2A, no caption: the look names the class
                         b["sem"], b["sync"] = pick_frames(contrast, twins, (b["sem"], b["sync"]))
-                    else:  # a reference of the class the clip looks like; the teacher reads the clip itself
-                        sounds = [looks[int(i)] if c else s for i, c, s in zip(idx, contrast.tolist(), sounds)]
+                    else:  # the clip as V2A (TC-VTA) or with a reference of its look (AC-VTA): the teacher reads it
+                        if not text_step:
+                            sounds = [looks[int(i)] if c else s for i, c, s in zip(idx, contrast.tolist(), sounds)]
                         twins = pick_frames(contrast, (b["sem"], b["sync"]), twins)
+                        if own is not None:  # with the sound of its look
+                            x1 = own.x1([cache.clips[int(i)] for i in idx], b["x1"].shape[1], gen, tr)
+                            b["x1"] = pick_frames(contrast, (x1,), (b["x1"],))[0]
                     contrast = contrast.to(dev)
                 twins = tuple(f.to(dev) for f in twins)
             if text_step:
