@@ -375,8 +375,9 @@ def load_batch(cache: FeatureCache, latents: LatentTable, idx: np.ndarray, trans
 
 
 def reference_setup(args, cache: FeatureCache, vae, transformer):
-    """``--reference-prob``: the clips that can be AC-VTA examples, the encoded references of their classes, and
-    with ``--reference-contrast`` the class each clip looks like (clip index → class; else empty)."""
+    """``--reference-prob``: the clips that can be AC-VTA examples, the encoded references of their classes (None
+    with ``--reference-text 1``, whose steps draw none), and with ``--reference-contrast`` the class each clip looks
+    like (clip index → class; else empty)."""
     from ..data.recordings import load_bank
 
     pool = reference_clips(cache.clips)
@@ -385,6 +386,9 @@ def reference_setup(args, cache: FeatureCache, vae, transformer):
                             f"with hits of one class, fewer than --batch-size {args.batch_size}; add a set rendered "
                             f"with `synthhits --p-swap-sound 1 --objects 1 1`")
     looks = look_classes(cache.clips, pool) if args.reference_contrast > 0 else {}
+    if args.reference_text >= 1:  # every such step is a TC-VTA one: no reference is ever drawn
+        log.info("--reference-prob %g: %d TC-VTA clips", args.reference_prob, len(pool))
+        return pool, None, looks
     classes = sorted({cache.clips[int(i)]["events"][0]["sound_class"] for i in pool} | set(looks.values()))
     refs = ReferenceBank.build(load_bank(args.recordings, fetch=False), classes, vae, transformer,
                                per_class=args.reference_per_class, seed=args.seed)
