@@ -962,3 +962,33 @@ def test_reference_teacher_predicts_the_twins_v2a_as_inference_does(data, foley_
                             guided=False)
         want = tr.predict_flow(xt[:, n_ref:], t, flow.cond)
     assert torch.allclose(v[:, n_ref:], want, atol=1e-5), float((v[:, n_ref:] - want).abs().max())
+
+
+def test_text_contrast_examples_without_semantics_differ_from_tc_vta_by_the_caption_alone(data, foley_run):
+    """A TC-VTA contrast example keeps its semantic features unless ``semantics`` says no; then, like the TC-VTA
+    example, it reads none (its loss does not change with them)."""
+    from kling_foley_core.training.reference_teacher import ReferenceTeacher
+
+    cfg = json.loads((foley_run / "config.json").read_text())
+    parts = train_foley.build_parts(cfg["vocabulary"], cfg["overrides"], 0, cfg["sizes"])
+    train_foley.load_parts(parts, foley_run / "final")
+    cache = FeatureCache(data["cache"])
+    objective = train_foley.FoleyObjective(parts, 0.0, 0.0)
+    object.__setattr__(objective, "teacher", ReferenceTeacher(parts, cache, cache.clips[:2]))
+    tr, d = parts.transformer.eval(), 2.0
+    lens = tr.sequence_lengths(d)
+    twins = objective.teacher.frames(cache.clips[:2], lens.clip, train_foley.sync_frame_count(lens))
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(2, lens.latent, tr.config.latent_dim, generator=g)
+    sync_f = torch.randn(2, lens.sync, tr.config.sync_dim, generator=g)
+    ids, mask = parts.text_encoder.tokenize(["a wooden knock", "a metal clang"])
+    clip_a, clip_b = (torch.randn(2, lens.clip, tr.config.clip_dim, generator=g) for _ in range(2))
+    every = torch.tensor([True, True])
+
+    def loss(clip_f, semantics):
+        with torch.no_grad():
+            return float(objective.text_control_loss(x1, clip_f, sync_f, ids, mask, d,
+                                                     torch.Generator().manual_seed(1), twins, every, semantics))
+    assert loss(clip_a, ~every) == loss(clip_b, ~every)
+    assert loss(clip_a, every) != loss(clip_b, every)
+    assert loss(clip_a, None) == loss(clip_a, every)

@@ -254,14 +254,15 @@ class FoleyObjective(nn.Module):
 
     def text_control_loss(self, x1: torch.Tensor, clip_f: torch.Tensor, sync_f: torch.Tensor, ids: torch.Tensor,
                           mask: torch.Tensor, duration: float, gen: torch.Generator,
-                          twins: tuple[torch.Tensor, torch.Tensor],
-                          contrast: torch.Tensor | None = None) -> torch.Tensor:
+                          twins: tuple[torch.Tensor, torch.Tensor], contrast: torch.Tensor | None = None,
+                          semantics: torch.Tensor | None = None) -> torch.Tensor:
         """TC-VTA examples (``--reference-text``), conditioned as the eval's TC-VTA is: the caption names the sound,
         the sync stream shows another class's look, no semantic features and no known audio. The sync stream is
         dropped with the video's probability (the caption alone: TTA). The target is the reference teacher's V2A
         velocity of ``twins`` (the twin's look names the caption's class). A ``contrast`` (B,) example is V2A of
         its frames (the caller gives it the twin's): no prompt, its semantic features (where the teacher drops the
-        sync stream it keeps them: so does the example)."""
+        sync stream it keeps them: so does the example); where ``semantics`` (B,) is False it has none, as the
+        TC-VTA example has none: the two then differ by the caption alone."""
         from ..sampling.flow_matching import masked_flow_matching_loss
 
         model = self.parts.transformer
@@ -273,7 +274,8 @@ class FoleyObjective(nn.Module):
         if contrast is not None:  # V2A as the pipeline runs it without a prompt (the teacher's own conditions)
             text_f = torch.where(contrast[:, None, None], model.empty_string_feat[None].expand_as(text_f), text_f)
             mask = mask | contrast[:, None]
-            clip_f = torch.where(contrast[:, None, None], own, clip_f)
+            keep = contrast if semantics is None else contrast & semantics
+            clip_f = torch.where(keep[:, None, None], own, clip_f)
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=x1.shape[1], seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask)
         teacher = self.teacher.flow(self.encode_video, *twins, drop_v, duration, 0)
@@ -479,7 +481,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--contrast-sound", type=Path, default=None, metavar="CACHE",
                     help="with --reference-contrast: the swapped set rendered with SynthHits --sound-of-look (its "
                          "frames with the sound of their look). A contrast example then keeps its clip's frames and "
-                         "learns that sound (the teacher's V2A of the clip): the same frames call for either class")
+                         "learns that sound (the teacher's V2A of the clip): the same frames call for either class. "
+                         "Half of the TC-VTA ones have no semantic features, so they differ from a TC-VTA example "
+                         "by the caption alone")
     ap.add_argument("--reference-text", type=float, default=0.0,
                     help="with --reference-teacher: share of the AC-VTA steps made TC-VTA examples instead: the "
                          "clip's caption in place of the reference (no known audio, no semantic features; the sync "
@@ -808,7 +812,7 @@ def run(args) -> Path:
             if raw.teacher is not None:
                 lens = tr.sequence_lengths(b["duration"])
                 twins = raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, sync_frame_count(lens))
-                contrast = None
+                contrast = semantics = None
                 if args.reference_contrast > 0:  # contrast examples: the same look calls for another class
                     contrast = torch.rand(len(idx), generator=gen) < args.reference_contrast
                     if text_step and own is None:  # the twin as V2A, no caption: the look names the class
@@ -820,10 +824,12 @@ def run(args) -> Path:
                         if own is not None:  # with the sound of its look
                             x1 = own.x1([cache.clips[int(i)] for i in idx], b["x1"].shape[1], gen, tr)
                             b["x1"] = pick_frames(contrast, (x1,), (b["x1"],))[0]
+                            if text_step:  # half keep their semantic features (V2A as the pipeline runs it)
+                                semantics = (torch.rand(len(idx), generator=gen) < 0.5).to(dev)
                     contrast = contrast.to(dev)
                 twins = tuple(f.to(dev) for f in twins)
             if text_step:
-                text_control = (twins, contrast)
+                text_control = (twins, contrast, semantics)
             else:
                 reference = (refs.draw(sounds, reference_frames(strides, tr.latent_rate), gen).to(dev), strides,
                              twins)
