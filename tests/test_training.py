@@ -927,6 +927,16 @@ def test_foley_reference_examples_train_the_context_pathway(data, vae_run, foley
     assert "--contrast-sound" in "".join(capsys.readouterr())
     assert train_foley.main([*from_adapter, "--contrast-sound", str(look_cache)]) == 2  # no --reference-contrast
     assert "--contrast-sound" in "".join(capsys.readouterr())
+    # --reference-text-trains: the TC-VTA steps update only the named parameters
+    only = tmp_path / "text_only"
+    assert train_foley.main([*from_adapter[:o2 + 1], str(only), *from_adapter[o2 + 2:],
+                             "--reference-text-trains", "text_input_proj", "joint_blocks.*.text_block"]) == 0
+    after = _weights(only / "final" / "transformer")
+    moved = {k for k in start if not torch.equal(start[k], after[k])}
+    assert any(k.startswith("text_input_proj.") for k in moved) and any(".text_block." in k for k in moved)
+    assert all(k.startswith("text_input_proj.") or ".text_block." in k for k in moved), sorted(moved)
+    assert train_foley.main([*from_adapter, "--reference-text-trains", "text_blocks"]) == 2
+    assert "--reference-text-trains text_blocks" in "".join(capsys.readouterr())
     capsys.readouterr()
     assert train_foley.main([*a_args, "--reference-text", "0.5"]) == 2  # no teacher
     assert "--reference-text=0.5" in "".join(capsys.readouterr())

@@ -399,6 +399,21 @@ def reference_setup(args, cache: FeatureCache, vae, transformer):
     return pool, refs, looks
 
 
+def text_step_frozen(transformer, patterns: list[str] | None) -> list:
+    """``--reference-text-trains``: the transformer's parameters that the TC-VTA steps leave alone (those no pattern
+    names; a pattern names a parameter or a module, ``*`` within a name)."""
+    if not patterns:
+        return []
+    from fnmatch import fnmatch
+
+    named = [(k, p) for k, p in transformer.named_parameters() if p.requires_grad]
+    for pat in patterns:
+        if not any(fnmatch(k, pat) or fnmatch(k, pat + ".*") for k, _ in named):
+            raise TrainingError(f"--reference-text-trains {pat}: names no trainable parameter of the transformer "
+                                f"(e.g. text_input_proj, 'joint_blocks.*.text_block')")
+    return [p for k, p in named if not any(fnmatch(k, pat) or fnmatch(k, pat + ".*") for pat in patterns)]
+
+
 def reference_only(cache, sets: int) -> np.ndarray:
     """(clips,) bool: the clips of the last ``sets`` caches (``--reference-sets``)."""
     members = getattr(cache, "members", [cache])
@@ -489,6 +504,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "clip's caption in place of the reference (no known audio, no semantic features; the sync "
                          "stream dropped with --p-drop-video, which leaves the caption alone: TTA), learning the "
                          "teacher's V2A of the twin (0 = off)")
+    ap.add_argument("--reference-text-trains", nargs="+", default=None, metavar="PATTERN",
+                    help="with --reference-text: the transformer's parameters its TC-VTA steps update (names or "
+                         "modules, * within a name, e.g. text_input_proj text_cond_proj 'joint_blocks.*.text_block'); "
+                         "the rest holds still on those steps, so the sync stream's reading stays V2A's (default: all)")
     ap.add_argument("--reference-weight", type=float, default=1.0,
                     help="weight of the AC-VTA examples' loss (with --reference-teacher it is about 1/50 of the flow "
                          "loss, so a transformer trained on both batches needs about 30-50 for the two to pull alike)")
@@ -654,6 +673,9 @@ def run(args) -> Path:
     if args.contrast_sound is not None and args.reference_contrast == 0:
         raise TrainingError(f"--contrast-sound {args.contrast_sound}: needs --reference-contrast > 0 (the share of "
                             f"the examples it gives their look's sound)")
+    if args.reference_text_trains and args.reference_text == 0:
+        raise TrainingError(f"--reference-text-trains {' '.join(args.reference_text_trains)}: needs --reference-text "
+                            f"> 0 (it names what the TC-VTA steps train)")
     if not args.reference_weight > 0:
         raise TrainingError(f"--reference-weight={args.reference_weight} must be > 0")
     if args.reference_per_class < 1:
@@ -763,6 +785,7 @@ def run(args) -> Path:
             from .reference_teacher import ContrastSounds
 
             own = ContrastSounds(FeatureCache(args.contrast_sound), [cache.clips[int(i)] for i in pool], vae)
+    text_frozen = text_step_frozen(parts.transformer, args.reference_text_trains)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
         log.info("--init: auxiliary heads %s", ", ".join(heads) if heads else "start from random (none saved)")
@@ -843,6 +866,9 @@ def run(args) -> Path:
                              args.mono2stereo_weight * m2s_loss + args.aux_pan_weight * aux_pan +
                              args.aux_class_weight * aux_cls + args.level_weight * level +
                              args.aux_level_weight * aux_loud)
+        if text_step and text_frozen:  # --reference-text-trains: the rest of the transformer holds still
+            for prm in text_frozen:
+                prm.grad = None
         gnorm = accelerator.clip_grad_norm_(objective.parameters(), 1.0)
         opt.step()
         ema.update(raw.parts)
