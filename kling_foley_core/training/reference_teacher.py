@@ -21,7 +21,7 @@ import torch
 from .common import TrainingError
 from .dataset import encode_latents, sample_latents, video_frames
 
-__all__ = ["ContrastSounds", "ReferenceTeacher"]
+__all__ = ["ContrastSounds", "ReferenceTeacher", "text_step_frozen"]
 
 
 class ReferenceTeacher:
@@ -97,3 +97,18 @@ class ContrastSounds:
         """(B, n, C) normalised latents of ``clips``' counterparts, drawn from the VAE's posterior."""
         idx = [self.index[c["clip_id"]] for c in clips]
         return transformer.normalize(sample_latents(self.cache, self.latents, idx, n, gen))
+
+
+def text_step_frozen(transformer, patterns: list[str] | None) -> list:
+    """``--reference-text-trains``: the transformer's parameters that the TC-VTA steps leave alone (those no pattern
+    names; a pattern names a parameter or a module, ``*`` within a name)."""
+    if not patterns:
+        return []
+    from fnmatch import fnmatch
+
+    named = [(k, p) for k, p in transformer.named_parameters() if p.requires_grad]
+    for pat in patterns:
+        if not any(fnmatch(k, pat) or fnmatch(k, pat + ".*") for k, _ in named):
+            raise TrainingError(f"--reference-text-trains {pat}: names no trainable parameter of the transformer "
+                                f"(e.g. text_input_proj, 'joint_blocks.*.text_block')")
+    return [p for k, p in named if not any(fnmatch(k, pat) or fnmatch(k, pat + ".*") for pat in patterns)]

@@ -41,6 +41,7 @@ from ..data.recordings import SOUND_CLASSES
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, sample_latents, video_frames
+from .reference_teacher import ContrastSounds, ReferenceTeacher, text_step_frozen
 from .reference_examples import (ReferenceBank, check_looks, look_classes, pick_frames, reference_batch,
                                  reference_clips, reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
@@ -399,21 +400,6 @@ def reference_setup(args, cache: FeatureCache, vae, transformer):
     return pool, refs, looks
 
 
-def text_step_frozen(transformer, patterns: list[str] | None) -> list:
-    """``--reference-text-trains``: the transformer's parameters that the TC-VTA steps leave alone (those no pattern
-    names; a pattern names a parameter or a module, ``*`` within a name)."""
-    if not patterns:
-        return []
-    from fnmatch import fnmatch
-
-    named = [(k, p) for k, p in transformer.named_parameters() if p.requires_grad]
-    for pat in patterns:
-        if not any(fnmatch(k, pat) or fnmatch(k, pat + ".*") for k, _ in named):
-            raise TrainingError(f"--reference-text-trains {pat}: names no trainable parameter of the transformer "
-                                f"(e.g. text_input_proj, 'joint_blocks.*.text_block')")
-    return [p for k, p in named if not any(fnmatch(k, pat) or fnmatch(k, pat + ".*") for pat in patterns)]
-
-
 def reference_only(cache, sets: int) -> np.ndarray:
     """(clips,) bool: the clips of the last ``sets`` caches (``--reference-sets``)."""
     members = getattr(cache, "members", [cache])
@@ -765,8 +751,6 @@ def run(args) -> Path:
                                level_decoder=None if args.level_weight == 0 else latent_decoder(vae, parts.transformer),
                                swapped_captions=args.swapped_captions, swapped_roles=args.swapped_roles)
     if args.reference_teacher is not None:  # a copy of the --init weights, taken before --resume loads others
-        from .reference_teacher import ReferenceTeacher
-
         twins = FeatureCache(args.reference_teacher)
         if twins.image_size != cache.image_size:
             raise TrainingError(f"--reference-teacher {args.reference_teacher}: its frames are {twins.image_size} px, "
@@ -782,8 +766,6 @@ def run(args) -> Path:
             check_looks(cache.clips, pool, looks, "--reference-contrast")
         object.__setattr__(objective, "teacher", teacher)
         if args.contrast_sound is not None:
-            from .reference_teacher import ContrastSounds
-
             own = ContrastSounds(FeatureCache(args.contrast_sound), [cache.clips[int(i)] for i in pool], vae)
     text_frozen = text_step_frozen(parts.transformer, args.reference_text_trains)
     if args.init is not None:
