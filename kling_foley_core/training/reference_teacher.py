@@ -90,7 +90,8 @@ class ContrastSounds:
                     [b.get("sound_class") for b in o["objects"]] != [b.get("look_class") for b in c["objects"]]:
                 raise TrainingError(f"{option}: the counterpart of {c['clip_id']} has other events, another "
                                     f"duration or sounds unlike the clip looks; render it with the swapped set's "
-                                    f"seed and options plus --sound-of-look")
+                                    f"seed and options plus --sound-of-look (and rebuild a training cache that "
+                                    f"records no look_class)")
         self.latents = cache.latents(encode_latents(cache, vae))
 
     def x1(self, clips: list[dict], n: int, gen: torch.Generator, transformer) -> torch.Tensor:
