@@ -52,7 +52,7 @@ def check_looks(clips: list[dict], taught, looks: dict[int, str], option: str) -
 
 def pick_frames(flags: torch.Tensor, chosen: tuple[torch.Tensor, ...], other: tuple[torch.Tensor, ...]
                 ) -> tuple[torch.Tensor, ...]:
-    """Per example (``flags`` (B,)), the frames of ``chosen`` where set, else those of ``other``."""
+    """Per example (``flags`` (B,)), the tensors (frames, latents) of ``chosen`` where set, else those of ``other``."""
     return tuple(torch.where(flags.view(-1, *[1] * (c.dim() - 1)), c, o) for c, o in zip(chosen, other))
 
 

@@ -261,7 +261,7 @@ class FoleyObjective(nn.Module):
         the sync stream shows another class's look, no semantic features and no known audio. The sync stream is
         dropped with the video's probability (the caption alone: TTA). The target is the reference teacher's V2A
         velocity of ``twins`` (the twin's look names the caption's class). A ``contrast`` (B,) example is V2A of
-        its frames (the caller gives it the twin's): no prompt, its semantic features (where the teacher drops the
+        its frames (the caller gives it the twin's, or with ``--contrast-sound`` the clip's own): no prompt, its semantic features (where the teacher drops the
         sync stream it keeps them: so does the example); where ``semantics`` (B,) is False it has none, as the
         TC-VTA example has none: the two then differ by the caption alone."""
         from ..sampling.flow_matching import masked_flow_matching_loss
@@ -398,6 +398,30 @@ def reference_setup(args, cache: FeatureCache, vae, transformer):
     log.info("--reference-prob %g: %d AC-VTA clips, %d references of %d classes", args.reference_prob, len(pool),
              args.reference_per_class * len(classes), len(classes))
     return pool, refs, looks
+
+
+def contrast_examples(b: dict, idx: np.ndarray, cache, sounds: list[str], twins: tuple, looks: dict[int, str], own,
+                      text_step: bool, prob: float, gen: torch.Generator, transformer) -> tuple:
+    """``--reference-contrast``: which examples of the batch ``b`` (clips ``idx``) are contrast examples, drawn
+    with chance ``prob`` (flags (B,)), and what they change. Without ``own`` (``--contrast-sound``) a TC-VTA one is
+    V2A of the twin (its frames put into ``b``); else the teacher reads the clip itself, which has the sound of its
+    look where ``own`` gives it (its latent put into ``b``), and an AC-VTA one takes a reference of its look.
+    Returns (flags, which TC-VTA contrast examples keep their semantic features or None, reference classes, the
+    teacher's frames)."""
+    contrast = torch.rand(len(idx), generator=gen) < prob
+    semantics = None
+    if text_step and own is None:  # the twin as V2A, no caption: the look names the class
+        b["sem"], b["sync"] = pick_frames(contrast, twins, (b["sem"], b["sync"]))
+        return contrast, semantics, sounds, twins
+    if not text_step:
+        sounds = [looks[int(i)] if c else s for i, c, s in zip(idx, contrast.tolist(), sounds)]
+    twins = pick_frames(contrast, (b["sem"], b["sync"]), twins)
+    if own is not None:  # with the sound of its look
+        x1 = own.x1([cache.clips[int(i)] for i in idx], b["x1"].shape[1], gen, transformer)
+        b["x1"] = pick_frames(contrast, (x1,), (b["x1"],))[0]
+        if text_step:  # half keep their semantic features (V2A as the pipeline runs it)
+            semantics = torch.rand(len(idx), generator=gen) < 0.5
+    return contrast, semantics, sounds, twins
 
 
 def reference_only(cache, sets: int) -> np.ndarray:
@@ -819,19 +843,10 @@ def run(args) -> Path:
                 twins = raw.teacher.frames([cache.clips[int(i)] for i in idx], lens.clip, sync_frame_count(lens))
                 contrast = semantics = None
                 if args.reference_contrast > 0:  # contrast examples: the same look calls for another class
-                    contrast = torch.rand(len(idx), generator=gen) < args.reference_contrast
-                    if text_step and own is None:  # the twin as V2A, no caption: the look names the class
-                        b["sem"], b["sync"] = pick_frames(contrast, twins, (b["sem"], b["sync"]))
-                    else:  # the clip as V2A (TC-VTA) or with a reference of its look (AC-VTA): the teacher reads it
-                        if not text_step:
-                            sounds = [looks[int(i)] if c else s for i, c, s in zip(idx, contrast.tolist(), sounds)]
-                        twins = pick_frames(contrast, (b["sem"], b["sync"]), twins)
-                        if own is not None:  # with the sound of its look
-                            x1 = own.x1([cache.clips[int(i)] for i in idx], b["x1"].shape[1], gen, tr)
-                            b["x1"] = pick_frames(contrast, (x1,), (b["x1"],))[0]
-                            if text_step:  # half keep their semantic features (V2A as the pipeline runs it)
-                                semantics = (torch.rand(len(idx), generator=gen) < 0.5).to(dev)
-                    contrast = contrast.to(dev)
+                    contrast, semantics, sounds, twins = contrast_examples(
+                        b, idx, cache, sounds, twins, looks, own, text_step,
+                        args.reference_contrast, gen, tr)
+                    contrast, semantics = contrast.to(dev), None if semantics is None else semantics.to(dev)
                 twins = tuple(f.to(dev) for f in twins)
             if text_step:
                 text_control = (twins, contrast, semantics)
