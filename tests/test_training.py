@@ -1002,3 +1002,29 @@ def test_text_contrast_examples_without_semantics_differ_from_tc_vta_by_the_capt
     assert loss(clip_a, ~every) == loss(clip_b, ~every)
     assert loss(clip_a, every) != loss(clip_b, every)
     assert loss(clip_a, None) == loss(clip_a, every)
+
+
+def test_timing_sync_is_fitted_on_the_frozen_encoder_and_kept_by_the_next_init(data, vae_run, foley_run):
+    """--override transformer.timing_sync=true fits the timing head before the first step and trains only its
+    vectors with the MM-DiT (the head gets no flow gradient); a later --init keeps the fitted head. Without
+    --freeze sync_encoder it is a one-line error."""
+    def args(out, init, *extra):
+        a = _common(data, out, 3, "--vae", str(vae_run / "final" / "vae"), "--batch-size", "4", "--lr", "1e-3",
+                    "--warmup", "1", "--log-every", "1", "--no-progress", "--threads", "1", "--max-duration", "2.6",
+                    "--init", str(init), "--p-drop-clip", "0.5", "--override", "transformer.timing_sync=true", *extra)
+        for o in FOLEY_OVERRIDES:
+            a += ["--override", o]
+        return a
+    out = data["tmp"] / "foley_timing"
+    assert train_foley.main(args(out, foley_run / "final", "--freeze", "sync_encoder")) == 0
+    w = _weights(out / "final" / "transformer")
+    # fitted: the input statistics are the encoder's, not the initial 0 / 1
+    assert float(w["sync_timing.feature_std"].sub(1).abs().max()) > 1e-3
+    assert float(w["sync_timing.contact"].abs().sum()) > 0
+    again = data["tmp"] / "foley_timing2"
+    assert train_foley.main(args(again, out / "final", "--freeze", "sync_encoder")) == 0
+    w2 = _weights(again / "final" / "transformer")
+    heads = [k for k in w2 if k.startswith("sync_timing.head") or k.startswith("sync_timing.feature")]
+    assert heads and all(torch.equal(w[k], w2[k]) for k in heads)  # kept, not refitted, and not trained
+    assert any(not torch.equal(w[k], w2[k]) for k in ("sync_timing.rest", "sync_timing.contact"))
+    assert train_foley.main(args(data["tmp"] / "x", foley_run / "final")) == 2  # encoder not frozen

@@ -40,6 +40,7 @@ from .context_embed import ContextEmbedding, clip_times, known_at_times, sync_to
 from .duration import DurationEmbedding, DurationError, SequenceLengths, as_seconds, sequence_lengths
 from .mmdit_blocks import FinalBlock, JointBlock, StreamBlock
 from .sync_layout import TOKENS_PER_WINDOW, overlap_average, resample_to_latents
+from .timing_sync import TimingSync
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,9 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             (``default_model/TRAINING.md``, phase Y).
         context_semantic: with ``context_global``, the summary also adds one vector to every semantic-video
             token (``ContextEmbedding``'s ``semantic``): the reference speaks where the blanked picture would.
+        timing_sync: items without semantic features (TC-VTA) read the sync stream for timing only
+            (``timing_sync.py``): each token is rebuilt from its contact's chance and place, with vectors shared by
+            every class, so the look's class cannot compete with the text's. Off for MMAudio checkpoints.
     """
 
     _supports_gradient_checkpointing = False
@@ -189,7 +193,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                  final_cond: str = "global", sample_rate: int = 44100, mel_hop: int = 512,
                  latent_downsample: int = 2, default_duration: float = 8.0, max_duration: float = 30.0,
                  sync_layout: str = "windows", context_input: bool = False, context_global: bool = False,
-                 context_semantic: bool = False):
+                 context_semantic: bool = False, timing_sync: bool = False):
         super().__init__()
         if sync_layout not in ("windows", "time"):
             raise ValueError(f"sync_layout={sync_layout!r} must be 'windows' (MMAudio) or 'time' (see sync_layout.py)")
@@ -240,6 +244,7 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             [StreamBlock(d, num_heads, mlp_ratio, kernel_size=3) for _ in range(fused_depth)])
         self.final_layer = FinalBlock(d, latent_dim)
         self.context_embed = ContextEmbedding(latent_dim, d, context_global, context_semantic) if context_input else None
+        self.sync_timing = TimingSync(sync_dim) if timing_sync else None
 
         # Latent statistics of the VAE (normalise before the transformer); identity until a checkpoint sets them.
         self.register_buffer("latent_mean", torch.zeros(1, 1, latent_dim))
@@ -417,6 +422,10 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
                    else self.empty_sync_feat[None].expand(batch, lens.sync, -1))
         text_in = (text_f.to(dev, dt) if text_f is not None
                    else self.empty_string_feat[None].expand(batch, -1, -1))
+        if self.sync_timing is not None and sync_f is not None and (clip_f is None or has_clip is not None):
+            timing = self.sync_timing(sync_in)  # TC-VTA: the items without semantic features keep only timing
+            sync_in = timing if clip_f is None else torch.where(
+                self._item_mask("has_clip", has_clip, batch)[:, None, None], sync_in, timing)
         if has_video is not None:
             keep = self._item_mask("has_video", has_video, batch)[:, None, None]  # (B, 1, 1)
             clip_in = torch.where(keep, clip_in, self.empty_clip_feat[None].to(dt))

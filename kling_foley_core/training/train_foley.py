@@ -42,6 +42,7 @@ from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, sample_latents, video_frames
 from .reference_teacher import ContrastSounds, ReferenceTeacher, text_step_frozen
+from .timing_setup import fit_run_timing, has_timing_head
 from .reference_examples import (ReferenceBank, check_looks, look_classes, pick_frames, reference_batch,
                                  reference_clips, reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
@@ -213,6 +214,9 @@ class FoleyObjective(nn.Module):
         mask = mask | placeholder[:, None]
         if drop_c is not None:
             clip_f = torch.where(drop_c[:, None, None], model.empty_clip_feat[None].expand_as(clip_f), clip_f)
+            if model.sync_timing is not None:  # without semantics the sync stream gives timing only (TC-VTA)
+                sync_f = torch.where(drop_c[:, None, None] & ~drop_v[:, None, None], model.sync_timing(sync_f),
+                                     sync_f)
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=n, seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask,
                                         context=None if known is None else x1, context_known=known)
@@ -277,6 +281,9 @@ class FoleyObjective(nn.Module):
             mask = mask | contrast[:, None]
             keep = contrast if semantics is None else contrast & semantics
             clip_f = torch.where(keep[:, None, None], own, clip_f)
+        if model.sync_timing is not None:  # the examples without semantic features read timing only
+            blind = ~drop_v if contrast is None else ~drop_v & ~keep
+            sync_f = torch.where(blind[:, None, None], model.sync_timing(sync_f), sync_f)
         cond = model.prepare_conditions(clip_f, sync_f, text_f, latent_seq_len=x1.shape[1], seconds_start=0.0,
                                         seconds_total=duration, text_mask=mask)
         teacher = self.teacher.flow(self.encode_video, *twins, drop_v, duration, 0)
@@ -606,10 +613,12 @@ def load_parts(parts, folder: Path) -> None:
             raise TrainingError(f"--init {folder}: no {name}/diffusion_pytorch_model.safetensors; pass a "
                                 f"train_foley final folder")
         sd = read_state_dict(f)
-        if name == "transformer" and getattr(module, "context_embed", None) is not None:
-            # the parts of the context pathway new to this run keep their zero-initialised outputs (a no-op at first)
-            new = {f"context_embed.{k}": v for k, v in module.context_embed.state_dict().items()}
-            sd.update({k: v for k, v in new.items() if k not in sd})
+        for branch in ("context_embed", "sync_timing") if name == "transformer" else ():
+            if getattr(module, branch, None) is not None:
+                # a branch new to this run keeps its initial weights (the context pathway's zero outputs are a
+                # no-op at first; a new timing head is fitted before the first step)
+                new = {f"{branch}.{k}": v for k, v in getattr(module, branch).state_dict().items()}
+                sd.update({k: v for k, v in new.items() if k not in sd})
         load_state_dict_strict(module, sd, what=f"--init {name}")
 
 
@@ -791,6 +800,9 @@ def run(args) -> Path:
         object.__setattr__(objective, "teacher", teacher)
         if args.contrast_sound is not None:
             own = ContrastSounds(FeatureCache(args.contrast_sound), [cache.clips[int(i)] for i in pool], vae)
+    if parts.transformer.sync_timing is not None and not (args.resume and (out / "checkpoints").is_dir()) and \
+            not has_timing_head(args.init):
+        fit_run_timing(objective, cache, seed=args.seed)
     text_frozen = text_step_frozen(parts.transformer, args.reference_text_trains)
     if args.init is not None:
         heads = load_aux_heads(objective, Path(args.init))
