@@ -138,6 +138,10 @@ def cmd_eval(args: argparse.Namespace, node_classes: Mapping | None = None) -> i
         raise SystemExitError("--duration scores long clips with hits for --task v2a; drop --hit-free / --task")
     t0 = time.perf_counter()
     pipe = load_model_pipeline(args.model)
+    if args.task == "ac-vta" and getattr(args, "reference_guidance", "all") == "reference" and \
+            not getattr(pipe.transformer.config, "context_global", False):
+        raise SystemExitError(f"--reference-guidance reference: the model {args.model} has no context summary "
+                              f"(transformer.context_global) to guide by; use --reference-guidance all")
     bank = load_bank()
     if args.task != "v2a":
         return _eval_task(args, pipe, bank, get_timbre_classifier(bank), t0)

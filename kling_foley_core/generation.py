@@ -238,7 +238,8 @@ def generate_latents(transformer, cond: FoleyConditions, settings: SamplerSettin
         log.info("audio context (%s, %.2f s known): %s path", ctx.mode, float(placed.known[0].sum()) /
                  ctx.latent_rate, context_path(transformer))
     if cond.sync_f is not None and cond.clip_f is None and getattr(transformer, "sync_timing", None) is not None:
-        log.info("no semantic features (TC-VTA): the sync stream is read for timing only (timing_sync)")
+        log.info("no semantic features (TC-VTA or a reference): the sync stream is read for timing only "
+                 "(timing_sync)")
     flow = prepare_flow(transformer, cond, duration, guided=settings.cfg > 1.0, placed=placed,
                         guidance=settings.guidance)
     velocity = CFGDenoiser(transformer, flow.cond, flow.uncond, settings.cfg, batched=settings.batched_cfg,

@@ -87,6 +87,14 @@ def test_eval_of_one_clip_is_a_one_line_error(capsys):
     assert "--n 1" in err and "at least 2" in err and "\n" not in err
 
 
+def test_reference_guidance_without_a_context_summary_is_a_one_line_error(capsys):
+    # the tiny model has no context summary: refused before any clip is drawn or sampled (was: a traceback)
+    assert main(["eval", "synthhits", "--model", "tiny", "--task", "ac-vta", "--n", "2", "--steps", "1",
+                 "--reference-guidance", "reference"]) == EXIT_USAGE
+    err = capsys.readouterr().err.strip()
+    assert "--reference-guidance reference" in err and "context_global" in err and "\n" not in err
+
+
 @pytest.mark.parametrize("task,key", [("tta", "timbre_to_caption"), ("tc-vta", "timbre_to_text"),
                                       ("ac-vta", "timbre_to_reference"), ("fe", "seam_level_step_db"),
                                       ("edit", "outside_max_abs_diff")])

@@ -176,9 +176,10 @@ class KlingFoleyMMDiT(ModelMixin, ConfigMixin):
             (``default_model/TRAINING.md``, phase Y).
         context_semantic: with ``context_global``, the summary also adds one vector to every semantic-video
             token (``ContextEmbedding``'s ``semantic``): the reference speaks where the blanked picture would.
-        timing_sync: items without semantic features (TC-VTA) read the sync stream for timing only
-            (``timing_sync.py``): each token is rebuilt from its contact's chance and place, with vectors shared by
-            every class, so the look's class cannot compete with the text's. Off for MMAudio checkpoints.
+        timing_sync: items without semantic features (TC-VTA, and AC-VTA's reference mode, which drops them)
+            read the sync stream for timing only (``timing_sync.py``): each token is rebuilt from its contact's
+            chance and place, with vectors shared by every class, so the look's class cannot compete with the
+            text's or the reference's. Off for MMAudio checkpoints and the shipped foley-tiny.
     """
 
     _supports_gradient_checkpointing = False
