@@ -20,7 +20,8 @@ from torch import nn
 
 from .sync_layout import FRAMES_PER_TOKEN, SYNC_FPS, TOKENS_PER_WINDOW
 
-__all__ = ["ContextEmbedding", "ConvPositionEmbedding", "known_at_times", "clip_times", "sync_token_times"]
+__all__ = ["ContextEmbedding", "ConvPositionEmbedding", "known_at_times", "clip_times", "sync_token_starts",
+           "sync_token_times"]
 
 
 class ConvPositionEmbedding(nn.Module):
@@ -108,10 +109,19 @@ def clip_times(n_clip: int, fps: float = 8.0, device=None) -> torch.Tensor:
     return torch.arange(n_clip, device=device, dtype=torch.float32) / fps
 
 
-def sync_token_times(n_sync: int, device=None) -> torch.Tensor:
-    """Centre time of each window-major Synchformer token: token j of window w covers 25 fps frames
-    ``8w + 2j`` and ``8w + 2j + 1``."""
+def _token_first_frames(n_sync: int, device=None) -> torch.Tensor:
+    """First 25 fps frame of each window-major Synchformer token: token j of window w covers frames ``8w + 2j``
+    and ``8w + 2j + 1``."""
     w = torch.arange(n_sync // TOKENS_PER_WINDOW, device=device)[:, None]
     j = torch.arange(TOKENS_PER_WINDOW, device=device)[None]
-    first = (w * 8 + j * FRAMES_PER_TOKEN).flatten().to(torch.float32)
-    return (first + 0.5 * FRAMES_PER_TOKEN) / SYNC_FPS
+    return (w * 8 + j * FRAMES_PER_TOKEN).flatten().to(torch.float32)
+
+
+def sync_token_starts(n_sync: int, device=None) -> torch.Tensor:
+    """Start time of each window-major Synchformer token (its span is ``FRAMES_PER_TOKEN / SYNC_FPS`` s)."""
+    return _token_first_frames(n_sync, device) / SYNC_FPS
+
+
+def sync_token_times(n_sync: int, device=None) -> torch.Tensor:
+    """Centre time of each window-major Synchformer token."""
+    return (_token_first_frames(n_sync, device) + 0.5 * FRAMES_PER_TOKEN) / SYNC_FPS

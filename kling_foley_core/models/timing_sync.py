@@ -17,13 +17,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-TOKEN_SECONDS = 2 / 25.0  # a sync token spans two 25 fps frames
+from .context_embed import sync_token_starts
+from .sync_layout import FRAMES_PER_TOKEN, SYNC_FPS, TOKENS_PER_WINDOW
+
+TOKEN_SECONDS = FRAMES_PER_TOKEN / SYNC_FPS  # a sync token spans two 25 fps frames
 
 
 class TimingSync(nn.Module):
     def __init__(self, dim: int, hidden: int = 128):
         super().__init__()
-        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 2))
+        # fitted by fit_timing_head alone, never by what reads the tokens
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 2)).requires_grad_(False)
         # input standardisation, set by the fit (the head sees features of any scale)
         self.register_buffer("feature_mean", torch.zeros(dim))
         self.register_buffer("feature_std", torch.ones(dim))
@@ -44,10 +48,9 @@ class TimingSync(nn.Module):
         return tokens.to(sync_f.dtype)
 
 
-def token_timing(events: list[dict], n_windows: int, stride: int = 8, window: int = 16) -> tuple[torch.Tensor,
-                                                                                                  torch.Tensor]:
+def token_timing(events: list[dict], n_windows: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per sync token: 1 where a hit falls in its 80 ms span, and where in the span (0-1) the first one falls."""
-    starts = (torch.arange(n_windows)[:, None] * stride + torch.arange(window // 2)[None] * 2).flatten() / 25.0
+    starts = sync_token_starts(n_windows * TOKENS_PER_WINDOW)
     hit, place = torch.zeros(len(starts)), torch.full((len(starts),), 0.5)
     for e in sorted(events, key=lambda e: e["time"]):
         inside = (starts <= e["time"]) & (e["time"] < starts + TOKEN_SECONDS) & (hit == 0)
@@ -80,17 +83,18 @@ def fit_timing_head(module: TimingSync, feats: list[torch.Tensor], hits: list[to
     for layer in module.head:
         if isinstance(layer, nn.Linear):
             layer.reset_parameters()
+    module.head.requires_grad_(True)
     opt = torch.optim.Adam(module.head.parameters(), lr=lr)
     pos_weight = ((h == 0).sum() / (h == 1).sum().clamp_min(1)).clamp(1.0, 50.0)
     for _ in range(steps):
         contact, place = module.read(x)
-        loss = nn.functional.binary_cross_entropy_with_logits(contact, h, pos_weight=pos_weight)
-        if bool((h > 0).any()):
-            loss = loss + nn.functional.mse_loss(torch.sigmoid(place[h > 0]), o[h > 0]) * 10.0
+        loss = nn.functional.binary_cross_entropy_with_logits(contact, h, pos_weight=pos_weight) + \
+            nn.functional.mse_loss(torch.sigmoid(place[h > 0]), o[h > 0]) * 10.0
         opt.zero_grad()
         loss.backward()
         opt.step()
     opt.zero_grad(set_to_none=True)
+    module.head.requires_grad_(False)
     with torch.no_grad():
         x, h, o = cat(feats, True), cat(hits, True), cat(places, True)
         contact, place = module.read(x)

@@ -1,12 +1,11 @@
 """``train_foley`` with ``--override transformer.timing_sync=true``: fit the timing head on the run's own clips.
 
 The head reads the frozen sync encoder's tokens (its fit would go stale if the encoder moved), so the run must
-freeze ``sync_encoder``. An ``--init`` that already holds a fitted head keeps it.
+freeze ``sync_encoder``. An ``--init`` that already holds a fitted head keeps it (``load_parts`` tells).
 """
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,20 +42,8 @@ def fit_run_timing(objective, cache, max_clips: int = 400, seed: int = 0) -> dic
             hits.append(h)
             places.append(p)
     with torch.enable_grad():
-        report = fit_timing_head(tr.sync_timing.cpu(), feats, hits, places, seed=seed)
-    tr.sync_timing.requires_grad_(False)
-    for v in (tr.sync_timing.rest, tr.sync_timing.contact, tr.sync_timing.late):
-        v.requires_grad_(True)
+        report = fit_timing_head(tr.sync_timing, feats, hits, places, seed=seed)
     log.info("timing head fitted on %d clips: balanced accuracy %.3f, place error %.3f of a token (held out: %d "
              "tokens)", len(chosen), report["balanced_accuracy"], report["place_error"], report["held_out_tokens"])
     return report
 
-
-def has_timing_head(init) -> bool:
-    """Whether an ``--init`` folder's transformer already holds a fitted timing head."""
-    if init is None:
-        return False
-    from safetensors import safe_open
-
-    with safe_open(str(Path(init) / "transformer" / "diffusion_pytorch_model.safetensors"), "pt") as f:
-        return any(k.startswith("sync_timing.") for k in f.keys())

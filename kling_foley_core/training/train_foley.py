@@ -38,11 +38,13 @@ from .common import (cli_main, CHECKPOINTS, EMA, MetricLog, StepCounter, Timer, 
                      check_common_args, end_step, lr_at, make_accelerator, progress, resume_from, save_checkpoint,
                      set_lr, step_generator, write_json)
 from ..data.recordings import SOUND_CLASSES
+from ..models.context_embed import sync_token_starts
 from ..models.duration import SYNC_STRIDE as STRIDE, SYNC_WINDOW as WINDOW
+from ..models.sync_layout import TOKENS_PER_WINDOW
 from .cache_set import open_caches
 from .dataset import FeatureCache, LatentTable, batch_for_step, encode_latents, sample_latents, video_frames
 from .reference_teacher import ContrastSounds, ReferenceTeacher, text_step_frozen
-from .timing_setup import fit_run_timing, has_timing_head
+from .timing_setup import fit_run_timing
 from .reference_examples import (ReferenceBank, check_looks, look_classes, pick_frames, reference_batch,
                                  reference_clips, reference_example, reference_frames, reference_strides)
 from ..reference import SYNC_STRIDE_S
@@ -329,7 +331,7 @@ def token_targets(events: list[dict], n_windows: int) -> tuple[torch.Tensor, ...
     0/1 (a hit's time falls in that 80 ms span), the pan of its hit(s) (mean if two), the sound-class index of
     its first hit in :data:`SOUND_CLASSES` order (−100, "ignore", for tokens without a contact or with an unknown
     class) and the loudness of its hit(s) as 2·log10 of the mean gain (0 where no gain is recorded)."""
-    starts = (torch.arange(n_windows)[:, None] * STRIDE + torch.arange(WINDOW // 2)[None] * 2).flatten() / 25.0
+    starts = sync_token_starts(n_windows * TOKENS_PER_WINDOW)
     hits, pan_sum, gain_sum = torch.zeros(len(starts)), torch.zeros(len(starts)), torch.zeros(len(starts))
     classes = torch.full((len(starts),), -100, dtype=torch.long)
     index = {c: i for i, c in enumerate(SOUND_CLASSES)}
@@ -601,10 +603,12 @@ def build_joint_mono2stereo(parts, m2s_cfg: dict):
     return build_mono2stereo(**{**m2s_cfg, "video_dim": source.dim})
 
 
-def load_parts(parts, folder: Path) -> None:
-    """Copy the weights of a ``final`` folder (``export_parts``) into freshly built parts (strict)."""
+def load_parts(parts, folder: Path) -> set[str]:
+    """Copy the weights of a ``final`` folder (``export_parts``) into freshly built parts (strict); returns the
+    transformer's optional branches the folder lacks (new to this run)."""
     from ..compat.checkpoints import load_state_dict_strict, read_state_dict
 
+    fresh = set()
     targets = {"transformer": parts.transformer, "visual_encoder": parts.visual_encoder.tower,
                "sync_encoder": parts.sync_encoder.model, "text_encoder": parts.text_encoder}
     for name, module in targets.items():
@@ -618,8 +622,11 @@ def load_parts(parts, folder: Path) -> None:
                 # a branch new to this run keeps its initial weights (the context pathway's zero outputs are a
                 # no-op at first; a new timing head is fitted before the first step)
                 new = {f"{branch}.{k}": v for k, v in getattr(module, branch).state_dict().items()}
+                if any(k not in sd for k in new):
+                    fresh.add(branch)
                 sd.update({k: v for k, v in new.items() if k not in sd})
         load_state_dict_strict(module, sd, what=f"--init {name}")
+    return fresh
 
 
 AUX_HEADS = ("sync_head", "pan_head", "class_head", "loud_head")
@@ -740,8 +747,7 @@ def run(args) -> Path:
         vocabulary = build_vocabulary([c["caption"] for c in cache.clips])
     sizes = run_sizes(overrides)
     parts = build_parts(vocabulary, overrides, args.seed)
-    if args.init is not None:
-        load_parts(parts, Path(args.init))
+    fresh = load_parts(parts, Path(args.init)) if args.init is not None else {"context_embed", "sync_timing"}
     if parts.visual_encoder.image_size != cache.image_size or parts.sync_encoder.image_size != cache.image_size:
         raise TrainingError(f"the encoders take {parts.visual_encoder.image_size}-px frames but the cache holds "
                             f"{cache.image_size}-px frames; pass --image-size {parts.visual_encoder.image_size}")
@@ -800,8 +806,8 @@ def run(args) -> Path:
         object.__setattr__(objective, "teacher", teacher)
         if args.contrast_sound is not None:
             own = ContrastSounds(FeatureCache(args.contrast_sound), [cache.clips[int(i)] for i in pool], vae)
-    if parts.transformer.sync_timing is not None and not (args.resume and (out / "checkpoints").is_dir()) and \
-            not has_timing_head(args.init):
+    if parts.transformer.sync_timing is not None and "sync_timing" in fresh and \
+            not (args.resume and (out / "checkpoints").is_dir()):
         fit_run_timing(objective, cache, seed=args.seed)
     text_frozen = text_step_frozen(parts.transformer, args.reference_text_trains)
     if args.init is not None:
